@@ -1,0 +1,293 @@
+"""The ``privtool`` command line: thin Typer commands over the library.
+
+Each command parses options, calls one library function and prints. A
+:class:`~privtool.errors.PrivtoolError` becomes one line on stderr and exit code 1; usage
+errors exit 2. ``--json`` puts exactly one JSON object on stdout; progress goes to stderr.
+Torch and the library are imported inside commands so ``privtool --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from privtool.errors import PrivtoolError
+
+app = typer.Typer(
+    name="privtool",
+    help="Train under differential privacy (none / gaussian / vmf), attack, select, calibrate.\n\n"
+         "Examples:\n\n"
+         "  privtool train --mech vmf\n\n"
+         "  privtool train --mech gaussian --epsilon 3 --dataset mnist --model lenet --out runs/g3\n\n"
+         "  privtool epsilon --mech gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250\n\n"
+         "  privtool data list",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="List, download (prepare) and check (verify) datasets.",
+                       no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map PrivtoolError to a one-line message and exit code 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PrivtoolError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing was written")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def emit(metrics: dict[str, Any], as_json: bool, title: str) -> None:
+    """Print a stage's metrics: one JSON object on stdout with --json, else a table."""
+    from privtool.artifacts import dumps
+
+    if as_json:
+        sys.stdout.write(json.dumps(json.loads(dumps(metrics)), sort_keys=True) + "\n")
+        return
+    table = Table(title=title, show_header=False)
+    for k in sorted(metrics):
+        v = metrics[k]
+        table.add_row(k, f"{v:.6g}" if isinstance(v, float) else ("∞" if v is None and "epsilon" in k else str(v)))
+    out.print(table)
+
+
+class RichProgress:
+    """A rich progress bar on stderr: epoch, step, loss, accuracy, ε so far."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def start(self, total: int, description: str) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                             TimeRemainingColumn(), console=err, transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, info="")
+
+    def advance(self, **f: Any) -> None:
+        if self._bar is None:
+            return
+        eps = f.get("eps")
+        info = (f"epoch {f.get('epoch')} loss {f.get('loss', float('nan')):.3f} "
+                f"acc {f.get('acc', 0.0):.3f} ε {'∞' if eps is None else f'{eps:.3g}'}")
+        self._bar.update(self._task, advance=0 if f.get("_refresh") else 1, info=info)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _params(params: Path, sets: list[str], extra: list[str]) -> Any:
+    from privtool.config import load_params
+
+    explicit = str(params) != "params.yaml"
+    return load_params(params, [*sets, *extra], required=explicit)
+
+
+ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p",
+                         help="params file (sections data:, train:, ...)")
+SetOpt = typer.Option(None, "--set", help="override a param: section.key=value (repeatable)")
+JsonOpt = typer.Option(False, "--json", help="print the metrics as one JSON object on stdout")
+SeedOpt = typer.Option(None, "--seed", help="training seed (train.seed)")
+DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda")
+
+
+@app.command()
+@handle_errors
+def train(
+    mech: Optional[str] = typer.Option(None, "--mech", help="none | gaussian | vmf"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="see `privtool data list`"),
+    model: Optional[str] = typer.Option(None, "--model", help="lenet | mlp | cnn | softmax | tfp-cnn"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    epsilon: Optional[float] = typer.Option(None, "--epsilon",
+                                            help="whole-run ε target: solves σ (gaussian) or κ (vmf)"),
+    pretrain: Optional[str] = typer.Option(None, "--pretrain", help="rotation (not implemented yet)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory to write"),
+    params: Path = ParamsOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Train a model under a privacy mechanism and write a run directory.
+
+    Examples:
+
+      privtool train --mech vmf
+
+      privtool train --mech gaussian --epsilon 1 --out runs/gauss-1
+
+      privtool train --mech vmf --set train.epsilon_v=50 --set train.partition=row
+    """
+    if pretrain is not None:
+        err.print("privtool train --pretrain is not implemented yet")
+        raise typer.Exit(2)
+    shortcuts = [f"{k}={v}" for k, v in (("train.mech", mech), ("data.dataset", dataset),
+                                          ("train.model", model), ("train.epochs", epochs),
+                                          ("train.epsilon", epsilon), ("train.seed", seed),
+                                          ("train.device", device)) if v is not None]
+    p = _params(params, sets or [], shortcuts)
+    from privtool.stages import train as stage
+
+    target = out_dir or Path("runs") / f"{p.train.mech}-{p.data.dataset}-{p.train.model}-s{p.train.seed}"
+    metrics = stage.run(p, target, progress=RichProgress(enabled=True))
+    for w in metrics.pop("warnings", []):
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    err.print(f"wrote {target}", highlight=False)
+    emit(metrics, as_json, f"privtool train → {target}")
+
+
+@app.command()
+@handle_errors
+def epsilon(
+    mech: str = typer.Option(..., "--mech", help="gaussian | vmf"),
+    noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="σ (gaussian)"),
+    sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="q = batch/n"),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="instead of --steps: epochs/q steps"),
+    delta: float = typer.Option(1e-5, "--delta"),
+    accountant: str = typer.Option("rdp", "--accountant", help="rdp | prv (gaussian)"),
+    kappa: Optional[float] = typer.Option(None, "--kappa", help="VMF concentration κ (vmf)"),
+    parts: int = typer.Option(1, "--parts", help="VMF parts per gradient m (vmf)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compute ε from hyperparameters without training.
+
+    Examples:
+
+      privtool epsilon --mech gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5
+
+      privtool epsilon --mech vmf --kappa 5 --parts 1 --sample-rate 0.05 --steps 500 --json
+    """
+    from privtool.epsilon import compute_epsilon
+
+    res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
+                          noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
+                          parts=parts)
+    if "warning" in res:
+        err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
+    emit(res, as_json, f"privtool epsilon --mech {mech}")
+
+
+def _not_yet(name: str, issue: str) -> Callable[..., None]:
+    def cmd(ctx: typer.Context) -> None:
+        err.print(f"privtool {name} is not implemented yet ({issue}); no output was written")
+        raise typer.Exit(2)
+
+    cmd.__doc__ = f"(not implemented yet: {issue})"
+    return cmd
+
+
+_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+app.command("attack", context_settings=_EXTRA,
+            help="Attack a trained run (membership inference, reconstruction, inversion). "
+                 "Not implemented yet.")(_not_yet("attack", "membership and reconstruction attacks"))
+app.command("select", context_settings=_EXTRA,
+            help="Select public data and fine-tune a DP run. Not implemented yet.")(
+    _not_yet("select", "privacy-aware active learning"))
+app.command("calibrate", context_settings=_EXTRA,
+            help="Build calibration tables from runs and attacks. Not implemented yet.")(
+    _not_yet("calibrate", "calibration tables"))
+app.command("report", context_settings=_EXTRA,
+            help="Render a results folder as one page. Not implemented yet.")(
+    _not_yet("report", "reports"))
+
+
+RootOpt = typer.Option(None, "--root", help="data root (default: $PRIVTOOL_DATA)")
+
+
+@data_app.command("list")
+@handle_errors
+def data_list(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Every dataset: available offline?, size, and the files a missing one needs."""
+    from privtool.data import list_datasets
+
+    rows = list_datasets(root)
+    if as_json:
+        sys.stdout.write(json.dumps({"datasets": [_status_dict(s) for s in rows]}) + "\n")
+        return
+    table = Table(title="privtool datasets")
+    for col in ("name", "available", "examples", "shape", "classes", "what / what is missing"):
+        table.add_column(col)
+    for s in rows:
+        note = s.description if s.available else "; ".join(s.missing[:4]) + (
+            f" (+{len(s.missing) - 4} more)" if len(s.missing) > 4 else "") + f" — {s.how}"
+        table.add_row(s.name, "yes" if s.available else "no",
+                      "" if s.n_examples is None else str(s.n_examples),
+                      "×".join(map(str, s.shape)) if s.shape else "",
+                      "" if s.n_classes is None else str(s.n_classes), note)
+    out.print(table)
+
+
+def _status_dict(s: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(s)
+    d["shape"] = list(d["shape"]) if d.get("shape") else None
+    return d
+
+
+@data_app.command("prepare")
+@handle_errors
+def data_prepare(name: str, root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Download NAME into the data root with torchvision (needs internet), then load it."""
+    from privtool.data import data_root, load_dataset
+
+    r = data_root(root)
+    if r is None:
+        raise PrivtoolError("no data root: pass --root DIR or set PRIVTOOL_DATA")
+    d = load_dataset(name, r, download=True)
+    emit({"dataset": d.name, "n_examples": len(d.y), "n_classes": d.n_classes,
+          "fingerprint": d.fingerprint(), "source": d.source}, as_json, f"prepared {name}")
+
+
+@data_app.command("verify")
+@handle_errors
+def data_verify(name: str, root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Load NAME offline and print its size, class counts and content fingerprint."""
+    import numpy as np
+
+    from privtool.data import data_root, load_dataset
+
+    d = load_dataset(name, data_root(root))
+    counts = np.bincount(d.y, minlength=d.n_classes)
+    emit({"dataset": d.name, "n_examples": int(len(d.y)), "n_classes": int(d.n_classes),
+          "shape": "×".join(map(str, d.shape)), "min_class_count": int(counts.min()),
+          "max_class_count": int(counts.max()), "fingerprint": d.fingerprint(),
+          "source": d.source}, as_json, f"verified {name}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

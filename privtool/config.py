@@ -1,0 +1,236 @@
+"""Settings: ``params.yaml`` sections, ``--set section.key=value`` overrides, validation.
+
+Every stage reads its own section (``train:`` for ``privtool train``) plus the shared
+``data:`` section. Unknown sections or keys are errors that name the key and list the
+valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from privtool.errors import PrivtoolError
+
+DEFAULT_SPLITS = {"train": 0.5, "test": 0.2, "shadow": 0.2, "public": 0.1}
+
+
+def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where it lives, and how it is split (split seed kept apart from the
+    training seed so runs with different seeds share their splits)."""
+
+    dataset: str = "mnist-5k"
+    root: str | None = None
+    image_size: int | None = None
+    split_seed: int = 0
+    splits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SPLITS))
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.dataset, str) and bool(self.dataset), "data.dataset",
+               self.dataset, "a dataset name (see `privtool data list`)")
+        _check(self.image_size is None or (isinstance(self.image_size, int) and self.image_size > 0),
+               "data.image_size", self.image_size, "a positive integer or null")
+        _check(isinstance(self.splits, Mapping) and "train" in self.splits and "test" in self.splits,
+               "data.splits", self.splits, "a mapping with at least 'train' and 'test' fractions")
+        for k, v in self.splits.items():
+            _check(isinstance(v, (int, float)) and 0 < v < 1, f"data.splits.{k}", v,
+                   "a fraction in (0, 1)")
+        _check(sum(self.splits.values()) <= 1 + 1e-9, "data.splits", dict(self.splits),
+               "fractions summing to at most 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How ``privtool train`` trains: mechanism, model, optimiser and privacy knobs.
+
+    Privacy quantities use Opacus' names. Exactly one of ``epsilon`` (a whole-run target that
+    is solved for σ or κ) and the mechanism's own noise knob decides the noise.
+    """
+
+    mech: str = "gaussian"
+    model: str = "lenet"
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    epsilon: float | None = None
+    delta: float = 1e-5
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"
+    grad_sample_mode: str = "ghost"
+    kappa: float | None = None
+    epsilon_v: float | None = None
+    partition: str = "whole"
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.epochs, int) and self.epochs >= 1, "train.epochs", self.epochs,
+               "an integer >= 1")
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "train.batch_size",
+               self.batch_size, "an integer >= 1")
+        _check(self.optimizer in ("sgd", "adam"), "train.optimizer", self.optimizer, "sgd or adam")
+        _check(_num(self.lr) and self.lr > 0, "train.lr", self.lr, "a number > 0")
+        _check(_num(self.momentum) and 0 <= self.momentum < 1, "train.momentum", self.momentum,
+               "a number in [0, 1)")
+        _check(self.device in ("auto", "cpu", "cuda"), "train.device", self.device,
+               "auto, cpu or cuda")
+        _check(self.epsilon is None or (_num(self.epsilon) and self.epsilon > 0), "train.epsilon",
+               self.epsilon, "a number > 0 (the whole-run privacy target) or null")
+        _check(_num(self.delta) and 0 < self.delta < 1, "train.delta", self.delta,
+               "a number in (0, 1)")
+        _check(_num(self.noise_multiplier) and self.noise_multiplier >= 0,
+               "train.noise_multiplier", self.noise_multiplier, "a number >= 0")
+        _check(_num(self.max_grad_norm) and self.max_grad_norm > 0, "train.max_grad_norm",
+               self.max_grad_norm, "a number > 0")
+        _check(self.accountant in ("rdp", "prv"), "train.accountant", self.accountant, "rdp or prv")
+        _check(self.grad_sample_mode in ("ghost", "hooks", "functorch"), "train.grad_sample_mode",
+               self.grad_sample_mode, "ghost, hooks or functorch")
+        _check(self.kappa is None or (_num(self.kappa) and self.kappa >= 0), "train.kappa",
+               self.kappa, "a number >= 0 (VMF concentration) or null")
+        _check(self.epsilon_v is None or (_num(self.epsilon_v) and self.epsilon_v > 0),
+               "train.epsilon_v", self.epsilon_v, "a number > 0 (paper 1's per-update ε_V) or null")
+        _check(self.partition in ("whole", "layer", "row"), "train.partition", self.partition,
+               "whole, layer or row")
+        _check(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1,
+               "train.eval_batch_size", self.eval_batch_size, "an integer >= 1")
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig}
+# Sections owned by stages that later issues add; accepted so a full params.yaml loads.
+OTHER_SECTIONS = ("attack", "select", "calibrate", "report", "pretrain")
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """The default params of every section, as plain dicts."""
+    return {name: asdict(cls()) for name, cls in SECTIONS.items()}
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as YAML, so 1e-5 is a float)."""
+    out = copy.deepcopy(params)
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise PrivtoolError(f"--set {item!r} must look like section.key=value, "
+                                f"e.g. --set train.epochs=3")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        value = _parse_value(raw.strip())
+        target = out.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise PrivtoolError(f"--set {item!r}: params section {section!r} is not a mapping")
+        if "." in key:  # nested, e.g. data.splits.train=0.4
+            outer, inner = key.split(".", 1)
+            nested = target.setdefault(outer, {})
+            if not isinstance(nested, dict):
+                raise PrivtoolError(f"--set {item!r}: {section}.{outer} is not a mapping")
+            nested[inner] = value
+        else:
+            target[key] = value
+    return out
+
+
+def _coerce(cls: type, section: str, raw: Mapping[str, Any]) -> Any:
+    valid = [f.name for f in fields(cls)]
+    unknown = [k for k in raw if k not in valid]
+    if unknown:
+        raise PrivtoolError(f"unknown params key {section}.{unknown[0]}; valid keys in "
+                            f"'{section}': {', '.join(valid)}")
+    kwargs = dict(raw)
+    # YAML reads 1e-5 as a string under YAML 1.1; accept numeric strings for float fields.
+    for f in fields(cls):
+        v = kwargs.get(f.name)
+        if isinstance(v, str) and ("float" in str(f.type) or "int" in str(f.type)):
+            try:
+                kwargs[f.name] = int(v) if "int" in str(f.type) and v.lstrip("-").isdigit() else float(v)
+            except ValueError:
+                pass
+        if isinstance(kwargs.get(f.name), float) and "int" in str(f.type) and "float" not in str(f.type):
+            if kwargs[f.name].is_integer():
+                kwargs[f.name] = int(kwargs[f.name])
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Params:
+    """All params after defaults, file and overrides; ``raw`` keeps sections of later stages."""
+
+    data: DataConfig
+    train: TrainConfig
+    raw: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: copy.deepcopy(v) for k, v in self.raw.items()}
+        out["data"] = asdict(self.data)
+        out["data"]["splits"] = dict(self.data.splits)
+        out["train"] = asdict(self.train)
+        return out
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | None = None,
+                *, required: bool = False) -> Params:
+    """Defaults <- params file (if present) <- overrides, validated.
+
+    ``required`` is True when the user named the file explicitly: then a missing file is an
+    error rather than "use the defaults".
+    """
+    file_params: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if p.is_file():
+            try:
+                loaded = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f" (line {mark.line + 1})" if mark else ""
+                raise PrivtoolError(f"{p} is not valid YAML{where}; fix the file or pass "
+                                    f"another with --params") from None
+            if not isinstance(loaded, dict):
+                raise PrivtoolError(f"{p} must be a mapping of sections (data:, train:, ...)")
+            file_params = loaded
+        elif required:
+            raise PrivtoolError(f"params file {p} not found; pass an existing file with "
+                                f"--params or omit it to use the defaults")
+    merged = defaults()
+    for section, values in file_params.items():
+        if section not in SECTIONS and section not in OTHER_SECTIONS:
+            valid = ", ".join(list(SECTIONS) + list(OTHER_SECTIONS))
+            raise PrivtoolError(f"unknown params section {section!r}; valid sections: {valid}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise PrivtoolError(f"params section {section!r} must be a mapping of key: value")
+        merged.setdefault(section, {}).update(values)
+    merged = apply_overrides(merged, overrides or [])
+    for section in merged:
+        if section not in SECTIONS and section not in OTHER_SECTIONS:
+            valid = ", ".join(list(SECTIONS) + list(OTHER_SECTIONS))
+            raise PrivtoolError(f"unknown params section {section!r}; valid sections: {valid}")
+    data = _coerce(DataConfig, "data", merged["data"])
+    train = _coerce(TrainConfig, "train", merged["train"])
+    return Params(data=data, train=train, raw=merged)

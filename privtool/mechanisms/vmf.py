@@ -1,0 +1,161 @@
+"""``vmf``: DirDP-SGD (paper 1, Alg. 2) with sound accounting.
+
+Each per-sample gradient is split into parts (``whole``: one part; ``layer``: one per
+parameter tensor; ``row``: one per output row of each weight, one per bias), each part is
+scaled to unit norm (scaled, not clipped: paper 1 Alg. 2 line 10) and replaced by a sample of
+VMF(κ, that direction); the samples are summed and divided by the fixed batch size.
+
+Batches have a fixed size b drawn uniformly without replacement (the VMF sum is not DP under
+add/remove, see :mod:`privtool.accounting.vmf`), so the replace-one accountant applies.
+Per-sample gradients come from Opacus' GradSampleModule; this module only replaces the
+"clip, sum, add noise" part of Opacus' DPOptimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privtool.accounting import (kappa_from_nominal, vmf_epsilon, vmf_kappa_for_epsilon,
+                                 vmf_nominal_epsilon)
+from privtool.errors import PrivtoolError
+from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper, fixed_size_batches
+from privtool.mechanisms.gaussian import opacus_stepper
+from privtool.mechanisms.vmf_sampler import sample_vmf
+
+
+def count_parts(params: list[torch.Tensor], partition: str) -> int:
+    """Number m of VMF parts per per-sample gradient for ``partition``."""
+    if partition == "whole":
+        return 1
+    if partition == "layer":
+        return len(params)
+    return sum(p.shape[0] if p.dim() >= 2 else 1 for p in params)
+
+
+def _part_view(g: torch.Tensor, partition: str) -> torch.Tensor:
+    """(B, *shape) per-sample gradient -> (B * parts, part_dim) rows, one per VMF part."""
+    b = g.shape[0]
+    if partition == "row" and g.dim() >= 3:
+        return g.reshape(b * g.shape[1], -1)
+    return g.reshape(b, -1)
+
+
+def privatize_vmf(grad_samples: list[torch.Tensor], *, kappa: float, partition: str,
+                  generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Per-sample gradients (list over parameters of (B, *shape)) -> the summed VMF release
+    (list of parameter-shaped tensors). A part whose gradient is exactly zero has no direction;
+    it is given the fixed direction e1, which the replace-one analysis covers (any unit vector)."""
+    if partition == "whole":
+        b = grad_samples[0].shape[0]
+        flat = torch.cat([g.reshape(b, -1) for g in grad_samples], dim=1)
+        parts = [flat]
+    else:
+        parts = [_part_view(g, partition) for g in grad_samples]
+    released = []
+    for rows in parts:
+        norms = rows.norm(dim=1, keepdim=True)
+        unit = rows / norms.clamp_min(torch.finfo(rows.dtype).tiny)
+        zero = (norms.squeeze(1) == 0)
+        if bool(zero.any()):
+            unit[zero] = 0.0
+            unit[zero, 0] = 1.0
+        released.append(sample_vmf(unit, kappa, generator=generator))
+    if partition == "whole":
+        b = grad_samples[0].shape[0]
+        summed = released[0].reshape(b, -1).sum(0)
+        out, offset = [], 0
+        for g in grad_samples:
+            k = g[0].numel()
+            out.append(summed[offset:offset + k].view(g.shape[1:]))
+            offset += k
+        return out
+    return [r.reshape(g.shape).sum(0) for r, g in zip(released, grad_samples)]
+
+
+def _vmf_optimizer_class() -> type:
+    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    class VMFOptimizer(DPOptimizer):
+        """Opacus' DPOptimizer with "clip + sum + Gaussian" replaced by "scale to unit +
+        VMF sample + sum" (paper 1 Alg. 2 lines 10 and 13)."""
+
+        def __init__(self, optimizer: torch.optim.Optimizer, *, kappa: float, partition: str,
+                     **kwargs: Any) -> None:
+            super().__init__(optimizer, **kwargs)
+            self.kappa = kappa
+            self.partition = partition
+
+        def clip_and_accumulate(self) -> None:
+            grad_samples = []
+            for p in self.params:
+                _check_processed_flag(p.grad_sample)
+                grad_samples.append(self._get_flat_grad_sample(p).to(p.dtype))
+            summed = privatize_vmf(grad_samples, kappa=self.kappa, partition=self.partition,
+                                   generator=self.generator)
+            for p, s in zip(self.params, summed):
+                p.summed_grad = s if p.summed_grad is None else p.summed_grad + s
+                _mark_as_processed(p.grad_sample)
+
+        def add_noise(self) -> None:
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                p.grad = p.summed_grad.view_as(p)
+                _mark_as_processed(p.summed_grad)
+
+    return VMFOptimizer
+
+
+@MECHANISMS.register("vmf")
+class VMF(Mechanism):
+    name = "vmf"
+    relation = "replace one record"
+
+    def batches(self, epoch: int, rng: np.random.Generator):
+        s = self.schedule
+        return fixed_size_batches(s.n, s.batch_size, s.steps_per_epoch, rng)
+
+    def calibrate(self, model: nn.Module) -> None:
+        cfg, s = self.cfg, self.schedule
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.parts = count_parts(params, cfg.partition)
+        given = [k for k in ("epsilon", "kappa", "epsilon_v") if getattr(cfg, k) is not None]
+        if len(given) > 1:
+            raise PrivtoolError(f"vmf noise is set twice ({' and '.join('train.' + g for g in given)}); "
+                                f"give only one of train.epsilon, train.kappa, train.epsilon_v")
+        if cfg.epsilon is not None:
+            self.kappa = vmf_kappa_for_epsilon(target_epsilon=cfg.epsilon, parts=self.parts,
+                                               sample_rate=s.sample_rate, steps=s.steps,
+                                               delta=cfg.delta)
+        elif cfg.epsilon_v is not None:
+            self.kappa = kappa_from_nominal(epsilon_v=cfg.epsilon_v, parts=self.parts)
+        elif cfg.kappa is not None:
+            self.kappa = float(cfg.kappa)
+        else:
+            raise PrivtoolError("vmf needs its noise level: set --epsilon E (whole-run target), "
+                                "--set train.epsilon_v=E (paper 1's per-update ε_V) or "
+                                "--set train.kappa=K")
+
+    def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     generator: Any) -> Stepper:
+        mode = "hooks" if self.cfg.grad_sample_mode == "ghost" else self.cfg.grad_sample_mode
+        return opacus_stepper(model, optimizer, mode=mode, noise_multiplier=0.0,
+                              max_grad_norm=1.0, expected_batch_size=self.schedule.batch_size,
+                              generator=generator, optimizer_cls=_vmf_optimizer_class(),
+                              kappa=self.kappa, partition=self.cfg.partition)
+
+    def privacy(self, steps: int) -> dict[str, Any]:
+        s = self.schedule
+        fields = vmf_epsilon(kappa=self.kappa, parts=self.parts, sample_rate=s.sample_rate,
+                             steps=steps, delta=self.cfg.delta)
+        out = {k: v for k, v in fields.items() if k not in ("kappa", "parts", "sample_rate", "steps")}
+        out["epsilon_v_nominal"] = vmf_nominal_epsilon(kappa=self.kappa, parts=self.parts)
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "kappa": self.kappa, "parts": self.parts,
+                "partition": self.cfg.partition, "sampling": "fixed-size without replacement"}
