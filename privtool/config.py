@@ -115,8 +115,9 @@ def _num(v: Any) -> bool:
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig}
-# Sections owned by stages that later issues add; accepted so a full params.yaml loads.
-OTHER_SECTIONS = ("attack", "select", "calibrate", "report", "pretrain")
+# Sections owned by stages that later issues add, and `sweep` (the grid dvc.yaml expands);
+# accepted so a full params.yaml loads.
+OTHER_SECTIONS = ("attack", "select", "calibrate", "report", "pretrain", "sweep")
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -125,10 +126,17 @@ def defaults() -> dict[str, dict[str, Any]]:
 
 
 def _parse_value(text: str) -> Any:
+    """A --set value as YAML would read it, plus YAML 1.2 floats like 1e-5."""
     try:
-        return yaml.safe_load(text) if text != "" else None
+        value = yaml.safe_load(text) if text != "" else None
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

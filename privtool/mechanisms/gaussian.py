@@ -17,6 +17,9 @@ from torch import nn
 from privtool.accounting import gaussian_epsilon, gaussian_noise_multiplier
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper
 
+# Opacus' hooks fire on the first layer, whose input needs no gradient; harmless.
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
+
 
 def opacus_stepper(model: nn.Module, optimizer: torch.optim.Optimizer, *, mode: str,
                    noise_multiplier: float, max_grad_norm: float, expected_batch_size: int,
