@@ -1,0 +1,5 @@
+"""`python -m privtool` == `privtool`."""
+
+from privtool.cli import main
+
+main()
