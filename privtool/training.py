@@ -106,6 +106,7 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
     schedule = Schedule(n=len(x_train), batch_size=cfg.batch_size, epochs=cfg.epochs)
     mech = MECHANISMS.get(cfg.mech)(cfg, schedule)
     model.to(device).train()
+    mech.prepare(x_train, y_train)
     mech.calibrate(model)
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     gen = torch.Generator(device=device)

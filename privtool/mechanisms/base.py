@@ -84,6 +84,9 @@ class Mechanism(ABC):
         self.cfg = cfg
         self.schedule = schedule
 
+    def prepare(self, x_train: Any, y_train: Any) -> None:
+        """See the training data once before training (e.g. to form class/subclass units)."""
+
     def calibrate(self, model: Any) -> None:
         """Fix the noise (e.g. solve σ or κ for a target ε). Called once, before training."""
 

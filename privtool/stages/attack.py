@@ -1,0 +1,32 @@
+"""Stage ``attack``: a trained run -> attack results (metrics, scores, ROC / image grids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from privtool.artifacts import file_hash, staged_dir
+from privtool.attacks import ATTACKS, attack_settings
+from privtool.stages.common import finish_run
+from privtool.training import resolve_device
+
+
+def run(name: str, target_spec: str, out: str | Path, raw_params: dict[str, Any],
+        *, progress: Any = None) -> dict[str, Any]:
+    """Run attack ``name`` against ``target_spec`` (RUN_DIR or RUN_DIR@EPOCH) into ``out``."""
+    from privtool.attacks.target import load_target
+
+    cfg, options = attack_settings(raw_params.get("attack"), name)
+    attack = ATTACKS.get(name)(cfg, options)
+    target = load_target(target_spec, resolve_device(cfg.device))
+    attack.check(target)
+    with staged_dir(out) as tmp:
+        metrics = {"attack": name, "kind": attack.kind, **target.describe(),
+                   **attack.run(target, tmp, progress)}
+        payload = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        finish_run(tmp, stage="attack", params={"attack": {**raw_params.get("attack", {}),
+                                                          "name": name}},
+                   metrics=metrics, device=str(target.device), payload=payload,
+                   inputs={"target": {"dir": str(target.dir), "epoch": target.epoch,
+                                      "meta_sha256": file_hash(target.dir / "meta.json")}})
+    return metrics
