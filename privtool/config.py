@@ -74,7 +74,7 @@ class TrainConfig:
     accountant: str = "rdp"
     grad_sample_mode: str = "ghost"
     kappa: float | None = None
-    epsilon_v: float | None = None
+    epsilon_v: float | None = 100000.0  # vmf fallback when neither epsilon nor kappa is set
     partition: str = "whole"
     eval_batch_size: int = 1024
 

@@ -142,7 +142,7 @@ def test_samplers():
 def test_vmf_noise_given_twice_or_not_at_all_is_an_error():
     model = build_model("mlp", (1, 8, 8), 10)
     for cfg, match in [(TrainConfig(mech="vmf", kappa=1.0, epsilon=2.0), "set twice"),
-                       (TrainConfig(mech="vmf"), "needs its noise level")]:
+                       (TrainConfig(mech="vmf", epsilon_v=None), "needs its noise level")]:
         m = MECHANISMS.get("vmf")(cfg, Schedule(n=100, batch_size=10, epochs=1))
         with pytest.raises(PrivtoolError, match=match):
             m.calibrate(model)

@@ -123,22 +123,22 @@ class VMF(Mechanism):
         cfg, s = self.cfg, self.schedule
         params = [p for p in model.parameters() if p.requires_grad]
         self.parts = count_parts(params, cfg.partition)
-        given = [k for k in ("epsilon", "kappa", "epsilon_v") if getattr(cfg, k) is not None]
-        if len(given) > 1:
-            raise PrivtoolError(f"vmf noise is set twice ({' and '.join('train.' + g for g in given)}); "
-                                f"give only one of train.epsilon, train.kappa, train.epsilon_v")
+        if cfg.epsilon is not None and cfg.kappa is not None:
+            raise PrivtoolError("vmf noise is set twice (train.epsilon and train.kappa); give "
+                                "only one of them")
+        # Precedence: a whole-run ε target, then κ, then paper 1's per-update ε_V (the default).
         if cfg.epsilon is not None:
             self.kappa = vmf_kappa_for_epsilon(target_epsilon=cfg.epsilon, parts=self.parts,
                                                sample_rate=s.sample_rate, steps=s.steps,
                                                delta=cfg.delta)
-        elif cfg.epsilon_v is not None:
-            self.kappa = kappa_from_nominal(epsilon_v=cfg.epsilon_v, parts=self.parts)
         elif cfg.kappa is not None:
             self.kappa = float(cfg.kappa)
+        elif cfg.epsilon_v is not None:
+            self.kappa = kappa_from_nominal(epsilon_v=cfg.epsilon_v, parts=self.parts)
         else:
             raise PrivtoolError("vmf needs its noise level: set --epsilon E (whole-run target), "
-                                "--set train.epsilon_v=E (paper 1's per-update ε_V) or "
-                                "--set train.kappa=K")
+                                "--set train.kappa=K or --set train.epsilon_v=E (paper 1's "
+                                "per-update ε_V)")
 
     def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                      generator: Any) -> Stepper:
