@@ -55,7 +55,12 @@ def test_train_writes_a_complete_run(tmp_path, mech):
     acct = json.loads((out / "accountant.json").read_text())
     assert acct["mechanism"] == mech
     if mech == "gaussian":
-        assert metrics["epsilon"] > 0 and metrics["noise_multiplier"] == 1.0
+        from opacus.accountants import RDPAccountant
+
+        assert metrics["noise_multiplier"] == 1.0 and metrics["accountant"] == "rdp"
+        acc = RDPAccountant()
+        acc.history = [(1.0, metrics["sample_rate"], metrics["steps"])]
+        assert metrics["epsilon"] == pytest.approx(acc.get_epsilon(metrics["delta"]), rel=1e-12)
     if mech == "vmf":
         assert metrics["kappa"] == 250000.0 and metrics["epsilon_v_nominal"] == 500000.0
         assert metrics["epsilon_step"] == 500000.0 and metrics["epsilon"] > metrics["epsilon_step"]
@@ -106,6 +111,7 @@ def test_epsilon_vmf_json():
 
 @pytest.mark.parametrize("args, match", [
     (["train", "--dataset", "imagenet42"], "unknown dataset 'imagenet42'"),
+    (["train", "--dataset", "cifar10", "--set", "data.root=/nonexistent"], "cifar-10-batches-py"),
     (["train", "--model", "resnet"], "unknown model 'resnet'"),
     (["train", "--mech", "laplace"], "unknown mechanism 'laplace'"),
     (["train", "--epsilon", "0"], "train.epsilon=0"),
