@@ -45,19 +45,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(step, batches, device, repeats: int) -> float:
-    """Median seconds per step after warm-up."""
-    for xb, yb in batches[:3]:
-        step(xb, yb)
-    times = []
+def time_interleaved(steps: dict, batches, device, repeats: int) -> dict:
+    """Median seconds per step of each function, timed round-robin (one step of each per
+    round) so that load from other processes hits every configuration alike."""
+    for step in steps.values():
+        for xb, yb in batches[:3]:
+            step(xb, yb)
+    times = {k: [] for k in steps}
     for i in range(repeats):
         xb, yb = batches[i % len(batches)]
-        sync(device)
-        t = time.perf_counter()
-        step(xb, yb)
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for k, step in steps.items():
+            sync(device)
+            t = time.perf_counter()
+            step(xb, yb)
+            sync(device)
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def privtool_step(mech: str, cfg: TrainConfig, data, n: int, device):
@@ -108,45 +111,39 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--kappa", type=float, default=1e4)
+    ap.add_argument("--mode", default=TrainConfig().grad_sample_mode,
+                    help="privtool's grad_sample_mode for gaussian (default: privtool's default)")
     args = ap.parse_args()
     device = torch.device(args.device)
     data, batches = load(args.batch, device)
     n = 10 * args.batch
     cfg = TrainConfig(batch_size=args.batch, noise_multiplier=1.0, kappa=args.kappa,
-                      grad_sample_mode="ghost", device=args.device)
-    print(f"LeNet on {data.name} {data.shape}, batch {args.batch}, device {device}, "
+                      grad_sample_mode=args.mode, device=args.device)
+    print(f"privtool gaussian grad_sample_mode={args.mode}; LeNet on {data.name} {data.shape}, batch {args.batch}, device {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    t = {}
-    step, d = privtool_step("none", cfg, data, n, device)
-    t["non-private"] = time_steps(step, batches, device, args.repeats)
-    step, _ = privtool_step("gaussian", cfg, data, n, device)
-    t["privtool gaussian (ghost)"] = time_steps(step, batches, device, args.repeats)
+    steps = {}
+    steps["non-private"], d = privtool_step("none", cfg, data, n, device)
+    steps["privtool gaussian"], _ = privtool_step("gaussian", cfg, data, n, device)
     for mode in ("ghost", "hooks", "functorch"):
-        t[f"opacus {mode}"] = time_steps(opacus_step(mode, data, batches, device), batches,
-                                         device, args.repeats)
-    step, _ = privtool_step("vmf", cfg, data, n, device)
-    t["privtool vmf (whole)"] = time_steps(step, batches, device, args.repeats)
-    t["randn(B, d)"] = time_steps(lambda xb, yb: torch.randn(len(xb), d, device=device),
-                                  batches, device, args.repeats)
-    if device.type == "cuda":
-        step, _ = privtool_step("gaussian", replace(cfg, grad_sample_mode="hooks"), data, n,
-                                device)
-        t["privtool gaussian (hooks)"] = time_steps(step, batches, device, args.repeats)
+        steps[f"opacus {mode}"] = opacus_step(mode, data, batches, device)
+    steps["privtool vmf (whole)"], _ = privtool_step("vmf", cfg, data, n, device)
+    steps["randn(B, d)"] = lambda xb, yb: torch.randn(len(xb), d, device=device)
+    t = time_interleaved(steps, batches, device, args.repeats)
 
     for k, v in t.items():
         print(f"  {k:<28} {v * 1e3:8.2f} ms/step")
     fastest = min(("ghost", "hooks", "functorch"), key=lambda m: t[f"opacus {m}"])
     per_sample = t["opacus hooks"] + t["randn(B, d)"]
     rows = [
-        ("gaussian / non-private", t["privtool gaussian (ghost)"] / t["non-private"], 1.3),
+        ("gaussian / non-private", t["privtool gaussian"] / t["non-private"], 1.3),
         (f"gaussian / fastest opacus ({fastest})",
-         t["privtool gaussian (ghost)"] / t[f"opacus {fastest}"], 1.1),
+         t["privtool gaussian"] / t[f"opacus {fastest}"], 1.1),
         ("vmf / (opacus hooks step + randn(B,d))", t["privtool vmf (whole)"] / per_sample, 1.2),
     ]
     if device.type == "cuda":
         rows.append(("vmf / gaussian (cuda)", t["privtool vmf (whole)"] /
-                     t["privtool gaussian (ghost)"], 1.5))
+                     t["privtool gaussian"], 1.5))
     print(f"d = {d} parameters")
     for name, ratio, target in rows:
         print(f"  {name:<44} {ratio:5.2f}x  (target <= {target}) "

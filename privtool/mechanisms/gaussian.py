@@ -1,9 +1,10 @@
 """``gaussian``: DP-SGD (Abadi et al. 2016; paper 1 Alg. 1) straight from Opacus.
 
 Per-sample clipping to C, sum, N(0, σ²C²), Poisson sampling, divide by the expected batch
-size. The gradient computation (ghost clipping by default, the fastest Opacus mode, or
-hooks/functorch per-sample gradients) and the noisy optimizer are Opacus' own classes, so the
-released update is Opacus' update; accounting is Opacus' RDP or PRV.
+size. The per-sample gradient computation and the noisy optimizer are Opacus' own classes, so
+the released update is Opacus' update; accounting is Opacus' RDP or PRV. The mode is
+``train.grad_sample_mode``: hooks (default; fastest for the small CNNs of the papers on CPU, see
+benchmarks/step_time.py), ghost (two backward passes, wins for wide layers) or functorch.
 """
 
 from __future__ import annotations
