@@ -83,11 +83,11 @@ class RichProgress:
         if not self.enabled:
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+                                   TimeElapsedColumn)
 
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                             TimeRemainingColumn(), console=err, transient=False)
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20),
+                             MofNCompleteColumn(), TimeElapsedColumn(),
+                             TextColumn("{task.fields[info]}"), console=err, transient=False)
         self._bar.start()
         self._task = self._bar.add_task(description, total=total, info="")
 
