@@ -94,10 +94,18 @@ class RichProgress:
     def advance(self, **f: Any) -> None:
         if self._bar is None:
             return
-        eps = f.get("eps")
-        info = (f"epoch {f.get('epoch')} loss {f.get('loss', float('nan')):.3f} "
-                f"acc {f.get('acc', 0.0):.3f} ε {'∞' if eps is None else f'{eps:.3g}'}")
-        self._bar.update(self._task, advance=0 if f.get("_refresh") else 1, info=info)
+        parts = []
+        for k, v in f.items():
+            if k.startswith("_"):
+                continue
+            if k == "eps":
+                parts.append(f"ε {'∞' if v is None else f'{v:.3g}'}")
+            elif isinstance(v, float):
+                parts.append(f"{k} {v:.3f}")
+            elif v is not None:
+                parts.append(f"{k} {v}")
+        self._bar.update(self._task, advance=0 if f.get("_refresh") else 1,
+                         info=" ".join(parts))
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -116,7 +124,7 @@ ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p",
                          help="params file (sections data:, train:, ...)")
 SetOpt = typer.Option(None, "--set", help="override a param: section.key=value (repeatable)")
 JsonOpt = typer.Option(False, "--json", help="print the metrics as one JSON object on stdout")
-SeedOpt = typer.Option(None, "--seed", help="training seed (train.seed)")
+SeedOpt = typer.Option(None, "--seed", help="random seed of this stage (<section>.seed)")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda")
 
 
@@ -197,6 +205,40 @@ def epsilon(
     emit(res, as_json, f"privtool epsilon --mech {mech}")
 
 
+@app.command()
+@handle_errors
+def attack(
+    name: str = typer.Option(..., "--attack", help="attack name (registry ATTACKS)"),
+    target: str = typer.Option(..., "--target", help="train run: RUN_DIR or RUN_DIR@EPOCH"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="attack directory to write"),
+    params: Path = ParamsOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Attack a trained run and write scores, tables and pictures.
+
+    Examples:
+
+      privtool attack --attack iga --target runs/train/gauss-eps1 --json
+
+      privtool attack --attack inversion --target runs/train/none --set attack.n_targets=5
+    """
+    shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
+                 if v is not None]
+    p = _params(params, sets or [], shortcuts)
+    import privtool.attacks  # noqa: F401  (registers every attack)
+    from privtool.stages import attack as stage
+
+    dest = out_dir or Path("runs") / "attack" / name / Path(target.split("@")[0]).name
+    metrics = stage.run(name, target, dest, p.as_dict(), progress=RichProgress(enabled=True))
+    err.print(f"wrote {dest}", highlight=False)
+    for png in sorted(dest.rglob("*.png")):
+        err.print(f"picture: {png}", highlight=False)
+    emit(metrics, as_json, f"privtool attack {name} → {dest}")
+
+
 def _not_yet(name: str, issue: str) -> Callable[..., None]:
     def cmd(ctx: typer.Context) -> None:
         err.print(f"privtool {name} is not implemented yet ({issue}); no output was written")
@@ -207,9 +249,6 @@ def _not_yet(name: str, issue: str) -> Callable[..., None]:
 
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
-app.command("attack", context_settings=_EXTRA,
-            help="Attack a trained run (membership inference, reconstruction, inversion). "
-                 "Not implemented yet.")(_not_yet("attack", "membership and reconstruction attacks"))
 app.command("select", context_settings=_EXTRA,
             help="Select public data and fine-tune a DP run. Not implemented yet.")(
     _not_yet("select", "privacy-aware active learning"))
