@@ -1,5 +1,6 @@
 """Attacks, registered by name in :data:`ATTACKS` (importing this package registers them)."""
 
 from privtool.attacks.base import ATTACKS, Attack, AttackConfig, Target, attack_settings
+from privtool.attacks import reconstruction, inversion  # noqa: F401,E402  (registration)
 
 __all__ = ["ATTACKS", "Attack", "AttackConfig", "Target", "attack_settings"]
