@@ -131,7 +131,7 @@ DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda")
 @app.command()
 @handle_errors
 def train(
-    mech: Optional[str] = typer.Option(None, "--mech", help="none | gaussian | vmf"),
+    mech: Optional[str] = typer.Option(None, "--mech", help="none | gaussian | vmf | class | subclass"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="see `privtool data list`"),
     model: Optional[str] = typer.Option(None, "--model", help="lenet | mlp | cnn | softmax | tfp-cnn"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -176,7 +176,7 @@ def train(
 @app.command()
 @handle_errors
 def epsilon(
-    mech: str = typer.Option(..., "--mech", help="gaussian | vmf"),
+    mech: str = typer.Option(..., "--mech", help="gaussian | vmf | class | subclass"),
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="σ (gaussian)"),
     sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="q = batch/n"),
     steps: Optional[int] = typer.Option(None, "--steps"),
@@ -185,6 +185,9 @@ def epsilon(
     accountant: str = typer.Option("rdp", "--accountant", help="rdp | prv (gaussian)"),
     kappa: Optional[float] = typer.Option(None, "--kappa", help="VMF concentration κ (vmf)"),
     parts: int = typer.Option(1, "--parts", help="VMF parts per gradient m (vmf)"),
+    units: Optional[int] = typer.Option(None, "--units", help="K classes/subclasses (class, subclass)"),
+    unit_sampling: str = typer.Option("poisson", "--unit-sampling",
+                                      help="poisson (add/remove unit) | fixed (replace unit)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute ε from hyperparameters without training.
@@ -194,12 +197,14 @@ def epsilon(
       privtool epsilon --mech gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5
 
       privtool epsilon --mech vmf --kappa 5 --parts 1 --sample-rate 0.05 --steps 500 --json
+
+      privtool epsilon --mech subclass --noise-multiplier 1.6 --sample-rate 0.2 --steps 500 --delta 1e-3
     """
     from privtool.epsilon import compute_epsilon
 
     res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
                           noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
-                          parts=parts)
+                          parts=parts, n_units=units, unit_sampling=unit_sampling)
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
     emit(res, as_json, f"privtool epsilon --mech {mech}")

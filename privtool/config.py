@@ -77,6 +77,10 @@ class TrainConfig:
     epsilon_v: float | None = 100000.0  # vmf fallback when neither epsilon nor kappa is set
     partition: str = "whole"
     eval_batch_size: int = 1024
+    k_sub: int = 1                   # class/subclass: k-means subclasses per class
+    unit_sample_rate: float = 0.2    # class/subclass: q, the probability a unit joins a step
+    unit_sampling: str = "poisson"   # class/subclass: poisson (add/remove unit) | fixed (replace)
+    subclass_features: str = "pixels"  # subclass: k-means on pixels | embeddings (model.embed)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "train.epochs", self.epochs,
@@ -108,6 +112,14 @@ class TrainConfig:
                "whole, layer or row")
         _check(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1,
                "train.eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        _check(isinstance(self.k_sub, int) and self.k_sub >= 1, "train.k_sub", self.k_sub,
+               "an integer >= 1 (subclasses per class)")
+        _check(_num(self.unit_sample_rate) and 0 < self.unit_sample_rate <= 1,
+               "train.unit_sample_rate", self.unit_sample_rate, "a number in (0, 1]")
+        _check(self.unit_sampling in ("poisson", "fixed"), "train.unit_sampling",
+               self.unit_sampling, "poisson or fixed")
+        _check(self.subclass_features in ("pixels", "embeddings"), "train.subclass_features",
+               self.subclass_features, "pixels or embeddings")
 
 
 def _num(v: Any) -> bool:

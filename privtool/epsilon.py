@@ -27,7 +27,8 @@ def steps_from(*, steps: int | None, epochs: float | None, sample_rate: float) -
 def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None = None,
                     epochs: float | None = None, delta: float = 1e-5,
                     noise_multiplier: float | None = None, accountant: str = "rdp",
-                    kappa: float | None = None, parts: int = 1) -> dict[str, Any]:
+                    kappa: float | None = None, parts: int = 1, n_units: int | None = None,
+                    unit_sampling: str = "poisson") -> dict[str, Any]:
     """Every ε field of ``mech`` for the given hyperparameters."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
 
@@ -53,6 +54,19 @@ def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None =
         fields = vmf_epsilon(kappa=kappa, parts=parts, sample_rate=sample_rate, steps=n_steps,
                              delta=delta)
         return {"mechanism": "vmf", **fields}
+    if mech in ("class", "subclass"):
+        from privtool.accounting import unit_epsilon
+
+        if noise_multiplier is None:
+            raise PrivtoolError(f"--noise-multiplier is required for --mech {mech}")
+        if unit_sampling == "fixed" and n_units is None:
+            raise PrivtoolError("--units K (number of classes/subclasses) is required with "
+                                "--unit-sampling fixed")
+        out = unit_epsilon(kind=mech, sampling=unit_sampling, noise_multiplier=noise_multiplier,
+                           sample_rate=sample_rate, steps=n_steps, delta=delta,
+                           n_units=n_units or 1, accountant=accountant)
+        return {"mechanism": mech, "noise_multiplier": noise_multiplier, "unit_sample_rate":
+                sample_rate, "steps": n_steps, "unit_sampling": unit_sampling, **out}
     from privtool.mechanisms import MECHANISMS
 
     MECHANISMS.get(mech)  # unknown name -> error listing valid ones

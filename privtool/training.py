@@ -116,8 +116,8 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
 
     curve: list[dict[str, Any]] = []
     steps_done = 0
-    eps_now: float | None = 0.0 if cfg.mech != "none" else None
-    progress.start(schedule.steps, f"train {cfg.mech} {cfg.model}")
+    eps_now: float | None = 0.0 if cfg.mech != "none" else None  # shown by the progress bar
+    progress.start(mech.schedule.steps, f"train {cfg.mech} {cfg.model}")
     t0 = time.perf_counter()
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -134,7 +134,7 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
                 progress.advance(epoch=epoch, step=steps_done, loss=loss_sum / max(seen, 1),
                                  acc=correct / max(seen, 1), eps=eps_now)
             privacy = mech.privacy(steps_done)
-            eps_now = privacy.get("epsilon")
+            eps_now = privacy.get(mech.epsilon_key)
             train_loss, train_acc = evaluate(model, x_train, y_train, cfg.eval_batch_size)
             test_loss, test_acc = evaluate(model, x_test, y_test, cfg.eval_batch_size)
             row = {"epoch": epoch, "step": steps_done, "train_loss": train_loss,

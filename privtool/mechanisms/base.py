@@ -79,6 +79,8 @@ class Mechanism(ABC):
     name: ClassVar[str]
     #: the neighbouring relation the accountant uses
     relation: ClassVar[str] = "add/remove one record"
+    #: the metrics field holding the headline ε (named by the unit it protects)
+    epsilon_key: str = "epsilon"
 
     def __init__(self, cfg: TrainConfig, schedule: Schedule) -> None:
         self.cfg = cfg
@@ -106,6 +108,10 @@ class Mechanism(ABC):
     def settings(self) -> dict[str, Any]:
         """The noise and sampling settings to record in metrics.json."""
         return {"sample_rate": self.schedule.sample_rate, "batch_size": self.schedule.batch_size}
+
+    def artifacts(self) -> dict[str, Any]:
+        """Extra arrays to save in the run directory ({file name: numpy array})."""
+        return {}
 
     def accountant_state(self, steps: int) -> dict[str, Any]:
         """A plain, JSON-able description from which ε can be recomputed."""

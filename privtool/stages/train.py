@@ -42,9 +42,12 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
                    tmp / MODEL)
         np.savez(tmp / SPLITS, **{k: v.astype(np.int64) for k, v in splits.items()})
         (tmp / ACCOUNTANT).write_text(dumps(outcome.mechanism.accountant_state(metrics["steps"])))
+        extra_files = outcome.mechanism.artifacts()
+        for name, array in extra_files.items():
+            np.save(tmp / name, array)
         write_csv(tmp / "plots" / "curve.csv", outcome.curve)
         finish_run(tmp, stage="train", params=params.as_dict(), metrics=metrics,
                    inputs={"data": split_record(data, splits)}, device=str(device),
-                   payload=[MODEL, SPLITS, ACCOUNTANT],
+                   payload=[MODEL, SPLITS, ACCOUNTANT, *extra_files],
                    extra={"seconds": round(outcome.seconds, 3), "warnings": outcome.warnings})
     return {**metrics, "warnings": outcome.warnings}

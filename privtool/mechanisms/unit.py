@@ -1,0 +1,209 @@
+"""``class`` / ``subclass``: class- and subclass-level DP-SGD (paper 3, §IV, Alg. 2).
+
+Units are the classes (``class``) or k-means clusters inside each class (``subclass``,
+``train.k_sub`` per class, on pixels or on the model's embeddings). Each step samples units —
+independently with probability q (``poisson``) or k = round(qK) of them without replacement
+(``fixed``) — and uses every record of the sampled units. Per-sample gradients (Opacus'
+GradSampleModule) are averaged within each unit chunk by chunk (memory bounded by the physical
+batch ``train.batch_size`` plus one gradient per sampled unit), each unit mean is clipped to S,
+the means are summed, N(0, σ²S²·I) is added and the sum divided by qK (Alg. 2 lines 5–9).
+Accounting: :mod:`privtool.accounting.unit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privtool.accounting.unit import unit_epsilon, unit_noise_multiplier, units_per_step
+from privtool.errors import PrivtoolError
+from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper
+
+
+@dataclass(frozen=True)
+class UnitSchedule(Schedule):
+    """An epoch is 1/q steps (each unit is expected once); the sample rate is q over units."""
+
+    unit_rate: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise PrivtoolError("the training split is empty; enlarge data.splits.train")
+
+    @property
+    def sample_rate(self) -> float:
+        return self.unit_rate
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, round(1 / self.unit_rate))
+
+
+def form_units(y: np.ndarray, *, k_sub: int, seed: int,
+               features: np.ndarray | None = None) -> np.ndarray:
+    """Unit id per record: its class (k_sub = 1) or its k-means cluster within its class.
+
+    Deterministic for ``seed``; k_sub equal to a class's size makes every record its own unit.
+    """
+    y = np.asarray(y)
+    units = np.empty(len(y), dtype=np.int64)
+    next_id = 0
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        if k_sub > len(idx):
+            raise PrivtoolError(f"train.k_sub={k_sub} is larger than class {int(c)}, which has "
+                                f"{len(idx)} training records; lower train.k_sub")
+        if k_sub == 1:
+            labels = np.zeros(len(idx), dtype=np.int64)
+        elif k_sub == len(idx):
+            labels = np.arange(len(idx))
+        else:
+            from sklearn.cluster import KMeans
+
+            feats = features[idx].reshape(len(idx), -1).astype(np.float64)
+            labels = KMeans(n_clusters=k_sub, n_init=3, random_state=seed).fit_predict(feats)
+            # an empty cluster would be a unit without records: renumber the used ones densely
+            labels = np.unique(labels, return_inverse=True)[1]
+        units[idx] = next_id + labels
+        next_id += int(labels.max()) + 1
+    return units
+
+
+class _UnitBase(Mechanism):
+    kind = "class"
+
+    def __init__(self, cfg: Any, schedule: Schedule) -> None:
+        super().__init__(cfg, UnitSchedule(n=schedule.n, batch_size=schedule.batch_size,
+                                           epochs=schedule.epochs,
+                                           unit_rate=cfg.unit_sample_rate))
+        self.epsilon_key = f"epsilon_{self.kind}"
+        self.relation = (f"add/remove one {self.kind}" if cfg.unit_sampling == "poisson"
+                         else f"replace one {self.kind}")
+        self.warnings: list[str] = []
+        self._batch_units: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    @property
+    def k_sub(self) -> int:
+        return 1
+
+    def prepare(self, x_train: Any, y_train: Any) -> None:
+        self._x, self._y = x_train, y_train.cpu().numpy()
+        if self.kind == "subclass" and self.cfg.subclass_features == "embeddings":
+            self.units = None  # formed in calibrate(), which has the model
+        else:
+            self.units = form_units(self._y, k_sub=self.k_sub, seed=self.cfg.seed,
+                                    features=x_train.cpu().numpy())
+
+    def calibrate(self, model: nn.Module) -> None:
+        if self.units is None:
+            with torch.no_grad():
+                emb = torch.cat([model.embed(self._x[i:i + 1024])
+                                 for i in range(0, len(self._x), 1024)]).cpu().numpy()
+            self.units = form_units(self._y, k_sub=self.k_sub, seed=self.cfg.seed, features=emb)
+        self.n_units = int(self.units.max()) + 1
+        self.members = [np.flatnonzero(self.units == u) for u in range(self.n_units)]
+        cfg, s = self.cfg, self.schedule
+        self.noise_multiplier = cfg.noise_multiplier
+        if cfg.epsilon is not None:
+            self.noise_multiplier = unit_noise_multiplier(
+                target_epsilon=cfg.epsilon, sampling=cfg.unit_sampling, sample_rate=s.sample_rate,
+                steps=s.steps, delta=cfg.delta, n_units=self.n_units, accountant=cfg.accountant)
+        self.denominator = (s.sample_rate * self.n_units if cfg.unit_sampling == "poisson"
+                            else units_per_step(s.sample_rate, self.n_units))
+
+    def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        q, k_units = self.schedule.sample_rate, self.n_units
+        for _ in range(self.schedule.steps_per_epoch):
+            if self.cfg.unit_sampling == "poisson":
+                chosen = np.flatnonzero(rng.random(k_units) < q)
+            else:
+                chosen = np.sort(rng.choice(k_units, size=units_per_step(q, k_units),
+                                            replace=False))
+            idx = (np.concatenate([self.members[u] for u in chosen]) if len(chosen)
+                   else np.zeros(0, dtype=np.int64))
+            self._batch_units = self.units[idx]
+            yield idx
+
+    def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     generator: Any) -> Stepper:
+        from opacus.grad_sample import GradSampleModule
+
+        gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+        params = [p for p in model.parameters() if p.requires_grad]
+        chunk = self.cfg.batch_size
+        S, sigma = self.cfg.max_grad_norm, self.noise_multiplier
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+            optimizer.zero_grad(set_to_none=True)
+            uniq, inv = np.unique(self._batch_units, return_inverse=True)
+            inv_t = torch.from_numpy(inv).to(x.device)
+            n_u = len(uniq)
+            sums = [torch.zeros((n_u, *p.shape), device=p.device, dtype=p.dtype) for p in params]
+            loss_sum, correct = 0.0, 0
+            for i in range(0, len(x), chunk):
+                out = gsm(x[i:i + chunk])
+                loss = F.cross_entropy(out, y[i:i + chunk], reduction="sum")
+                loss.backward()
+                for p, acc in zip(params, sums):
+                    acc.index_add_(0, inv_t[i:i + chunk], p.grad_sample)
+                    p.grad_sample = None
+                    p.grad = None
+                loss_sum += float(loss.detach())
+                correct += int((out.detach().argmax(1) == y[i:i + chunk]).sum())
+            if n_u:
+                counts = torch.bincount(inv_t, minlength=n_u).to(sums[0].dtype)
+                means = [a / counts.view(-1, *([1] * (a.dim() - 1))) for a in sums]
+                norms = torch.stack([m.reshape(n_u, -1).norm(dim=1) for m in means], 1).norm(dim=1)
+                factor = (S / (norms + 1e-6)).clamp(max=1.0)
+            for j, p in enumerate(params):
+                total = (torch.einsum("u,u...->...", factor, means[j]) if n_u
+                         else torch.zeros_like(p))
+                noise = torch.normal(0.0, sigma * S, size=p.shape, device=p.device,
+                                     generator=generator)
+                p.grad = (total + noise) / self.denominator
+            optimizer.step()
+            return (loss_sum / len(x) if len(x) else float("nan")), correct
+
+        return step
+
+    def privacy(self, steps: int) -> dict[str, Any]:
+        out = unit_epsilon(kind=self.kind, sampling=self.cfg.unit_sampling,
+                           noise_multiplier=self.noise_multiplier,
+                           sample_rate=self.schedule.sample_rate, steps=steps,
+                           delta=self.cfg.delta, n_units=self.n_units,
+                           accountant=self.cfg.accountant)
+        w = out.pop("warning", None)
+        if w and w not in self.warnings:
+            self.warnings.append(w)
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        return {"unit_kind": self.kind, "n_units": self.n_units, "k_sub": self.k_sub,
+                "unit_sample_rate": self.schedule.sample_rate, "sample_rate":
+                self.schedule.sample_rate, "unit_sampling": self.cfg.unit_sampling,
+                "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.cfg.max_grad_norm,
+                "batch_size": self.cfg.batch_size,
+                "largest_unit": int(max(len(m) for m in self.members))}
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Unit id of every training record (in train-split order), saved as units.npy."""
+        return {"units.npy": self.units}
+
+
+@MECHANISMS.register("class")
+class ClassDP(_UnitBase):
+    name = kind = "class"
+
+
+@MECHANISMS.register("subclass")
+class SubclassDP(_UnitBase):
+    name = kind = "subclass"
+
+    @property
+    def k_sub(self) -> int:
+        return self.cfg.k_sub
