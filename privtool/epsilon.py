@@ -28,7 +28,7 @@ def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None =
                     epochs: float | None = None, delta: float = 1e-5,
                     noise_multiplier: float | None = None, accountant: str = "rdp",
                     kappa: float | None = None, parts: int = 1, n_units: int | None = None,
-                    unit_sampling: str = "poisson") -> dict[str, Any]:
+                    unit_sampling: str = "poisson", k_sub: int = 1) -> dict[str, Any]:
     """Every ε field of ``mech`` for the given hyperparameters."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
 
@@ -64,7 +64,7 @@ def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None =
                                 "--unit-sampling fixed")
         out = unit_epsilon(kind=mech, sampling=unit_sampling, noise_multiplier=noise_multiplier,
                            sample_rate=sample_rate, steps=n_steps, delta=delta,
-                           n_units=n_units or 1, accountant=accountant)
+                           n_units=n_units or 1, accountant=accountant, k_sub=k_sub)
         return {"mechanism": mech, "noise_multiplier": noise_multiplier, "unit_sample_rate":
                 sample_rate, "steps": n_steps, "unit_sampling": unit_sampling, **out}
     from privtool.mechanisms import MECHANISMS

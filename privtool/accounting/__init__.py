@@ -10,12 +10,15 @@ from privtool.accounting.vmf import (amplify_without_replacement, compose_pure_d
                                      compose_pure_dp_delta, kappa_from_nominal, vmf_epsilon,
                                      vmf_kappa_for_epsilon, vmf_nominal_epsilon,
                                      vmf_step_epsilon)
-from privtool.accounting.unit import (fixed_unit_epsilon, paper3_theorem1, unit_epsilon,
-                                      unit_noise_multiplier, units_per_step)
+from privtool.accounting.unit import (fixed_unit_epsilon, paper3_theorem1, record_group_size,
+                                      record_level, unit_epsilon, unit_noise_multiplier,
+                                      units_per_step)
 
 __all__ = [
     "fixed_unit_epsilon",
     "paper3_theorem1",
+    "record_group_size",
+    "record_level",
     "unit_epsilon",
     "unit_noise_multiplier",
     "units_per_step",

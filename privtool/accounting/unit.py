@@ -5,7 +5,8 @@ the unit) + N(0, σ²S²·I). Two relations can be proved, and privtool offers b
 
 * ``poisson`` — every unit joins a step independently with probability q; neighbours differ by
   adding or removing one whole unit. One unit moves the sum by at most S, so this is exactly
-  DP-SGD with units as records: Opacus' RDP/PRV accountant with (σ, q, T).
+  DP-SGD with units as records: Opacus' RDP/PRV accountant with (σ, q, T). As Opacus does with
+  the dataset size, the K in the qK divisor is taken as public.
 * ``fixed`` — each step draws k units uniformly without replacement from the K units;
   neighbours differ by replacing one unit. The sum then moves by at most 2S (two clipped means),
   a Gaussian of noise multiplier σ/2 w.r.t. that sensitivity, subsampled without replacement:
@@ -16,9 +17,13 @@ Paper 3's own Theorem 1 (replace-one unit under Poisson-style sampling, via a mo
 mixture argument with O(q³/σ³) terms dropped) gives ε = 4q√(T ln(1/δ))/σ when
 q < √(ε / (64√(T ln(1/δ)))). It is reported beside ours, labelled as the paper's, not used.
 
-Record level: unit-level (ε, δ) under add/remove implies, by group privacy over the two unit
-changes that adding one record to a unit amounts to (remove the unit, add it back changed),
-(2ε, (1 + e^ε)δ) for a single record.
+Record level (``epsilon_record``, ``delta_record``, ``record_group_size`` g; relation: add or
+remove one record). Adding a record changes the unit that holds it — for ``class`` one class; for
+``subclass`` the k-means partition of its class is recomputed from the private data, so all k_sub
+subclasses of that class may change. Replacing one unit is one step of the ``fixed`` relation and
+two (remove, add) of the ``poisson`` one, so g = (2 if poisson else 1) × (k_sub for subclass, 1
+for class), and group privacy gives (gε, δ·Σ_{i<g} e^{iε}). Where that δ reaches 1 the unit
+guarantee implies nothing for a record: ``epsilon_record`` is then None (∞).
 """
 
 from __future__ import annotations
@@ -74,10 +79,31 @@ def paper3_theorem1(*, noise_multiplier: float, sample_rate: float, steps: int,
     return {"epsilon_paper3_theorem1": eps, "paper3_theorem1_condition_holds": int(holds)}
 
 
+def record_group_size(*, kind: str, sampling: str, k_sub: int) -> int:
+    """How many steps of the unit relation one added/removed record can amount to (see top)."""
+    return (2 if sampling == "poisson" else 1) * (k_sub if kind == "subclass" else 1)
+
+
+def record_level(epsilon: float, delta: float, *, group_size: int) -> dict[str, Any]:
+    """Group privacy: (ε, δ) per unit step -> (gε, δ·Σ_{i<g} e^{iε}) per record; None = ∞."""
+    g = group_size
+    if math.isinf(epsilon):
+        d_rec = 1.0
+    else:  # δ·(e^{gε} − 1)/(e^ε − 1), in logs so that large gε cannot overflow
+        log_sum = (math.log(g) if epsilon == 0 else (g - 1) * epsilon
+                   + math.log(-math.expm1(-g * epsilon)) - math.log(-math.expm1(-epsilon)))
+        d_rec = 1.0 if math.log(delta) + log_sum >= 0 else delta * math.exp(log_sum)
+    return {"epsilon_record": None if d_rec >= 1 else g * epsilon, "delta_record": d_rec,
+            "record_group_size": g, "record_relation": "add/remove one record"}
+
+
 def unit_epsilon(*, kind: str, sampling: str, noise_multiplier: float, sample_rate: float,
-                 steps: int, delta: float, n_units: int, accountant: str = "rdp") -> dict[str, Any]:
-    """Every ε field of a class/subclass run, named by the unit (``epsilon_class`` …)."""
+                 steps: int, delta: float, n_units: int, accountant: str = "rdp",
+                 k_sub: int = 1) -> dict[str, Any]:
+    """Every ε field of a class/subclass run, named by the unit (``epsilon_class`` …), plus what
+    it implies per record (``epsilon_record``; ``k_sub`` sets the group size for subclass)."""
     _check("kind", kind in ("class", "subclass"), kind, "class or subclass")
+    _check("k_sub", isinstance(k_sub, int) and k_sub >= 1, k_sub, "an integer >= 1")
     _check("unit_sampling", sampling in ("poisson", "fixed"), sampling, "poisson or fixed")
     warning = None
     if sampling == "poisson":
@@ -92,8 +118,8 @@ def unit_epsilon(*, kind: str, sampling: str, noise_multiplier: float, sample_ra
         used, relation = "dp_accounting-rdp", f"replace one {kind}"
     out: dict[str, Any] = {
         f"epsilon_{kind}": eps, "delta": delta, "unit_relation": relation, "accountant": used,
-        "epsilon_record_group2": 2 * eps,
-        "delta_record_group2": min(1.0, (1 + math.exp(min(eps, 700.0))) * delta),
+        **record_level(eps, delta, group_size=record_group_size(kind=kind, sampling=sampling,
+                                                                k_sub=k_sub)),
         **paper3_theorem1(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
                           steps=steps, delta=delta),
     }
@@ -124,7 +150,7 @@ def unit_noise_multiplier(*, target_epsilon: float, sampling: str, sample_rate: 
         lo, hi = hi, hi * 2
         if hi > 1e6:
             raise PrivtoolError(f"target_epsilon={target_epsilon} is not reachable; raise it or delta")
-    for _ in range(60):
+    while hi - lo > 1e-4 * hi:  # σ to 0.01 %, never below the target's
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if eps(mid) > target_epsilon else (lo, mid)
     return hi

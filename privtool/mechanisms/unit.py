@@ -3,11 +3,12 @@
 Units are the classes (``class``) or k-means clusters inside each class (``subclass``,
 ``train.k_sub`` per class, on pixels or on the model's embeddings). Each step samples units —
 independently with probability q (``poisson``) or k = round(qK) of them without replacement
-(``fixed``) — and uses every record of the sampled units. Per-sample gradients (Opacus'
-GradSampleModule) are averaged within each unit chunk by chunk (memory bounded by the physical
-batch ``train.batch_size`` plus one gradient per sampled unit), each unit mean is clipped to S,
-the means are summed, N(0, σ²S²·I) is added and the sum divided by qK (Alg. 2 lines 5–9).
-Accounting: :mod:`privtool.accounting.unit`.
+(``fixed``) — and uses every record of the sampled units. Each unit's gradient is summed chunk
+by chunk (``train.batch_size`` records: Opacus per-sample gradients summed by unit, or one plain
+backward per unit where units are large), averaged, clipped to S and added to the total as soon
+as the unit is complete; N(0, σ²S²·I) is added and the sum divided by qK (Alg. 2 lines 5–9).
+Memory is bounded by the chunk, never by a unit's size. The unit id of every training record is
+saved with the run (``units.npy``). Accounting: :mod:`privtool.accounting.unit`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def form_units(y: np.ndarray, *, k_sub: int, seed: int,
 
 class _UnitBase(Mechanism):
     kind = "class"
+    #: mean records per sampled unit from which one plain backward per unit beats Opacus
+    #: per-sample gradients (measured: CNN of paper 3, 2-core CPU, crossover ≈ 40)
+    LOOP_MIN_UNIT = 48
 
     def __init__(self, cfg: Any, schedule: Schedule) -> None:
         super().__init__(cfg, UnitSchedule(n=schedule.n, batch_size=schedule.batch_size,
@@ -131,6 +135,15 @@ class _UnitBase(Mechanism):
 
     def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                      generator: Any) -> Stepper:
+        """Alg. 2 lines 5–9, streamed over the batch sorted by unit: each unit's gradient sum is
+        finished — divided by its size, clipped to S, added to the total — as soon as its last
+        record has passed, then N(0, σ²S²) is added and the total divided by qK.
+
+        Two exact ways to get a unit's sum, picked per step: where the sampled units average at
+        least ``LOOP_MIN_UNIT`` records, one plain backward per unit (chunks of
+        ``train.batch_size``; memory: one gradient); otherwise Opacus per-sample gradients of a
+        chunk, summed by unit (memory: one chunk's per-sample gradients and one gradient per unit
+        in the chunk). Never all per-sample gradients of a unit at once."""
         from opacus.grad_sample import GradSampleModule
 
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
@@ -138,34 +151,81 @@ class _UnitBase(Mechanism):
         chunk = self.cfg.batch_size
         S, sigma = self.cfg.max_grad_norm, self.noise_multiplier
 
-        def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-            optimizer.zero_grad(set_to_none=True)
-            uniq, inv = np.unique(self._batch_units, return_inverse=True)
-            inv_t = torch.from_numpy(inv).to(x.device)
-            n_u = len(uniq)
-            sums = [torch.zeros((n_u, *p.shape), device=p.device, dtype=p.dtype) for p in params]
+        def per_sample_pass(x: torch.Tensor, y: torch.Tensor, units: np.ndarray,
+                            total: list[torch.Tensor]) -> tuple[float, int]:
+            carry: list[torch.Tensor] | None = None  # sum of the unit still open at a chunk end
+            carry_n = 0
             loss_sum, correct = 0.0, 0
             for i in range(0, len(x), chunk):
-                out = gsm(x[i:i + chunk])
-                loss = F.cross_entropy(out, y[i:i + chunk], reduction="sum")
+                j = min(i + chunk, len(x))
+                u = units[i:j]
+                local = np.concatenate([[0], np.cumsum(u[1:] != u[:-1])]).astype(np.int64)
+                n_loc = int(local[-1]) + 1  # runs (units) in this chunk
+                local_t = torch.from_numpy(local).to(x.device)
+                out = gsm(x[i:j])
+                loss = F.cross_entropy(out, y[i:j], reduction="sum")
                 loss.backward()
-                for p, acc in zip(params, sums):
-                    acc.index_add_(0, inv_t[i:i + chunk], p.grad_sample)
+                sums = []
+                for p in params:
+                    acc = torch.zeros((n_loc, *p.shape), device=p.device, dtype=p.dtype)
+                    sums.append(acc.index_add_(0, local_t, p.grad_sample))
                     p.grad_sample = None
                     p.grad = None
+                counts = np.bincount(local, minlength=n_loc)
+                if carry is not None:  # the first run continues the unit open before
+                    for acc, c in zip(sums, carry):
+                        acc[0] += c
+                    counts[0] += carry_n
+                open_end = j < len(x) and units[j] == units[j - 1]  # last unit goes on
+                done = n_loc - 1 if open_end else n_loc
+                if done:
+                    _add_clipped_means(total, [a[:done] for a in sums], counts[:done], S)
+                carry = None if done == n_loc else [a[n_loc - 1] for a in sums]
+                carry_n = 0 if carry is None else int(counts[n_loc - 1])
                 loss_sum += float(loss.detach())
-                correct += int((out.detach().argmax(1) == y[i:i + chunk]).sum())
-            if n_u:
-                counts = torch.bincount(inv_t, minlength=n_u).to(sums[0].dtype)
-                means = [a / counts.view(-1, *([1] * (a.dim() - 1))) for a in sums]
-                norms = torch.stack([m.reshape(n_u, -1).norm(dim=1) for m in means], 1).norm(dim=1)
-                factor = (S / (norms + 1e-6)).clamp(max=1.0)
-            for j, p in enumerate(params):
-                total = (torch.einsum("u,u...->...", factor, means[j]) if n_u
-                         else torch.zeros_like(p))
+                correct += int((out.detach().argmax(1) == y[i:j]).sum())
+            return loss_sum, correct
+
+        def per_unit_pass(x: torch.Tensor, y: torch.Tensor, units: np.ndarray,
+                          total: list[torch.Tensor]) -> tuple[float, int]:
+            starts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1]]))
+            ends = np.append(starts[1:], len(units))
+            loss_sum, correct = 0.0, 0
+            gsm.disable_hooks()
+            try:
+                for a, b in zip(starts, ends):
+                    for i in range(a, b, chunk):
+                        j = min(i + chunk, b)
+                        out = model(x[i:j])
+                        loss = F.cross_entropy(out, y[i:j], reduction="sum")
+                        loss.backward()
+                        loss_sum += float(loss.detach())
+                        correct += int((out.detach().argmax(1) == y[i:j]).sum())
+                    grads = [(torch.zeros_like(p) if p.grad is None else p.grad).unsqueeze(0)
+                             for p in params]
+                    _add_clipped_means(total, grads, np.array([b - a]), S)
+                    for p in params:
+                        p.grad = None
+            finally:
+                gsm.enable_hooks()
+            return loss_sum, correct
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+            optimizer.zero_grad(set_to_none=True)
+            units = self._batch_units
+            order = np.argsort(units, kind="stable")
+            if not np.array_equal(order, np.arange(len(units))):  # make each unit contiguous
+                units = units[order]
+                order_t = torch.from_numpy(order).to(x.device)
+                x, y = x.index_select(0, order_t), y.index_select(0, order_t)
+            total = [torch.zeros_like(p) for p in params]
+            n_units = len(np.unique(units))
+            big = n_units and len(units) >= self.LOOP_MIN_UNIT * n_units
+            loss_sum, correct = (per_unit_pass if big else per_sample_pass)(x, y, units, total)
+            for p, t in zip(params, total):
                 noise = torch.normal(0.0, sigma * S, size=p.shape, device=p.device,
                                      generator=generator)
-                p.grad = (total + noise) / self.denominator
+                p.grad = (t + noise) / self.denominator
             optimizer.step()
             return (loss_sum / len(x) if len(x) else float("nan")), correct
 
@@ -176,7 +236,7 @@ class _UnitBase(Mechanism):
                            noise_multiplier=self.noise_multiplier,
                            sample_rate=self.schedule.sample_rate, steps=steps,
                            delta=self.cfg.delta, n_units=self.n_units,
-                           accountant=self.cfg.accountant)
+                           accountant=self.cfg.accountant, k_sub=self.k_sub)
         w = out.pop("warning", None)
         if w and w not in self.warnings:
             self.warnings.append(w)
@@ -193,6 +253,18 @@ class _UnitBase(Mechanism):
     def artifacts(self) -> dict[str, np.ndarray]:
         """Unit id of every training record (in train-split order), saved as units.npy."""
         return {"units.npy": self.units}
+
+
+def _add_clipped_means(total: list[torch.Tensor], sums: list[torch.Tensor], counts: np.ndarray,
+                       max_grad_norm: float) -> None:
+    """total += Σ_u clip_S(sum_u / n_u) over the units of ``sums`` (paper 3, Alg. 2 lines 5–7)."""
+    n_u = len(counts)
+    c = torch.as_tensor(counts, dtype=sums[0].dtype, device=sums[0].device)
+    means = [a / c.view(-1, *([1] * (a.dim() - 1))) for a in sums]
+    norms = torch.stack([m.reshape(n_u, -1).norm(dim=1) for m in means], 1).norm(dim=1)
+    factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    for t, m in zip(total, means):
+        t += torch.einsum("u,u...->...", factor, m)
 
 
 @MECHANISMS.register("class")
