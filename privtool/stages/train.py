@@ -1,4 +1,5 @@
-"""Stage ``train``: params -> a run directory (model.pt, accountant.json, metrics, curve)."""
+"""Stage ``train``: params -> a run directory (model.pt, checkpoints/, accountant.json, metrics,
+curve)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,15 @@ from privtool.training import ProgressSink, resolve_device, seed_everything, tra
 def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None) -> dict[str, Any]:
     """Train as ``params.train`` says on ``params.data`` and write the run to ``out``.
 
-    Returns the metrics (also written to ``out/metrics.json``) plus ``warnings``.
+    With ``params.pretrain.method`` set, the model's feature layers are first pre-trained on
+    public data (:mod:`privtool.pretrain`; no ε). Every ``train.checkpoint_every`` epochs (and
+    at the last) the weights go to ``checkpoints/epoch-N.pt``, listed with their ε in
+    ``metrics.json: checkpoints``. Returns the metrics (also written to ``out/metrics.json``)
+    plus ``warnings``.
     """
     import torch
 
+    from privtool.checkpoints import checkpoint_entry, checkpoint_epochs, checkpoint_file
     from privtool.models import build_model
 
     cfg = params.train
@@ -27,27 +33,53 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.shape, data.n_classes)
+    inputs: dict[str, Any] = {"data": split_record(data, splits)}
+    pre = None
+    if params.pretrain.method is not None:
+        from privtool.pretrain import pretrain
+
+        pre = pretrain(params, model, data, splits, device=device, progress=progress)
+        inputs["pretrain"] = pre.record
 
     def tensors(idx: np.ndarray) -> tuple[Any, Any]:
         return (torch.from_numpy(data.x[idx]).to(device),
                 torch.from_numpy(data.y[idx]).to(device))
 
+    def cpu_state() -> dict[str, Any]:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
     x_tr, y_tr = tensors(splits["train"])
     x_te, y_te = tensors(splits["test"])
-    outcome = train_model(cfg, model, x_tr, y_tr, x_te, y_te, device=device, progress=progress)
-    metrics = {"dataset": data.name, **outcome.metrics}
-
+    keep = set(checkpoint_epochs(cfg.checkpoint_every, cfg.epochs))
     with staged_dir(out) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in outcome.model.state_dict().items()},
-                   tmp / MODEL)
+        saved: list[str] = []
+
+        def on_epoch(epoch: int, row: dict[str, Any]) -> None:
+            if epoch in keep:
+                name = checkpoint_file(epoch)
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                torch.save(cpu_state(), tmp / name)
+                saved.append(name)
+
+        outcome = train_model(cfg, model, x_tr, y_tr, x_te, y_te, device=device,
+                              progress=progress, on_epoch=on_epoch)
+        warnings = [*(pre.warnings if pre else []), *outcome.warnings]
+        metrics = {"dataset": data.name, **outcome.metrics, **(pre.metrics if pre else {})}
+        delta = metrics.get("delta")
+        metrics["checkpoint_every"] = cfg.checkpoint_every
+        metrics["checkpoints"] = [checkpoint_entry(r, delta=delta) for r in outcome.curve
+                                  if r["epoch"] in keep]
+        curve = [{**r, "checkpoint": checkpoint_file(r["epoch"]) if r["epoch"] in keep else None}
+                 for r in outcome.curve]
+        torch.save(cpu_state(), tmp / MODEL)
         np.savez(tmp / SPLITS, **{k: v.astype(np.int64) for k, v in splits.items()})
         (tmp / ACCOUNTANT).write_text(dumps(outcome.mechanism.accountant_state(metrics["steps"])))
         extra_files = outcome.mechanism.artifacts()
         for name, array in extra_files.items():
             np.save(tmp / name, array)
-        write_csv(tmp / "plots" / "curve.csv", outcome.curve)
+        write_csv(tmp / "plots" / "curve.csv", curve)
         finish_run(tmp, stage="train", params=params.as_dict(), metrics=metrics,
-                   inputs={"data": split_record(data, splits)}, device=str(device),
-                   payload=[MODEL, SPLITS, ACCOUNTANT, *extra_files],
-                   extra={"seconds": round(outcome.seconds, 3), "warnings": outcome.warnings})
-    return {**metrics, "warnings": outcome.warnings}
+                   inputs=inputs, device=str(device),
+                   payload=[MODEL, SPLITS, ACCOUNTANT, *extra_files, *saved],
+                   extra={"seconds": round(outcome.seconds, 3), "warnings": warnings})
+    return {**metrics, "warnings": warnings}
