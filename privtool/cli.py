@@ -137,7 +137,9 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     epsilon: Optional[float] = typer.Option(None, "--epsilon",
                                             help="whole-run ε target: solves σ (gaussian) or κ (vmf)"),
-    pretrain: Optional[str] = typer.Option(None, "--pretrain", help="rotation (not implemented yet)"),
+    pretrain: Optional[str] = typer.Option(
+        None, "--pretrain", help="rotation: first pre-train the feature layers on public data "
+        "(pretrain.dataset, default the public split) to predict 0/90/180/270° rotations; no ε"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory to write"),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -154,14 +156,22 @@ def train(
       privtool train --mech gaussian --epsilon 1 --out runs/gauss-1
 
       privtool train --mech vmf --set train.epsilon_v=50 --set train.partition=row
+
+      privtool train --mech gaussian --epsilon 3 --set train.checkpoint_every=1 --out runs/g3
+      (then any later stage takes --target runs/g3@2: epoch 2's weights and ε)
+
+      privtool train --mech gaussian --epsilon 3 --pretrain rotation --set pretrain.epochs=20
     """
-    if pretrain is not None:
-        err.print("privtool train --pretrain is not implemented yet")
-        raise typer.Exit(2)
+    from privtool.config import PRETRAIN_METHODS
+
+    if pretrain is not None and pretrain not in PRETRAIN_METHODS:
+        raise typer.BadParameter(f"{pretrain!r} is not a pre-training method; valid: "
+                                 f"{', '.join(PRETRAIN_METHODS)}", param_hint="'--pretrain'")
     shortcuts = [f"{k}={v}" for k, v in (("train.mech", mech), ("data.dataset", dataset),
                                           ("train.model", model), ("train.epochs", epochs),
                                           ("train.epsilon", epsilon), ("train.seed", seed),
-                                          ("train.device", device)) if v is not None]
+                                          ("train.device", device), ("pretrain.method", pretrain))
+                 if v is not None]
     p = _params(params, sets or [], shortcuts)
     from privtool.stages import train as stage
 
@@ -170,7 +180,27 @@ def train(
     for w in metrics.pop("warnings", []):
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     err.print(f"wrote {target}", highlight=False)
+    if as_json:
+        emit(metrics, as_json, f"privtool train → {target}")
+        return
+    checkpoints = metrics.pop("checkpoints", [])
     emit(metrics, as_json, f"privtool train → {target}")
+    if checkpoints:
+        _print_checkpoints(target, checkpoints)
+
+
+def _print_checkpoints(run: Path, checkpoints: list[dict[str, Any]]) -> None:
+    """One row per kept checkpoint: epoch, step, every ε field, accuracies and the gap."""
+    eps_keys = sorted({k for c in checkpoints for k in c if k.startswith("epsilon")})
+    cols = ["epoch", "step", *eps_keys, "train_accuracy", "test_accuracy", "train_gap"]
+    table = Table(title=f"checkpoints (--target {run}@EPOCH)")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for c in checkpoints:
+        table.add_row(*[("∞" if c.get(k) is None and k.startswith("epsilon") else
+                         f"{c[k]:.4g}" if isinstance(c.get(k), float) else str(c.get(k, "")))
+                        for k in cols])
+    out.print(table)
 
 
 @app.command()
@@ -188,6 +218,8 @@ def epsilon(
     units: Optional[int] = typer.Option(None, "--units", help="K classes/subclasses (class, subclass)"),
     unit_sampling: str = typer.Option("poisson", "--unit-sampling",
                                       help="poisson (add/remove unit) | fixed (replace unit)"),
+    k_sub: int = typer.Option(1, "--k-sub", help="subclasses per class (subclass): sets "
+                              "the record-level group size"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute ε from hyperparameters without training.
@@ -198,13 +230,13 @@ def epsilon(
 
       privtool epsilon --mech vmf --kappa 5 --parts 1 --sample-rate 0.05 --steps 500 --json
 
-      privtool epsilon --mech subclass --noise-multiplier 1.6 --sample-rate 0.2 --steps 500 --delta 1e-3
+      privtool epsilon --mech subclass --noise-multiplier 1.6 --sample-rate 0.2 --steps 200 --delta 1e-3 --k-sub 50
     """
     from privtool.epsilon import compute_epsilon
 
     res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
                           noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
-                          parts=parts, n_units=units, unit_sampling=unit_sampling)
+                          parts=parts, n_units=units, unit_sampling=unit_sampling, k_sub=k_sub)
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
     emit(res, as_json, f"privtool epsilon --mech {mech}")
@@ -215,6 +247,9 @@ def epsilon(
 def attack(
     name: str = typer.Option(..., "--attack", help="attack name (registry ATTACKS)"),
     target: str = typer.Option(..., "--target", help="train run: RUN_DIR or RUN_DIR@EPOCH"),
+    checkpoint: Optional[int] = typer.Option(None, "--checkpoint",
+                                             help="attack the run's checkpoint at this epoch "
+                                                  "(same as --target RUN_DIR@EPOCH)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="attack directory to write"),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -229,19 +264,65 @@ def attack(
       privtool attack --attack iga --target runs/train/gauss-eps1 --json
 
       privtool attack --attack inversion --target runs/train/none --set attack.n_targets=5
+
+      privtool attack --attack reference --target runs/train/none --set attack.n_models=8 --json
+
+      privtool attack --attack lira --target runs/train/gauss-eps1   (online + offline LiRA)
     """
     shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
                  if v is not None]
     p = _params(params, sets or [], shortcuts)
     import privtool.attacks  # noqa: F401  (registers every attack)
+    from privtool.checkpoints import resolve_target
     from privtool.stages import attack as stage
 
+    target = resolve_target(target, checkpoint)
     dest = out_dir or Path("runs") / "attack" / name / Path(target.split("@")[0]).name
     metrics = stage.run(name, target, dest, p.as_dict(), progress=RichProgress(enabled=True))
     err.print(f"wrote {dest}", highlight=False)
     for png in sorted(dest.rglob("*.png")):
         err.print(f"picture: {png}", highlight=False)
     emit(metrics, as_json, f"privtool attack {name} → {dest}")
+
+
+@app.command()
+@handle_errors
+def store(
+    target: str = typer.Option(..., "--target", help="train run whose recipe the models copy"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="store directory (default runs/store/<dataset>-<model>-<hash>)"),
+    role: str = typer.Option("reference", "--role",
+                             help="reference (the recipe without DP) | shadow (the recipe as is)"),
+    online: bool = typer.Option(False, "--online", help="also train LiRA's online models"),
+    params: Path = ParamsOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Train (or resume, or extend) the reference/shadow models membership attacks share.
+
+    attack.n_models models per set, on random halves of the run's shadow split (plus, with
+    --online, of its train and test splits), one process per CPU core; their logits on every
+    attack point are cached. Attacks given --set attack.store=DIR use the store as it is.
+
+    Examples:
+
+      privtool store --target runs/train/none --out runs/store/reference --online
+
+      privtool store --target runs/train/gauss-eps1 --role shadow --set attack.n_models=10
+    """
+    shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
+                 if v is not None]
+    p = _params(params, sets or [], shortcuts)
+    import privtool.attacks  # noqa: F401  (registers every attack)
+    from privtool.stages import store as stage
+
+    metrics = stage.run(target, out_dir, p.as_dict(), role=role, online=online,
+                        progress=RichProgress(enabled=True))
+    err.print(f"store {metrics['store']}: {metrics['n_models']} models per set, "
+              f"{metrics['store_models_trained']} trained now", highlight=False)
+    emit(metrics, as_json, f"privtool store → {metrics['store']}")
 
 
 def _not_yet(name: str, issue: str) -> Callable[..., None]:

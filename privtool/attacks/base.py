@@ -31,6 +31,8 @@ class AttackConfig:
     device: str = "auto"
     confidence: float = 0.95   # Clopper–Pearson level of the empirical ε lower bound
     delta: float = 1e-5        # δ at which the empirical ε lower bound is stated
+    store: str | None = None   # reference/shadow model store; null: runs/store/<dataset>-<model>-<hash>
+    workers: int = 0           # processes training store models (0: one per CPU core)
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, allowed: str) -> PrivtoolError:
@@ -46,6 +48,10 @@ class AttackConfig:
             raise bad("confidence", self.confidence, "a number in (0, 1)")
         if not 0 < self.delta < 1:
             raise bad("delta", self.delta, "a number in (0, 1)")
+        if self.store is not None and (not isinstance(self.store, str) or not self.store):
+            raise bad("store", self.store, "a directory path or null")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise bad("workers", self.workers, "an integer >= 0 (0: one per CPU core)")
 
 
 def attack_settings(section: Mapping[str, Any] | None, name: str) -> tuple[AttackConfig, dict]:

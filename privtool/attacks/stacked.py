@@ -1,0 +1,127 @@
+"""Train many small non-private models at once (SPEC §9: on a GPU, reference models train
+together instead of one by one).
+
+The N models' parameters are stacked along a new leading axis (``torch.func.
+stack_module_state``) and one ``vmap``-ed ``functional_call`` runs all N forward passes as
+one batched computation; the summed loss gives every model its own gradient (the models share
+no parameter). The run reproduces :func:`privtool.training.train_model` with ``mech: none``
+model by model: the same initialisation (``seed_everything(seed)`` then the constructor), the
+same batches (``default_rng(seed + 1)``, one permutation per epoch cut into ``batch_size``
+pieces), the same loss (batch-mean cross-entropy) and PyTorch's SGD-with-momentum / Adam update
+rules, so a stacked model equals its one-by-one twin up to floating-point reordering.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+
+
+def train_stacked(cfg: Any, seeds: list[int], train_sets: list[np.ndarray], x: np.ndarray,
+                  y: np.ndarray, shape: tuple[int, ...], n_classes: int, device: Any,
+                  on_epoch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Train ``len(seeds)`` copies of ``cfg.model`` without privacy, copy ``m`` on the dataset
+    points ``train_sets[m]`` with seed ``seeds[m]``; return their state_dicts (on CPU).
+
+    ``cfg`` is a :class:`~privtool.config.TrainConfig` with ``mech: none``; its ``batch_size``
+    must not exceed any training set.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from privtool.mechanisms.base import shuffle_batches
+    from privtool.models import build_model
+    from privtool.training import seed_everything
+
+    if cfg.mech != "none":
+        raise ValueError("stacked training reproduces non-private training only")
+    n = len(seeds)
+    b = cfg.batch_size
+    if any(len(t) < b for t in train_sets):
+        raise ValueError("batch_size exceeds a training set")
+    models = []
+    for s in seeds:
+        seed_everything(s)
+        models.append(build_model(cfg.model, shape, n_classes))
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
+    buffers = {k: v.to(device) for k, v in buffers.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+    forward = vmap(lambda p, bu, xb: functional_call(base, (p, bu), (xb,)))
+    state = _Optimizer(cfg, params, n)
+
+    x_dev = torch.from_numpy(x).to(device)
+    y_dev = torch.from_numpy(y).to(device)
+    rngs = [np.random.default_rng(s + 1) for s in seeds]
+    for epoch in range(1, cfg.epochs + 1):
+        plans = [list(shuffle_batches(len(t), b, r)) for t, r in zip(train_sets, rngs)]
+        for step in range(max(len(p) for p in plans)):
+            idx = np.zeros((n, b), dtype=np.int64)
+            weight = np.zeros((n, b), dtype=np.float32)
+            active = np.zeros(n, dtype=bool)
+            for m, plan in enumerate(plans):
+                if step < len(plan):
+                    rows = train_sets[m][plan[step]]
+                    idx[m, :len(rows)] = rows
+                    weight[m, :len(rows)] = 1.0
+                    active[m] = True
+            idx_t = torch.from_numpy(idx).to(device)
+            w = torch.from_numpy(weight).to(device)
+            out = forward(params, buffers, x_dev[idx_t])                       # (N, b, C)
+            ce = F.cross_entropy(out.reshape(n * b, -1), y_dev[idx_t].reshape(-1),
+                                 reduction="none").reshape(n, b)
+            loss = ((ce * w).sum(1) / w.sum(1).clamp_min(1.0)).sum()
+            grads = torch.autograd.grad(loss, list(params.values()))
+            state.step(grads, torch.from_numpy(active).to(device))
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return [{**{k: v[m].detach().cpu().clone() for k, v in params.items()},
+             **{k: v[m].detach().cpu().clone() for k, v in buffers.items()}} for m in range(n)]
+
+
+class _Optimizer:
+    """PyTorch's SGD (momentum, no dampening) and Adam updates on stacked parameters, skipping
+    the models that have no batch at this step (their state must not move)."""
+
+    def __init__(self, cfg: Any, params: dict[str, Any], n: int) -> None:
+        import torch
+
+        self.cfg, self.params = cfg, list(params.values())
+        dev = self.params[0].device
+        self.t = torch.zeros(n, dtype=torch.float64, device=dev)        # Adam steps per model
+        self.started = torch.zeros(n, dtype=torch.bool, device=dev)     # SGD momentum buffers
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params] if cfg.optimizer == "adam" else []
+
+    def step(self, grads: tuple[Any, ...], active: Any) -> None:
+        import torch
+
+        cfg = self.cfg
+        with torch.no_grad():
+            if cfg.optimizer == "adam":
+                self.t += active.to(self.t.dtype)
+                b1, b2, eps = 0.9, 0.999, 1e-8
+                for p, g, m, v in zip(self.params, grads, self.m, self.v):
+                    shape = (-1,) + (1,) * (p.dim() - 1)
+                    a = active.view(shape)
+                    t = self.t.clamp_min(1).view(shape)
+                    m.copy_(torch.where(a, b1 * m + (1 - b1) * g, m))
+                    v.copy_(torch.where(a, b2 * v + (1 - b2) * g * g, v))
+                    step_size = (cfg.lr / (1 - b1 ** t)).to(p.dtype)
+                    denom = (v.sqrt() / torch.sqrt(1 - b2 ** t).to(p.dtype)) + eps
+                    p.sub_(torch.where(a, step_size * m / denom, torch.zeros_like(p)))
+                return
+            for p, g, buf in zip(self.params, grads, self.m):
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                a = active.view(shape)
+                if cfg.momentum:
+                    first = (~self.started).view(shape)
+                    buf.copy_(torch.where(a, torch.where(first, g, cfg.momentum * buf + g), buf))
+                    upd = buf
+                else:
+                    upd = g
+                p.sub_(torch.where(a, cfg.lr * upd, torch.zeros_like(p)))
+            self.started |= active
