@@ -104,6 +104,11 @@ def test_regularizers(digits):
     assert float(total_variation(step[None])) == pytest.approx(0 + 3 / 6)
     with pytest.raises(PrivtoolError, match="unknown attack.inversion.regularizer 'tv2'.*btv, l1, none"):
         InversionOptions(regularizer="tv2")
+    per_pixel = InversionOptions(reduction="mean", btv_window=1, btv_decay=0.5)
+    assert torch.allclose(REGULARIZERS.get("l1")(flat, per_pixel), torch.full((2,), 0.3))
+    assert float(bilateral_tv(step, per_pixel)) == pytest.approx((1.5 + 0.5 + 0.5) / 9)
+    with pytest.raises(PrivtoolError, match="reduction='max'"):
+        InversionOptions(reduction="max")
 
 
 # --------------------------------------------------------------------------- threat model

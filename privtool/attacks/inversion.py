@@ -40,8 +40,15 @@ def no_regularizer(x: torch.Tensor, opt: "InversionOptions") -> torch.Tensor:
 
 @REGULARIZERS.register("l1")
 def l1_norm(x: torch.Tensor, opt: "InversionOptions") -> torch.Tensor:
-    """‖x‖₁ per image (paper 3 eq. 4): sparsity, dark background, more contrast."""
-    return x.abs().flatten(1).sum(1)
+    """‖x‖₁ per image (paper 3 eq. 4): sparsity, dark background, more contrast; divided by
+    the number of pixels when ``opt.reduction`` is ``mean``."""
+    return _reduce(x.abs().flatten(1).sum(1), x, opt)
+
+
+def _reduce(total: torch.Tensor, x: torch.Tensor, opt: "InversionOptions") -> torch.Tensor:
+    """A per-image regulariser as written (``sum``) or per pixel (``mean``: the same λ means
+    the same pull on a 28×28 digit and a 200×180 face)."""
+    return total / x[0].numel() if opt.reduction == "mean" else total
 
 
 def _shift_difference(x: torch.Tensor, l: int, m: int) -> torch.Tensor:
@@ -66,7 +73,7 @@ def bilateral_tv(x: torch.Tensor, opt: "InversionOptions") -> torch.Tensor:
             if l + m < 0 or (l == 0 and m == 0):
                 continue
             total = total + a ** (abs(l) + abs(m)) * _shift_difference(x, l, m)
-    return total
+    return _reduce(total, x, opt)
 
 
 def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
@@ -98,6 +105,7 @@ class InversionOptions:
     lam: float = 0.05             # λ, weight of the regulariser
     btv_window: int = 2           # p
     btv_decay: float = 0.9        # α
+    reduction: str = "sum"        # sum (‖·‖₁ as written) | mean (per pixel)
     tanh: bool = True             # change of variables x = (tanh(w) + 1) / 2 (enhanced)
     distance: str = "auto"        # MIA distance: l2 | ssim | auto (ssim for face data, else l2)
 
@@ -118,6 +126,8 @@ class InversionOptions:
         _check(_num(self.lam) and self.lam >= 0, f"{s}.lam", self.lam, "a number >= 0")
         _check(_int(self.btv_window) and self.btv_window >= 1, f"{s}.btv_window",
                self.btv_window, "an integer >= 1")
+        _check(self.reduction in ("sum", "mean"), f"{s}.reduction", self.reduction,
+               "sum | mean")
         _check(_num(self.btv_decay) and 0 < self.btv_decay <= 1, f"{s}.btv_decay",
                self.btv_decay, "a number in (0, 1]")
         _check(isinstance(self.tanh, bool), f"{s}.tanh", self.tanh, "true or false")
