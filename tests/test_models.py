@@ -37,3 +37,16 @@ def test_lenet_matches_dlg_architecture():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(PrivtoolError, match="valid: .*lenet.*mlp"):
         build_model("resnet9000", (1, 28, 28), 10)
+
+
+def test_top_k_accuracy_counts_labels_among_the_k_largest_logits():
+    import torch
+
+    from privtool.training import top_k_accuracy
+
+    logits = torch.tensor([[5.0, 4.0, 3.0, 2.0], [1.0, 2.0, 3.0, 4.0], [0.0, 9.0, 1.0, 2.0]])
+    model = torch.nn.Identity()
+    y = torch.tensor([2, 0, 1])
+    assert top_k_accuracy(model, logits, y, 1, batch_size=2) == pytest.approx(1 / 3)
+    assert top_k_accuracy(model, logits, y, 3, batch_size=2) == pytest.approx(2 / 3)
+    assert top_k_accuracy(model, logits, y, 10, batch_size=2) == 1.0
