@@ -1,0 +1,14 @@
+"""Calibration: every run and attack result joined into tables that set mechanisms with
+incomparable ε side by side on one empirical scale (SPEC §8; paper 1 Tables 4–7, paper 3
+Figs 6–8).
+
+``collect`` finds the stage directories, ``tables.build`` makes rows and views,
+``equivalent`` holds the ε-matching maths, ``plots`` the figures, ``output`` writes them all.
+"""
+
+from privtool.calibrate.collect import Collection, collect
+from privtool.calibrate.settings import CalibrateConfig, calibrate_settings
+from privtool.calibrate.tables import Calibration, Table, build
+
+__all__ = ["Calibration", "CalibrateConfig", "Collection", "Table", "build", "calibrate_settings",
+           "collect"]

@@ -1,0 +1,69 @@
+"""``params.yaml: calibrate:`` as a frozen, validated dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from privtool.config import _check, _coerce, _num
+from privtool.errors import PrivtoolError
+
+#: attack kind -> the attack whose score is the papers' view (paper 1: MIA-R, IGA; paper 3:
+#: the enhanced model inversion)
+DEFAULT_HEADLINE = {"membership": "reference", "reconstruction": "iga", "inversion": "inversion"}
+#: attack kind -> the score an attack of that kind is judged by (equivalent ε, accuracy-matched
+#: comparison); paper 1 §5.4 calibrates with MIA-R AUC and IGA MSE, paper 3 with MIA distance
+DEFAULT_JUDGED_BY = {"membership": "auc", "reconstruction": "mse", "inversion": "mia_distance"}
+#: mechanism -> metrics field holding its nominal ε (paper 1 quotes VMF by its per-update ε_V);
+#: other mechanisms: the run's ε target (train.epsilon), else epsilon_<mechanism>, else epsilon
+DEFAULT_NOMINAL = {"vmf": "epsilon_v_nominal"}
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """How ``privtool calibrate`` joins runs and attacks into tables.
+
+    ``baseline`` is the mechanism whose ε is the yardstick ("VMF at ε_V = 50 protects like
+    Gaussian at ε ≈ …") and the left side of the Δ tables (paper 1 Table 7: Gaussian − VMF).
+    """
+
+    baseline: str = "gaussian"
+    headline: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADLINE))
+    judged_by: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_JUDGED_BY))
+    nominal: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NOMINAL))
+    accuracy_tolerance: float = 0.02   # |Δ test accuracy| for the accuracy-matched comparison
+    confidence: float = 0.95           # level of every score interval (AUC, SSIM, MSE, ...)
+    epsilon_rtol: float = 0.01         # nominal ε counted "equal" for the Δ tables
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.baseline, str) and bool(self.baseline), "calibrate.baseline",
+               self.baseline, "a mechanism name (gaussian, vmf, class, subclass, none)")
+        for name in ("headline", "judged_by", "nominal"):
+            value = getattr(self, name)
+            _check(isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in value.items()),
+                   f"calibrate.{name}", value, "a mapping of name: name")
+        from privtool.calibrate.scores import SCORES
+
+        for kind in (*self.headline, *self.judged_by):
+            _check(kind in SCORES, f"calibrate.{kind}", kind,
+                   f"an attack kind: {', '.join(SCORES)}")
+        for kind, key in self.judged_by.items():
+            valid = [s.key for s in SCORES[kind]]
+            _check(key in valid, f"calibrate.judged_by.{kind}", key, f"one of {', '.join(valid)}")
+        for name, default in (("headline", DEFAULT_HEADLINE), ("judged_by", DEFAULT_JUDGED_BY)):
+            object.__setattr__(self, name, {**default, **getattr(self, name)})
+        _check(_num(self.accuracy_tolerance) and 0 <= self.accuracy_tolerance <= 1,
+               "calibrate.accuracy_tolerance", self.accuracy_tolerance, "a number in [0, 1]")
+        _check(_num(self.confidence) and 0 < self.confidence < 1, "calibrate.confidence",
+               self.confidence, "a number in (0, 1)")
+        _check(_num(self.epsilon_rtol) and 0 <= self.epsilon_rtol < 1, "calibrate.epsilon_rtol",
+               self.epsilon_rtol, "a number in [0, 1)")
+
+
+def calibrate_settings(raw: Mapping[str, Any] | None) -> CalibrateConfig:
+    """``params.yaml: calibrate:`` (after --set overrides) -> :class:`CalibrateConfig`;
+    unknown keys name the key and the valid ones."""
+    if raw is not None and not isinstance(raw, Mapping):
+        raise PrivtoolError("params section 'calibrate' must be a mapping of key: value")
+    return _coerce(CalibrateConfig, "calibrate", dict(raw or {}))
