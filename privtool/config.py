@@ -171,10 +171,204 @@ class PretrainConfig:
                "a fraction in (0, 1)")
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "pretrain": PretrainConfig}
+def _sub(cls: type, name: str, value: Any) -> Any:
+    """A nested settings group (``select.finetune: {...}``) -> its frozen dataclass; unknown
+    keys name the key and the valid ones, missing keys take their defaults."""
+    if isinstance(value, cls):
+        return value
+    if value is None:
+        return cls()
+    if not isinstance(value, Mapping):
+        raise PrivtoolError(f"{name}={value!r} is not allowed: a mapping of key: value")
+    valid = [f.name for f in fields(cls)]
+    unknown = [k for k in value if k not in valid]
+    if unknown:
+        raise PrivtoolError(f"unknown params key {name}.{unknown[0]}; valid keys in '{name}': "
+                            f"{', '.join(valid)}")
+    return cls(**{k: _numeric(f, value[k]) for f in fields(cls) for k in [f.name] if k in value})
+
+
+def _numeric(f: Any, v: Any) -> Any:
+    """YAML 1.1 reads 1e-5 as a string: accept numeric strings for number fields."""
+    if isinstance(v, str) and ("float" in str(f.type) or "int" in str(f.type)):
+        try:
+            return int(v) if "int" in str(f.type) and v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            return v
+    if isinstance(v, float) and "int" in str(f.type) and "float" not in str(f.type) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class NearPrivateConfig:
+    """NearPrivate's privacy knobs (paper 2, Alg. 2): DP-PCA of the private embeddings by
+    Analyze Gauss (Dwork et al. 2014) at (ε_dpPCA, δ_dpPCA), and Laplace-noised support counts
+    at ε_support. ``epsilon_support`` null: with ``select.epsilon_limit``, whatever the limit
+    leaves after the parent checkpoint and ε_dpPCA (paper 2 §5.2)."""
+
+    epsilon_pca: float = 0.5
+    delta_pca: float = 1e-5
+    epsilon_support: float | None = 0.5
+    private_k: int | None = None     # uncertain private points that vote; null: every one
+    public_k: int | None = None      # uncertain public candidates; null: max(select.k, pool/2)
+    public_dims: int | None = 32     # public-PCA dimensions DP-PCA works in; null: the raw width
+
+    def __post_init__(self) -> None:
+        n = "select.near_private"
+        _check(_num(self.epsilon_pca) and self.epsilon_pca > 0, f"{n}.epsilon_pca",
+               self.epsilon_pca, "a number > 0")
+        _check(_num(self.delta_pca) and 0 < self.delta_pca < 1, f"{n}.delta_pca",
+               self.delta_pca, "a number in (0, 1)")
+        _check(self.epsilon_support is None or (_num(self.epsilon_support)
+                                                and self.epsilon_support > 0),
+               f"{n}.epsilon_support", self.epsilon_support,
+               "a number > 0, or null (the rest of select.epsilon_limit)")
+        _check(self.private_k is None or (_count(self.private_k) and self.private_k >= 1),
+               f"{n}.private_k", self.private_k, "an integer >= 1 or null (every private point)")
+        _check(self.public_k is None or (_count(self.public_k) and self.public_k >= 1),
+               f"{n}.public_k", self.public_k, "an integer >= 1 or null (half the pool)")
+        _check(self.public_dims is None or (_count(self.public_dims) and self.public_dims >= 1),
+               f"{n}.public_dims", self.public_dims,
+               "an integer >= 1 or null (DP-PCA on the raw embeddings)")
+
+
+@dataclass(frozen=True)
+class PollutionConfig:
+    """Out-of-distribution images mixed into the public pool (paper 2 §4.3): ``fraction`` of
+    the mixed pool comes from ``dataset`` (converted to the private images' shape)."""
+
+    dataset: str | None = None
+    fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.dataset is None or (isinstance(self.dataset, str) and bool(self.dataset)),
+               "select.pollution.dataset", self.dataset, "null (no pollution) or a dataset name")
+        _check(_num(self.fraction) and 0 < self.fraction < 1, "select.pollution.fraction",
+               self.fraction, "a fraction in (0, 1) of the mixed pool")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning the DP checkpoint on the labelled public points: plain (non-private)
+    training, since public data needs no noise (paper 2 §3)."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = "select.finetune"
+        _check(_count(self.epochs) and self.epochs >= 0, f"{n}.epochs", self.epochs,
+               "an integer >= 0")
+        _check(_count(self.batch_size) and self.batch_size >= 1, f"{n}.batch_size",
+               self.batch_size, "an integer >= 1")
+        _check(self.optimizer in ("sgd", "adam"), f"{n}.optimizer", self.optimizer, "sgd or adam")
+        _check(_num(self.lr) and self.lr > 0, f"{n}.lr", self.lr, "a number > 0")
+        _check(_num(self.momentum) and 0 <= self.momentum < 1, f"{n}.momentum", self.momentum,
+               "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """The accuracy-versus-labels sweep (``privtool select --strategy all``): every strategy
+    at every budget, ``seeds`` seeds each, from the same parent."""
+
+    strategies: Any = "all"          # all | a list of strategy names
+    budgets: Any = (10, 20, 50)      # N_labeled values
+    seeds: int = 5                   # paper 2 averages 5 runs
+
+    def __post_init__(self) -> None:
+        s = self.strategies
+        if isinstance(s, str) and s != "all":
+            s = [t.strip() for t in s.split(",") if t.strip()]
+        _check(s == "all" or (isinstance(s, (list, tuple)) and len(s) > 0
+                              and all(isinstance(t, str) and t for t in s)),
+               "select.curve.strategies", self.strategies, "all or a list of strategy names")
+        object.__setattr__(self, "strategies", s if s == "all" else list(s))
+        b = self.budgets
+        if isinstance(b, str):
+            try:
+                b = [int(t) for t in b.split(",") if t.strip()]
+            except ValueError:
+                pass
+        if _count(b):
+            b = [b]
+        _check(isinstance(b, (list, tuple)) and len(b) > 0
+               and all(_count(t) and t >= 1 for t in b),
+               "select.curve.budgets", self.budgets, "a list of integers >= 1, e.g. [10, 20, 50]")
+        object.__setattr__(self, "budgets", sorted(set(int(t) for t in b)))
+        _check(_count(self.seeds) and self.seeds >= 1, "select.curve.seeds", self.seeds,
+               "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """How ``privtool select`` picks public points and fine-tunes (paper 2, Alg. 1 and 2).
+
+    The public pool is ``public_dataset`` (null: the private dataset itself) restricted to
+    ``public_split`` (null: ``public`` of the same dataset, disjoint from ``train``; ``all`` of
+    another one). ``k`` uncertain candidates (by ``uncertainty``) are clustered / voted on in
+    the first ``n_components`` principal components of the penultimate-layer embeddings.
+    """
+
+    strategy: str = "diverse-public"
+    n_labeled: int = 50
+    seed: int = 0
+    device: str = "auto"
+    public_dataset: str | None = None
+    public_split: str | None = None
+    uncertainty: str = "entropy"     # entropy | margin: SelectUncertain's score
+    k: int | None = None             # uncertain candidates (k > N_labeled); null: 4 × n_labeled
+    n_components: int = 16           # p, principal components of the embeddings
+    n_each: int = 1                  # diverse-public: points per cluster (N_cluster = N / n_each)
+    epsilon_limit: float | None = None
+    near_private: NearPrivateConfig = field(default_factory=NearPrivateConfig)
+    pollution: PollutionConfig = field(default_factory=PollutionConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    curve: CurveConfig = field(default_factory=CurveConfig)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.strategy, str) and bool(self.strategy), "select.strategy",
+               self.strategy, "a strategy name (privtool select --help lists them)")
+        _check(_count(self.n_labeled) and self.n_labeled >= 1, "select.n_labeled",
+               self.n_labeled, "an integer >= 1")
+        _check(_count(self.seed), "select.seed", self.seed, "an integer")
+        _check(self.device in ("auto", "cpu", "cuda"), "select.device", self.device,
+               "auto, cpu or cuda")
+        _check(self.public_dataset is None or (isinstance(self.public_dataset, str)
+                                               and bool(self.public_dataset)),
+               "select.public_dataset", self.public_dataset,
+               "null (the private dataset's public split) or a dataset name")
+        _check(self.public_split is None or (isinstance(self.public_split, str)
+                                             and bool(self.public_split)),
+               "select.public_split", self.public_split, "null, a split name, or all")
+        _check(self.uncertainty in ("entropy", "margin"), "select.uncertainty",
+               self.uncertainty, "entropy or margin")
+        _check(self.k is None or (_count(self.k) and self.k >= 1), "select.k", self.k,
+               "an integer >= 1 or null (4 × n_labeled)")
+        _check(_count(self.n_components) and self.n_components >= 1, "select.n_components",
+               self.n_components, "an integer >= 1")
+        _check(_count(self.n_each) and self.n_each >= 1, "select.n_each", self.n_each,
+               "an integer >= 1")
+        _check(self.epsilon_limit is None or (_num(self.epsilon_limit) and self.epsilon_limit > 0),
+               "select.epsilon_limit", self.epsilon_limit, "a number > 0 or null")
+        for name, cls in (("near_private", NearPrivateConfig), ("pollution", PollutionConfig),
+                          ("finetune", FinetuneConfig), ("curve", CurveConfig)):
+            object.__setattr__(self, name, _sub(cls, f"select.{name}", getattr(self, name)))
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "pretrain": PretrainConfig,
+                           "select": SelectConfig}
 # Sections owned by stages that later issues add, and `sweep` (the grid dvc.yaml expands);
 # accepted so a full params.yaml loads.
-OTHER_SECTIONS = ("attack", "select", "calibrate", "report", "sweep")
+OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep")
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -249,6 +443,7 @@ class Params:
     train: TrainConfig
     raw: Mapping[str, Any]
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: copy.deepcopy(v) for k, v in self.raw.items()}
@@ -256,6 +451,7 @@ class Params:
         out["data"]["splits"] = dict(self.data.splits)
         out["train"] = asdict(self.train)
         out["pretrain"] = asdict(self.pretrain)
+        out["select"] = asdict(self.select)
         return out
 
 
@@ -301,4 +497,5 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
     data = _coerce(DataConfig, "data", merged["data"])
     train = _coerce(TrainConfig, "train", merged["train"])
     pretrain = _coerce(PretrainConfig, "pretrain", merged["pretrain"])
-    return Params(data=data, train=train, raw=merged, pretrain=pretrain)
+    select = _coerce(SelectConfig, "select", merged["select"])
+    return Params(data=data, train=train, raw=merged, pretrain=pretrain, select=select)

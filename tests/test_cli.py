@@ -25,13 +25,6 @@ def test_help_lists_every_command():
         assert cmd in res.output
 
 
-@pytest.mark.parametrize("cmd", ["select", "calibrate"])
-def test_unbuilt_commands_exit_2_without_output(cmd, tmp_path):
-    res = invoke(cmd, "--target", str(tmp_path / "x"), "--out", str(tmp_path / "o"))
-    assert res.exit_code == 2 and "not implemented yet" in res.output
-    assert not (tmp_path / "o").exists()
-
-
 @pytest.mark.parametrize("mech", ["none", "gaussian", "vmf"])
 def test_train_writes_a_complete_run(tmp_path, mech):
     out = tmp_path / "run"
