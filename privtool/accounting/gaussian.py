@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -87,11 +89,17 @@ def _rdp_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, del
 
     acc = RDPAccountant()
     acc.history = [(noise_multiplier, sample_rate, steps)]
-    with warnings.catch_warnings():
-        # "optimal order is the largest/smallest alpha": the bound is valid, only possibly
-        # loose (tiny or huge ε, e.g. paper 1's ε = 300,000 anchor)
-        warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
+    with _quiet_rdp_orders():
         return float(acc.get_epsilon(delta=delta))
+
+
+@contextmanager
+def _quiet_rdp_orders() -> Iterator[None]:
+    """Silence Opacus' "optimal order is the largest/smallest alpha": the bound is valid, only
+    possibly loose (tiny or huge ε, e.g. paper 1's ε = 300,000 anchor)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
+        yield
 
 
 def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
@@ -183,9 +191,10 @@ def gaussian_noise_multiplier(*, target_epsilon: float, sample_rate: float, step
         from opacus.accountants.utils import get_noise_multiplier
 
         try:
-            return float(get_noise_multiplier(target_epsilon=target, target_delta=d,
-                                              sample_rate=q, steps=n, accountant="rdp",
-                                              epsilon_tolerance=tol))
+            with _quiet_rdp_orders():
+                return float(get_noise_multiplier(target_epsilon=target, target_delta=d,
+                                                  sample_rate=q, steps=n, accountant="rdp",
+                                                  epsilon_tolerance=tol))
         except ValueError as err:
             raise PrivtoolError(too_low) from err
 
@@ -197,8 +206,10 @@ def gaussian_noise_multiplier(*, target_epsilon: float, sample_rate: float, step
     try:
         from opacus.accountants.utils import get_noise_multiplier
 
-        high = float(get_noise_multiplier(target_epsilon=target, target_delta=d, sample_rate=q,
-                                          steps=n, accountant="rdp", epsilon_tolerance=tol))
+        with _quiet_rdp_orders():
+            high = float(get_noise_multiplier(target_epsilon=target, target_delta=d,
+                                              sample_rate=q, steps=n, accountant="rdp",
+                                              epsilon_tolerance=tol))
     except ValueError as err:
         raise PrivtoolError(too_low) from err
     eps_high = eps_of(high)
