@@ -253,7 +253,8 @@ def test_enhanced_inversion_beats_plain_on_a_non_private_cnn(tmp_path):
     the enhanced images still carry their class (paper 3's λ = 0.05 on a 28×28 sum-ℓ1 pushes
     most pixels to 0, which the L2 distance rewards)."""
     res = runner.invoke(app, ["train", "--mech", "none", "--model", "cnn", "--epochs", "4",
-                              "--set", "train.lr=0.1", "--out", str(tmp_path / "cnn")])
+                              "--set", "train.lr=0.1", "--set", "data.splits.train=0.5",
+                              "--set", "data.splits.shadow=0.2", "--out", str(tmp_path / "cnn")])
     assert res.exit_code == 0, res.output
     plain = attack("inversion", tmp_path / "cnn", tmp_path / "plain", variant="plain")
     enhanced = attack("inversion", tmp_path / "cnn", tmp_path / "enh")
@@ -295,3 +296,39 @@ def test_model_without_trainable_layers_is_refused(runs, tmp_path):
     with pytest.raises(PrivtoolError, match="no trainable parameters"):
         parameters_of(torch.nn.Flatten())
     assert attacked_model(target, "init") is not frozen
+
+
+def test_a_killed_attack_resumes_from_its_finished_chunks(runs, tmp_path, monkeypatch):
+    from privtool.attacks.reconstruction import InvertingGradients as IGA
+
+    keys = dict(n_targets=3, at="init", iterations=20, restarts=1, chunk=1)
+    whole = attack("iga", runs["gaussian"], tmp_path / "whole", **keys)
+    assert not (tmp_path / ".whole.resume").exists()  # cleaned up once the output is in place
+
+    real, calls = IGA.reconstruct, []
+
+    def dies_on_second_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit("killed")  # stands in for a kill / Ctrl-C mid-run
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(IGA, "reconstruct", dies_on_second_chunk)
+    with pytest.raises(SystemExit):
+        attack("iga", runs["gaussian"], tmp_path / "cut", **keys)
+    assert not (tmp_path / "cut").exists()                 # nothing half-written
+    assert len(list((tmp_path / ".cut.resume").glob("chunk-*.npz"))) == 1
+
+    calls.clear()
+
+    def counts(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(IGA, "reconstruct", counts)
+    resumed = attack("iga", runs["gaussian"], tmp_path / "cut", **keys)
+    assert len(calls) == 2                                  # only the two unfinished chunks
+    assert (tmp_path / "cut" / "per_target.csv").read_text() == \
+        (tmp_path / "whole" / "per_target.csv").read_text()
+    assert resumed["mse"] == whole["mse"]
+    assert not (tmp_path / ".cut.resume").exists()

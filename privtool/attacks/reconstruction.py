@@ -21,6 +21,8 @@ touches no attack.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from dataclasses import dataclass
@@ -197,6 +199,49 @@ def _tick(progress: Any, n: int = 1, **info: Any) -> None:
             progress.advance(**info)
 
 
+class ChunkResume:
+    """Per-chunk resume of a long attack: each finished chunk of targets is saved atomically
+    under ``directory`` (beside the stage's output, ``.<out>.resume``) with a key of
+    everything its result depends on; a rerun after a kill loads the chunks whose key matches
+    and computes only the rest. ``directory`` None: no resume. The stage removes the
+    directory once the attack's output is in place."""
+
+    def __init__(self, directory: Path | None, key: dict[str, Any]) -> None:
+        import hashlib
+        import json
+
+        self.dir = None if directory is None else Path(directory)
+        self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str)
+                                  .encode()).hexdigest()
+
+    def _path(self, lo: int) -> Path:
+        assert self.dir is not None
+        return self.dir / f"chunk-{lo:06d}.npz"
+
+    def load(self, lo: int) -> dict[str, np.ndarray] | None:
+        if self.dir is None or not self._path(lo).is_file():
+            return None
+        try:
+            with np.load(self._path(lo)) as z:
+                if str(z["key"]) != self.key:
+                    return None
+                return {k: z[k] for k in ("images", "labels", "loss")}
+        except (OSError, ValueError, KeyError):  # a torn or foreign file: recompute
+            return None
+
+    def save(self, lo: int, arrays: dict[str, np.ndarray]) -> None:
+        if self.dir is None:
+            return
+        import io
+
+        from privtool.artifacts import atomic_write_bytes
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, key=np.array(self.key), **arrays)
+        atomic_write_bytes(self._path(lo), buf.getvalue())
+
+
 class GradientAttack(Attack):
     """Shared frame of ``dlg``/``idlg``/``iga``: pick targets, release their gradients, call
     :meth:`reconstruct` (which sees no originals), score, write CSV/npz/PNG."""
@@ -244,10 +289,10 @@ class GradientAttack(Attack):
                              what=self.name)
         # Independent streams from attack.seed: the release noise (victim) and the attacker's
         # random starts.
-        victim_seed, attacker_seed = (int(s.generate_state(1)[0])
-                                      for s in np.random.SeedSequence(cfg.seed).spawn(2))
-        victim_gen = torch.Generator(device=device).manual_seed(victim_seed)
-        attacker_gen = torch.Generator(device=device).manual_seed(attacker_seed)
+        resume = ChunkResume(getattr(self, "resume_dir", None),
+                             key={"attack": self.name, "target": target.describe(),
+                                  "options": dataclasses.asdict(opt), "seed": cfg.seed,
+                                  "chunk": self.chunk, "targets": idx.tolist()})
 
         t0 = time.time()
         images, labels, losses = [], [], []
@@ -257,15 +302,31 @@ class GradientAttack(Attack):
             with flush_denormals():
                 for lo in range(0, len(idx), self.chunk):
                     part = idx[lo:lo + self.chunk]
-                    x = torch.from_numpy(data.x[part]).to(device)
-                    y = torch.from_numpy(data.y[part]).to(device)
-                    observed = observe(model, release, x, y, data.n_classes, victim_gen)
-                    del x, y  # the attacker below never sees the private batch
-                    rec = self.reconstruct(model, release, observed, tuple(data.shape),
-                                           data.n_classes, attacker_gen, progress)
-                    images.append(rec.images.detach().clamp(0, 1).cpu().numpy())
-                    labels.append(rec.labels.detach().cpu().numpy())
-                    losses.append(rec.loss.detach().cpu().numpy())
+                    done = resume.load(lo)
+                    if done is None:
+                        # Independent streams per chunk from (attack.seed, chunk): the release
+                        # noise (victim) and the attacker's random starts, so a resumed run
+                        # equals an uninterrupted one.
+                        victim_seed, attacker_seed = (
+                            int(s.generate_state(1)[0])
+                            for s in np.random.SeedSequence([cfg.seed, lo]).spawn(2))
+                        victim_gen = torch.Generator(device=device).manual_seed(victim_seed)
+                        attacker_gen = torch.Generator(device=device).manual_seed(attacker_seed)
+                        x = torch.from_numpy(data.x[part]).to(device)
+                        y = torch.from_numpy(data.y[part]).to(device)
+                        observed = observe(model, release, x, y, data.n_classes, victim_gen)
+                        del x, y  # the attacker below never sees the private batch
+                        rec = self.reconstruct(model, release, observed, tuple(data.shape),
+                                               data.n_classes, attacker_gen, progress)
+                        done = {"images": rec.images.detach().clamp(0, 1).cpu().numpy(),
+                                "labels": rec.labels.detach().cpu().numpy(),
+                                "loss": rec.loss.detach().cpu().numpy()}
+                        resume.save(lo, done)
+                    else:
+                        _tick(progress, len(part), resumed=lo + len(part))
+                    images.append(done["images"])
+                    labels.append(done["labels"])
+                    losses.append(done["loss"])
         finally:
             if progress is not None:
                 progress.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ def run(name: str, target_spec: str, out: str | Path, raw_params: dict[str, Any]
     attack = ATTACKS.get(name)(cfg, options)
     target = load_target(target_spec, resolve_device(cfg.device))
     attack.check(target)
+    # long attacks save finished chunks of targets here, so a killed run resumes
+    attack.resume_dir = Path(out).parent / f".{Path(out).name}.resume"
     with staged_dir(out) as tmp:
         metrics = {"attack": name, "kind": attack.kind, **target.describe(),
                    **attack.run(target, tmp, progress)}
@@ -29,4 +32,5 @@ def run(name: str, target_spec: str, out: str | Path, raw_params: dict[str, Any]
                    metrics=metrics, device=str(target.device), payload=payload,
                    inputs={"target": {"dir": str(target.dir), "epoch": target.epoch,
                                       "meta_sha256": file_hash(target.dir / "meta.json")}})
+    shutil.rmtree(attack.resume_dir, ignore_errors=True)
     return metrics
