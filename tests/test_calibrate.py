@@ -345,3 +345,6 @@ def test_full_profile_overlay_gives_valid_params_with_the_papers_grid(tmp_path):
         assert sum(v["mech"] == "none" for v in mine.values()) == 1
         assert all(("--model mlp" in v["args"]) == (model == "mlp") for v in mine.values())
     assert {v["store"] for v in cells.values()} == set(p.raw["sweep"]["store"])
+    # every cell dvc.yaml names through sweep.* must be a cell of the overlaid sweep
+    assert {s["target"] for s in p.raw["sweep"]["store"].values()} <= set(cells)
+    assert p.raw["sweep"]["select"]["target"] in cells
