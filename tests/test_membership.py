@@ -338,6 +338,36 @@ def test_store_resumes_extends_and_fans_out_over_processes(work):
     assert m["store"] == str(store) and m["store_models_trained"] == 0
 
 
+def test_store_on_ray_equals_the_local_processes(work):
+    """attack.backend=ray (SPEC §11): the same models, trained as Ray tasks on a local Ray,
+    as the local process pool gives (same seeds, one thread each); then a resume on Ray."""
+    pytest.importorskip("ray")
+    root, runs = work
+    stores = {b: root / "stores" / f"digits-{b}" for b in ("local", "ray")}
+    for backend, store in stores.items():
+        res = invoke("store", "--target", runs["digits"], "--out", store, "--json",
+                     *sets("attack.n_models=2", "attack.workers=2", f"attack.backend={backend}"))
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["store_models_trained"] == 2
+    with np.load(stores["local"] / "offline" / "signals.npz") as a, \
+            np.load(stores["ray"] / "offline" / "signals.npz") as b:
+        assert np.array_equal(a["in"], b["in"]) and np.array_equal(a["points"], b["points"])
+        np.testing.assert_allclose(a["logits"], b["logits"], rtol=0, atol=1e-5)
+    (stores["ray"] / "offline" / "m0001.npz").unlink()                       # a killed run
+    res = invoke("store", "--target", runs["digits"], "--out", stores["ray"], "--json",
+                 *sets("attack.n_models=2", "attack.workers=1", "attack.backend=ray"))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["store_models_trained"] == 1
+
+
+def test_unknown_store_backend_is_one_line_exit_1(work):
+    root, runs = work
+    res = invoke("store", "--target", runs["digits"], "--out", root / "stores" / "bad-backend",
+                 *sets("attack.backend=dask"))
+    assert res.exit_code == 1 and "attack.backend='dask' is not allowed: local or ray" in res.output
+    assert not (root / "stores" / "bad-backend").exists()
+
+
 @pytest.mark.parametrize("case", ["other-dataset", "too-small", "missing-run", "no-store",
                                   "online-missing"])
 def test_bad_input_is_one_line_exit_1(work, case):

@@ -33,6 +33,8 @@ class AttackConfig:
     delta: float = 1e-5        # δ at which the empirical ε lower bound is stated
     store: str | None = None   # reference/shadow model store; null: runs/store/<dataset>-<model>-<hash>
     workers: int = 0           # processes training store models (0: one per CPU core)
+    backend: str = "local"     # local (processes / stacked on CUDA) | ray (Ray tasks; SPEC §11)
+    ray_address: str | None = None  # ray: null starts a local Ray; "auto" or "ray://host:port" joins a cluster
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, allowed: str) -> PrivtoolError:
@@ -52,6 +54,11 @@ class AttackConfig:
             raise bad("store", self.store, "a directory path or null")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise bad("workers", self.workers, "an integer >= 0 (0: one per CPU core)")
+        if self.backend not in ("local", "ray"):
+            raise bad("backend", self.backend, "local or ray")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str)
+                                             or not self.ray_address):
+            raise bad("ray_address", self.ray_address, 'null, "auto" or "ray://HOST:PORT"')
 
 
 def attack_settings(section: Mapping[str, Any] | None, name: str) -> tuple[AttackConfig, dict]:

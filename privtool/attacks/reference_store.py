@@ -32,7 +32,9 @@ models already saved; asking for more models than a store holds trains only the 
 Training fans out over CPU cores with one process per core (``torch.set_num_threads(1)``
 each). On CUDA, or with ``attack.workers: 1``, it runs in this process and trains the
 non-private models of a set together, stacked (:mod:`privtool.attacks.stacked`: one
-``vmap``-ed forward pass for up to ``MAX_STACK`` models), the others one by one.
+``vmap``-ed forward pass for up to ``MAX_STACK`` models), the others one by one. With
+``attack.backend: ray`` the models train as Ray tasks (a local Ray or a cluster at
+``attack.ray_address``) and this process saves each as it arrives.
 """
 
 from __future__ import annotations
@@ -181,13 +183,19 @@ def _job_cfg(job: dict[str, Any], device: Any) -> Any:
 def _train_job(job: dict[str, Any], data: Any = None, device: Any = "cpu") -> dict[str, Any]:
     """Train one store model with :func:`~privtool.training.train_model` (any mechanism),
     save it and its signals; return its record."""
+    data = data if data is not None else _WORKER["data"]
+    t0 = time.perf_counter()
+    cfg, state, model, fit = _fit_job(job, data, device)
+    return _save_model(job, cfg, state, model, data, device, t0, **fit)
+
+
+def _fit_job(job: dict[str, Any], data: Any, device: Any) -> tuple[Any, dict, Any, dict]:
+    """Train one store model; return its config, CPU state_dict, model and fit summary."""
     import torch
 
     from privtool.models import build_model
     from privtool.training import seed_everything, train_model
 
-    data = data if data is not None else _WORKER["data"]
-    t0 = time.perf_counter()
     cfg = _job_cfg(job, device)
     points, mask = job["points"], job["mask"]
     tr, te = points[mask], points[job["eval"]]
@@ -199,8 +207,19 @@ def _train_job(job: dict[str, Any], data: Any = None, device: Any = "cpu") -> di
 
     outcome = train_model(cfg, model, *tensors(tr), *tensors(te), device=torch.device(device))
     state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
-    return _save_model(job, cfg, state, outcome.model, data, device, t0,
-                       steps=outcome.metrics["steps"], epsilon=outcome.metrics.get("epsilon"))
+    return cfg, state, outcome.model, {"steps": outcome.metrics["steps"],
+                                       "epsilon": outcome.metrics.get("epsilon")}
+
+
+def _ray_fit(job: dict[str, Any], data: Any, data_cfg: dict[str, Any],
+             fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Ray task: train one store model on one thread of a Ray worker (any node) and return
+    its state_dict and fit summary; the driver computes and saves its signals, so worker
+    nodes need privtool and the dataset, not the store's filesystem."""
+    _worker_init(data, data_cfg, fingerprint, 1)
+    t0 = time.perf_counter()
+    _, state, _, fit = _fit_job(job, _WORKER["data"], "cpu")
+    return state, {**fit, "seconds": time.perf_counter() - t0}
 
 
 def _train_stacked_jobs(jobs: list[dict[str, Any]], data: Any, device: Any,
@@ -539,6 +558,9 @@ def _run_jobs(jobs: list[dict[str, Any]], target: Any, cfg: Any, role: str, prog
             progress.advance(model=f"{rec['kind']} {rec['id']}", acc=rec["test_accuracy"])
 
     try:
+        if cfg.backend == "ray":
+            _run_jobs_ray(jobs, target, cfg, tick)
+            return
         if getattr(device, "type", str(device)) == "cuda" or workers == 1:
             import torch
 
@@ -557,9 +579,7 @@ def _run_jobs(jobs: list[dict[str, Any]], target: Any, cfg: Any, role: str, prog
         import multiprocessing as mp
         from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-        data_cfg = asdict(target.params.data)
-        data_cfg["splits"] = dict(data_cfg["splits"])
-        shipped = target.data if target.data.x.nbytes <= SHIP_BYTES else None
+        data_cfg, shipped = _data_for_workers(target)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init,
                                  initargs=(shipped, data_cfg, target.data.fingerprint(), 1)
@@ -578,3 +598,66 @@ def _run_jobs(jobs: list[dict[str, Any]], target: Any, cfg: Any, role: str, prog
     finally:
         if progress is not None:
             progress.stop()
+
+
+def _data_for_workers(target: Any) -> tuple[dict[str, Any], Any]:
+    """The data section workers reload the dataset from, and the dataset itself when it is
+    small enough to send (else None: each worker loads it once and checks its fingerprint)."""
+    data_cfg = asdict(target.params.data)
+    data_cfg["splits"] = dict(data_cfg["splits"])
+    return data_cfg, (target.data if target.data.x.nbytes <= SHIP_BYTES else None)
+
+
+def _run_jobs_ray(jobs: list[dict[str, Any]], target: Any, cfg: Any, tick: Any) -> None:
+    """Train ``jobs`` as Ray tasks (``attack.backend: ray``; SPEC §11): one CPU each, on the
+    cluster at ``attack.ray_address`` or on a local Ray started here with ``attack.workers``
+    CPUs (0: every core). Results arrive in any order; each model is saved as it arrives, so
+    a killed run resumes like the local one, and the models equal the local processes' (same
+    seeds, one thread each)."""
+    try:
+        import ray
+    except ImportError:
+        raise PrivtoolError("attack.backend=ray needs Ray: pip install 'privtool[ray]' "
+                            "(or set attack.backend=local)") from None
+    import logging
+
+    import torch
+
+    from privtool.models import build_model
+
+    started = not ray.is_initialized()
+    if started:
+        local = {} if cfg.ray_address else {"num_cpus": cfg.workers or _cpu_count()}
+        try:
+            ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, **local)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PrivtoolError(f"attack.ray_address={cfg.ray_address!r}: cannot start or "
+                                f"reach Ray ({first})") from None
+    try:
+        data_cfg, shipped = _data_for_workers(target)
+        data_ref = ray.put(shipped)
+        fit = ray.remote(num_cpus=1, max_retries=2)(_ray_fit)
+        by_ref = {fit.remote(job, data_ref, data_cfg, target.data.fingerprint()): job
+                  for job in jobs}
+        pending = list(by_ref)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                job = by_ref[done[0]]
+                state, summary = ray.get(done[0])
+                jcfg = _job_cfg(job, "cpu")
+                model = build_model(jcfg.model, target.data.shape, target.data.n_classes)
+                model.load_state_dict(state)
+                t0 = time.perf_counter() - summary["seconds"]
+                with torch.no_grad():
+                    tick(_save_model(job, jcfg, state, model, target.data, "cpu", t0,
+                                     steps=summary["steps"], epsilon=summary["epsilon"]))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
