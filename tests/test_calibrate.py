@@ -343,6 +343,8 @@ def test_full_profile_overlay_gives_valid_params_with_the_papers_grid(tmp_path):
                        for v in mine.values() if v["mech"] == "vmf")
         assert eps_g == [0.8, 1, 2, 3, 8, 50] and eps_v == [1, 5, 10, 50, 500, 300000]
         assert sum(v["mech"] == "none" for v in mine.values()) == 1
+        # paper 1 §3.4: VMF noise per row of each layer
+        assert all("train.partition=row" in v["args"] for v in mine.values() if v["mech"] == "vmf")
         assert all(("--model mlp" in v["args"]) == (model == "mlp") for v in mine.values())
     assert {v["store"] for v in cells.values()} == set(p.raw["sweep"]["store"])
     # every cell dvc.yaml names through sweep.* must be a cell of the overlaid sweep
