@@ -226,7 +226,6 @@ def _train_stacked_jobs(jobs: list[dict[str, Any]], data: Any, device: Any,
                         tick: Any) -> None:
     """Train non-private ``jobs`` of one set together (:mod:`privtool.attacks.stacked`)."""
     from privtool.attacks.stacked import train_stacked
-    from privtool.models import build_model
 
     t0 = time.perf_counter()
     cfgs = [_job_cfg(j, device) for j in jobs]
@@ -235,12 +234,21 @@ def _train_stacked_jobs(jobs: list[dict[str, Any]], data: Any, device: Any,
                            data.n_classes, device)
     per_model = (time.perf_counter() - t0) / len(jobs)
     for job, cfg, state, tr in zip(jobs, cfgs, states, sets):
-        model = build_model(cfg.model, data.shape, data.n_classes)
-        model.load_state_dict(state)
         steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
-        tick(_save_model(job, cfg, state, model.to(device), data, device,
-                         time.perf_counter() - per_model, steps=steps, epsilon=None,
+        tick(_save_state(job, cfg, state, data, device, per_model, steps=steps, epsilon=None,
                          stacked=True))
+
+
+def _save_state(job: dict[str, Any], cfg: Any, state: dict[str, Any], data: Any, device: Any,
+                seconds: float, **fit: Any) -> dict[str, Any]:
+    """:func:`_save_model` for weights trained elsewhere (stacked, or on a Ray worker): rebuild
+    the model from ``state`` here and record the ``seconds`` its training took."""
+    from privtool.models import build_model
+
+    model = build_model(cfg.model, data.shape, data.n_classes)
+    model.load_state_dict(state)
+    return _save_model(job, cfg, state, model.to(device), data, device,
+                       time.perf_counter() - seconds, **fit)
 
 
 def _save_model(job: dict[str, Any], cfg: Any, state: dict[str, Any], model: Any, data: Any,
@@ -611,7 +619,7 @@ def _data_for_workers(target: Any) -> tuple[dict[str, Any], Any]:
 def _run_jobs_ray(jobs: list[dict[str, Any]], target: Any, cfg: Any, tick: Any) -> None:
     """Train ``jobs`` as Ray tasks (``attack.backend: ray``; SPEC §11): one CPU each, on the
     cluster at ``attack.ray_address`` or on a local Ray started here with ``attack.workers``
-    CPUs (0: every core). Results arrive in any order; each model is saved as it arrives, so
+    CPUs (0: every core); tasks train on CPU. Results arrive in any order; each model is saved as it arrives, so
     a killed run resumes like the local one, and the models equal the local processes' (same
     seeds, one thread each)."""
     try:
@@ -620,10 +628,6 @@ def _run_jobs_ray(jobs: list[dict[str, Any]], target: Any, cfg: Any, tick: Any) 
         raise PrivtoolError("attack.backend=ray needs Ray: pip install 'privtool[ray]' "
                             "(or set attack.backend=local)") from None
     import logging
-
-    import torch
-
-    from privtool.models import build_model
 
     started = not ray.is_initialized()
     if started:
@@ -647,13 +651,9 @@ def _run_jobs_ray(jobs: list[dict[str, Any]], target: Any, cfg: Any, tick: Any) 
                 done, pending = ray.wait(pending, num_returns=1)
                 job = by_ref[done[0]]
                 state, summary = ray.get(done[0])
-                jcfg = _job_cfg(job, "cpu")
-                model = build_model(jcfg.model, target.data.shape, target.data.n_classes)
-                model.load_state_dict(state)
-                t0 = time.perf_counter() - summary["seconds"]
-                with torch.no_grad():
-                    tick(_save_model(job, jcfg, state, model, target.data, "cpu", t0,
-                                     steps=summary["steps"], epsilon=summary["epsilon"]))
+                tick(_save_state(job, _job_cfg(job, "cpu"), state, target.data, "cpu",
+                                 summary["seconds"], steps=summary["steps"],
+                                 epsilon=summary["epsilon"]))
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
