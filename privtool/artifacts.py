@@ -97,6 +97,17 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A temporary directory removed on exit: where a non-writing rank of a distributed
+    training puts what rank 0 alone keeps."""
+    tmp = Path(tempfile.mkdtemp(prefix="privtool-scratch-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def versions() -> dict[str, str]:
     import privtool
 

@@ -177,6 +177,10 @@ def train(
 
     target = out_dir or Path("runs") / f"{p.train.mech}-{p.data.dataset}-{p.train.model}-s{p.train.seed}"
     metrics = stage.run(p, target, progress=RichProgress(enabled=True))
+    from privtool.distributed import reports
+
+    if not reports(p.train.distributed):  # torchrun rank > 0: rank 0 alone logs
+        return
     for w in metrics.pop("warnings", []):
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     err.print(f"wrote {target}", highlight=False)

@@ -121,6 +121,10 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
     progress = progress or NullProgress()
     schedule = Schedule(n=len(x_train), batch_size=cfg.batch_size, epochs=cfg.epochs)
     mech = MECHANISMS.get(cfg.mech)(cfg, schedule)
+    if cfg.distributed == "ddp":  # this rank's share of every batch (privtool.distributed)
+        from privtool.distributed import distribute
+
+        mech = distribute(mech)
     model.to(device).train()
     mech.prepare(x_train, y_train)
     mech.calibrate(model)

@@ -80,6 +80,10 @@ class _UnitBase(Mechanism):
     #: mean records per sampled unit from which one plain backward per unit beats Opacus
     #: per-sample gradients (measured: CNN of paper 3, 2-core CPU, crossover ≈ 40)
     LOOP_MIN_UNIT = 48
+    #: set by privtool.distributed: only rank 0 adds the noise (share 1, others 0), and the
+    #: noisy sums of all ranks are summed in place (``all_reduce``) before the division by qK
+    noise_share: float = 1.0
+    all_reduce: Any = None
 
     def __init__(self, cfg: Any, schedule: Schedule) -> None:
         super().__init__(cfg, UnitSchedule(n=schedule.n, batch_size=schedule.batch_size,
@@ -223,9 +227,12 @@ class _UnitBase(Mechanism):
             big = n_units and len(units) >= self.LOOP_MIN_UNIT * n_units
             loss_sum, correct = (per_unit_pass if big else per_sample_pass)(x, y, units, total)
             for p, t in zip(params, total):
-                noise = torch.normal(0.0, sigma * S, size=p.shape, device=p.device,
-                                     generator=generator)
-                p.grad = (t + noise) / self.denominator
+                t += torch.normal(0.0, sigma * S * self.noise_share, size=p.shape,
+                                  device=p.device, generator=generator)
+            if self.all_reduce is not None:
+                self.all_reduce(total)
+            for p, t in zip(params, total):
+                p.grad = t / self.denominator
             optimizer.step()
             return (loss_sum / len(x) if len(x) else float("nan")), correct
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from privtool.artifacts import ACCOUNTANT, MODEL, SPLITS, dumps, staged_dir
+from privtool.artifacts import ACCOUNTANT, MODEL, SPLITS, dumps, scratch_dir, staged_dir
 from privtool.config import Params
+from privtool.distributed import Session, ddp_session
 from privtool.stages.common import finish_run, load_data_and_splits, split_record, write_csv
 from privtool.training import ProgressSink, resolve_device, seed_everything, train_model
 
@@ -22,7 +23,18 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
     at the last) the weights go to ``checkpoints/epoch-N.pt``, listed with their ε in
     ``metrics.json: checkpoints``. Returns the metrics (also written to ``out/metrics.json``)
     plus ``warnings``.
+
+    With ``train.distributed=ddp`` (under torchrun) every rank trains its share of each batch
+    (:mod:`privtool.distributed`); only rank 0 shows progress and writes ``out``, after all
+    ranks have checked they see the same data and params and have finished training.
     """
+    cfg = params.train
+    with ddp_session(cfg.distributed, resolve_device(cfg.device)) as (session, device):
+        return _run(params, out, session, device, progress if session.leader else None)
+
+
+def _run(params: Params, out: str | Path, session: Session, device: Any,
+         progress: ProgressSink | None) -> dict[str, Any]:
     import torch
 
     from privtool.checkpoints import checkpoint_entry, checkpoint_epochs, checkpoint_file
@@ -30,10 +42,11 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
 
     cfg = params.train
     data, splits = load_data_and_splits(params.data)
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.shape, data.n_classes)
     inputs: dict[str, Any] = {"data": split_record(data, splits)}
+    session.check_same("data (fingerprint, splits)", inputs["data"])
+    session.check_same("config (params)", params.as_dict())
     pre = None
     if params.pretrain.method is not None:
         from privtool.pretrain import pretrain
@@ -51,7 +64,7 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
     x_tr, y_tr = tensors(splits["train"])
     x_te, y_te = tensors(splits["test"])
     keep = set(checkpoint_epochs(cfg.checkpoint_every, cfg.epochs))
-    with staged_dir(out) as tmp:
+    with (staged_dir(out) if session.leader else scratch_dir()) as tmp:
         saved: list[str] = []
 
         def on_epoch(epoch: int, row: dict[str, Any]) -> None:
@@ -81,5 +94,8 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
         finish_run(tmp, stage="train", params=params.as_dict(), metrics=metrics,
                    inputs=inputs, device=str(device),
                    payload=[MODEL, SPLITS, ACCOUNTANT, *extra_files, *saved],
-                   extra={"seconds": round(outcome.seconds, 3), "warnings": warnings})
+                   extra={"seconds": round(outcome.seconds, 3), "warnings": warnings,
+                          **({"processes": session.world} if session.active else {})})
+        session.barrier()  # every rank trained to the end before rank 0 commits the run
+    session.barrier()  # rank 0 committed; no rank exits 0 before the run is in place
     return {**metrics, "warnings": warnings}
