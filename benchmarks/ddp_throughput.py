@@ -110,7 +110,8 @@ def main() -> None:
             out = os.path.join(tmp, "secs")
             torch.multiprocessing.spawn(_worker, nprocs=args.procs,
                                         args=(args.procs, _free_port(), args, mech, out))
-            many = args.batch * args.steps / float(open(out).read())
+            with open(out) as f:
+                many = args.batch * args.steps / float(f.read())
         print(f"{mech:9s} 1 process: {one:8.1f} ex/s   {args.procs} processes (ddp): "
               f"{many:8.1f} ex/s   ratio {many / one:.2f}")
 

@@ -36,10 +36,13 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +102,7 @@ def current() -> Session:
         raise PrivtoolError("train.distributed=ddp needs a process group: launch with "
                             "`torchrun --nproc_per_node N -m privtool train ...` (see README)")
     return Session(rank=dist.get_rank(), world=dist.get_world_size(),
-                   local_rank=int(os.environ.get("LOCAL_RANK", 0)), active=True)
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")), active=True)
 
 
 def _is_collective_failure(e: BaseException) -> bool:
@@ -138,6 +141,7 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     session = current()
+    previous = _stop_on_sigterm()
     try:
         yield session, device
     except PrivtoolError:
@@ -152,7 +156,22 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
                             f"{session.world}: another rank died, was killed or timed out "
                             f"({first}); no run was written") from None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         dist.destroy_process_group()
+
+
+def _stop_on_sigterm() -> Any:
+    """torchrun SIGTERMs the surviving ranks when one fails: turn that into an exception, so
+    that rank 0's staged run directory is removed on the way out (returns the old handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise PrivtoolError("stopped by SIGTERM (torchrun stops every rank when one fails); "
+                            "no run was written")
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 # --- how each mechanism shares a global batch and combines the ranks' contributions ---------
@@ -315,7 +334,9 @@ class DistributedMechanism:
     def calibrate(self, model: Any) -> None:
         """Start every rank from rank 0's weights (Opacus' DPDDP broadcast), then calibrate
         and check that all ranks found the same noise, units and schedule."""
-        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+        from opacus.distributed import (
+            DifferentiallyPrivateDistributedDataParallel as DPDDP,
+        )
 
         DPDDP(model)
         self._mech.calibrate(model)
