@@ -340,7 +340,10 @@ class DistributedMechanism:
 
         DPDDP(model)
         self._mech.calibrate(model)
-        self._session.check_same("calibration (σ/κ, units, batch size)", self._mech.settings())
+        arrays = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
+                  for k, v in self._mech.artifacts().items()}  # e.g. units.npy
+        self._session.check_same("calibration (σ/κ, units, batch size)",
+                                 {**self._mech.settings(), **arrays})
 
     def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """This rank's share of each global batch; the global batches are rank 0's."""

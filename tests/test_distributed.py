@@ -256,6 +256,24 @@ def test_killed_rank_ends_run_with_clear_error(tmp_path):
 
 
 @pytest.mark.slow
+def test_ranks_with_different_params_fail_clearly(tmp_path):
+    """Rank 1 given another learning rate: both ranks stop before training, one line each."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "privtool", "train", "--mech", "gaussian", "--dataset",
+           "digits", "--set", "train.distributed=ddp", "--set", "train.device=cpu", "--out",
+           str(out)]
+    port = _free_port()
+    procs = [subprocess.Popen(cmd + ["--set", f"train.lr={0.5 + r}"], env=_env(r, port),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(WORLD)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    for p, e in zip(procs, errs):
+        assert p.returncode == 1, e
+        assert "rank(s) [1] see a different config" in e and "Traceback" not in e
+    assert not out.exists() and not list(tmp_path.glob(".run.*"))
+
+
+@pytest.mark.slow
 def test_torchrun_cli_run_has_one_process_epsilon(tmp_path):
     """The issue's command under torchrun: one run directory whose accountant.json equals the
     one-process run's."""
