@@ -279,7 +279,7 @@ def _plain_stepper(mech: Any, model: Any, optimizer: Any, generator: Any, s: Ses
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         optimizer.zero_grad(set_to_none=True)
-        n = torch.tensor([float(len(x))])
+        n = torch.tensor([float(len(x))], device=x.device)  # nccl reduces device tensors
         dist.all_reduce(n)
         out = model(x)
         loss = F.cross_entropy(out, y, reduction="sum")
