@@ -139,7 +139,12 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    except Exception as e:
+        raise PrivtoolError(f"rank {os.environ['RANK']} could not join the process group at "
+                            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} "
+                            f"({_first_line(e)}); no run was written") from None
     session = current()
     previous = _stop_on_sigterm()
     try:
@@ -149,16 +154,20 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
     except Exception as e:
         if not _is_collective_failure(e):
             raise
-        # gloo's text starts with "[file.cc:line]": drop bracketed parts (also rich markup)
-        first = " ".join(re.sub(r"\[[^\]]*\]", " ", (str(e).strip().splitlines() or [""])[0])
-                         .split())[:200] or type(e).__name__
         raise PrivtoolError(f"distributed training failed on rank {session.rank} of "
                             f"{session.world}: another rank died, was killed or timed out "
-                            f"({first}); no run was written") from None
+                            f"({_first_line(e)}); no run was written") from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         dist.destroy_process_group()
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a torch.distributed error; gloo's text starts with "[file.cc:line]", so
+    bracketed parts are dropped (they would also be read as rich markup by the CLI)."""
+    line = (str(e).strip().splitlines() or [""])[0]
+    return " ".join(re.sub(r"\[[^\]]*\]", " ", line).split())[:200] or type(e).__name__
 
 
 def _stop_on_sigterm() -> Any:
