@@ -432,7 +432,11 @@ def select(
         STRATEGIES.get(cfg.strategy)
         dest = out_dir or Path("runs") / "select" / f"{cfg.strategy}-n{cfg.n_labeled}-{run_name}"
         metrics = stage.run(p, target, dest, progress=RichProgress(enabled=True))
+        _warn(metrics.pop("warnings", []))
         err.print(f"wrote {dest}", highlight=False)
+        if not as_json:
+            metrics.pop("release", None)  # metrics.json keeps the split; the table the fields
+            metrics.pop("diagnostics", None)
         emit(metrics, as_json, f"privtool select {cfg.strategy} → {dest}")
         return
     chosen = STRATEGIES.names() if cfg.curve.strategies == "all" else list(cfg.curve.strategies)
@@ -441,6 +445,7 @@ def select(
     dest = out_dir or Path("runs") / "select" / f"curve-{run_name}"
     metrics = stage.run_curve(p, target, dest, strategies=chosen, budgets=cfg.curve.budgets,
                               seeds=cfg.curve.seeds, progress=RichProgress(enabled=True))
+    _warn(metrics.pop("warnings", []))
     err.print(f"wrote {dest}; picture: {dest / 'curve.png'}", highlight=False)
     if as_json:
         emit(metrics, as_json, "")
@@ -466,7 +471,22 @@ def _print_curve(m: dict[str, Any]) -> None:
                 cell += f" ({pol[s][str(n)]:.0%} polluted)"
             cells.append(cell)
         table.add_row(s, "∞" if eps is None else f"{eps:.3g}", *cells)
+    whole = m.get("whole_curve_privacy")
+    if whole:
+        table.caption = (f"ε above: one cell. Whole curve, every private release composed: "
+                         f"ε = {_eps_text(whole.get('epsilon_composed'))}, δ = "
+                         f"{whole.get('delta_composed')} ({whole['n_private_releases']} "
+                         f"NearPrivate releases; {whole.get('composition')})")
     out.print(table)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _eps_text(e: Any) -> str:
+    return "∞" if e is None else f"{e:.4g}"
 
 
 @app.command()

@@ -146,3 +146,46 @@ def test_secret_generators_are_not_the_seeded_ones():
     assert np.array_equal(seeded[1].random(4), np.random.default_rng(1).random(4))
     g = torch.Generator().manual_seed(2)
     assert torch.equal(torch.randn(3, generator=seeded[0]), torch.randn(3, generator=g))
+
+
+def _gaussian_exact_epsilon(mu: float, delta: float) -> float:
+    """ε at δ of a Gaussian mechanism with sensitivity/σ = mu (Balle & Wang 2018, Thm. 8),
+    by bisection: an independent reference for the composed Gaussians."""
+    from scipy.stats import norm
+
+    def d(eps):
+        return norm.cdf(mu / 2 - eps / mu) - np.exp(eps) * norm.cdf(-mu / 2 - eps / mu)
+
+    lo, hi = 0.0, 100.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if d(mid) > delta else (lo, mid)
+    return hi
+
+
+def test_whole_curve_composition_is_between_independent_bounds():
+    """n NearPrivate cells (DP-PCA ε 0.5, δ 1e-5 classic σ; support ε 0.5, Δ₁ = 1 and 2):
+    PLD ε ≥ that of the Gaussian parts alone (n Gaussians = one of μ√n, exact) and ≤ basic."""
+    from privtool.select.budget import Cost
+    from privtool.select.compose import compose_curve
+    from privtool.select.dp_pca import classic_gaussian_sigma
+
+    sigma = classic_gaussian_sigma(epsilon=0.5, delta=1e-5)
+    parent = Cost("parent DP training", 2.0, 1e-5, "add/remove one record")
+    per_cell = [Cost("DP-PCA (Analyze Gauss)", 0.5, 1e-5, parent.relation),
+                Cost("support counts (Laplace)", 0.5, 0.0, parent.relation)]
+    for l1 in (1.0, 2.0):
+        cell = {"dp_pca_sigma": sigma, "dp_pca_sensitivity": 1.0,
+                "support_laplace_scale": l1 / 0.5, "support_sensitivity": l1}
+        for n in (1, 15):
+            got = compose_curve(parent, per_cell, [cell] * n)
+            assert got["delta_composed"] == pytest.approx(1e-5 + n * 1e-5)
+            assert got["epsilon_basic"] == pytest.approx(2.0 + n * 1.0)
+            lower = 2.0 + _gaussian_exact_epsilon(np.sqrt(n) / sigma, n * 1e-5)
+            assert lower <= got["epsilon_composed"] <= got["epsilon_basic"] + 1e-9, (l1, n, got)
+            assert got["n_private_releases"] == n
+        assert got["epsilon_composed"] < 0.75 * got["epsilon_basic"]  # 15 cells: PLD wins
+    # nothing private in the curve: the parent alone; a non-private parent: ∞
+    assert compose_curve(parent, [], [])["epsilon_composed"] == 2.0
+    assert compose_curve(Cost("p", None, 0.0, "not private"), per_cell,
+                         [cell])["epsilon_composed"] is None
