@@ -179,9 +179,10 @@ def test_whole_curve_composition_is_between_independent_bounds():
                 "support_laplace_scale": l1 / 0.5, "support_sensitivity": l1}
         for n in (1, 15):
             got = compose_curve(parent, per_cell, [cell] * n)
-            assert got["delta_composed"] == pytest.approx(1e-5 + n * 1e-5)
+            assert got["delta_basic"] == pytest.approx(1e-5 + n * 1e-5)
             assert got["epsilon_basic"] == pytest.approx(2.0 + n * 1.0)
-            lower = 2.0 + _gaussian_exact_epsilon(np.sqrt(n) / sigma, n * 1e-5)
+            assert got["delta_composed"] == pytest.approx(2e-5)  # PLD at one cell's δ
+            lower = 2.0 + _gaussian_exact_epsilon(np.sqrt(n) / sigma, 1e-5)
             assert lower <= got["epsilon_composed"] <= got["epsilon_basic"] + 1e-9, (l1, n, got)
             assert got["n_private_releases"] == n
         assert got["epsilon_composed"] < 0.75 * got["epsilon_basic"]  # 15 cells: PLD wins

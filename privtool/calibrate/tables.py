@@ -637,6 +637,8 @@ def source_record(a: Artifact) -> dict[str, Any]:
     sections = {"train": ("data", "train", "pretrain"), "select": ("select",),
                 "attack": ("attack",)}[a.stage]
     rec["settings"] = {k: a.params.get(k) for k in sections if k in a.params}
+    if a.stage in ("train", "select") and a.metrics.get("noise"):
+        rec["noise"] = a.metrics["noise"]  # secret or reproducible (privtool.release)
     return rec
 
 

@@ -18,11 +18,12 @@ relation, whose sensitivities the cell recorded:
 
 These events compose adaptively (each later release may depend on earlier ones) and are
 accounted with dp_accounting's PLD accountant (pessimistic discretisation; Koskela et al. 2020,
-Meiser & Mohammad 2018), which treats each event's neighbouring pair as its worst case; the δ
-spent on them is the sum the basic composition would spend (cells × δ_dpPCA), so the two are
-comparable. The parent's training, known only as (ε_dp, δ_dp), is added by basic composition
-(Dwork & Roth 2014, Thm. 3.16). The reported ε is the smaller of that and plain basic
-composition of every part; basic composition is the fallback when PLD accounting fails.
+Meiser & Mohammad 2018), which treats each event's neighbouring pair as its worst case, at the
+δ of one cell (δ_dpPCA), so the whole curve keeps one cell's δ. The parent's training, known
+only as (ε_dp, δ_dp), is added by basic composition (Dwork & Roth 2014, Thm. 3.16). Plain basic
+composition of every part gives (ε_dp + cells·(ε_dpPCA + ε_support), δ_dp + cells·δ_dpPCA);
+the PLD result is reported when its ε is no larger (its δ is never larger), basic otherwise
+and whenever PLD accounting fails.
 """
 
 from __future__ import annotations
@@ -78,22 +79,26 @@ def compose_curve(parent: Cost, per_cell: Sequence[Cost],
     if parent.epsilon is None:
         out.update(epsilon_composed=None, delta_composed=None, composition=BASIC)
         return out
-    delta_np = n * sum(c.delta for c in per_cell)
+    delta_cell = sum(c.delta for c in per_cell)
     eps_basic = parent.epsilon + n * sum(float(c.epsilon or 0.0) for c in per_cell)
-    out.update(epsilon_basic=eps_basic, delta_composed=parent.delta + delta_np)
+    delta_basic = parent.delta + n * delta_cell
+    out.update(epsilon_basic=eps_basic, delta_basic=delta_basic, delta_composed=delta_basic)
     if n == 0:
         out.update(epsilon_composed=parent.epsilon, composition="the parent alone (no "
                    "strategy of the curve read the private data)")
         return out
     try:
-        eps_pld = parent.epsilon + pld_epsilon(cells, delta_np)
+        eps_pld = parent.epsilon + pld_epsilon(cells, delta_cell)
     except Exception as e:  # any failure of the numeric accountant: fall back to basic
         out.update(epsilon_composed=eps_basic, composition=f"{BASIC} (PLD failed: "
                    f"{type(e).__name__})")
         return out
     out["epsilon_pld"] = eps_pld
-    best = min(eps_pld, eps_basic) if math.isfinite(eps_pld) else eps_basic
-    out.update(epsilon_composed=best, composition=PLD if best == eps_pld else BASIC)
+    if math.isfinite(eps_pld) and eps_pld <= eps_basic:  # smaller ε at a smaller δ: dominates
+        out.update(epsilon_composed=eps_pld, delta_composed=parent.delta + delta_cell,
+                   composition=PLD)
+    else:
+        out.update(epsilon_composed=eps_basic, composition=BASIC)
     return out
 
 
