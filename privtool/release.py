@@ -42,11 +42,12 @@ DIAGNOSTIC_KEYS = frozenset({
     "train_loss", "train_accuracy", "train_gap", "largest_unit", "n_private_voters",
     "eval_train_accuracy", "eval_train_loss",
 })
-#: files of a run directory that are diagnostics (computed on private data without noise)
-DIAGNOSTIC_FILES = ("units.npy", "plots/curve.csv")
-#: files a train/select run releases (covered by ε, or public)
-RELEASE_FILES = ("model.pt", "accountant.json")
+#: what `privtool export` copies as is: the weights (covered by ε); accountant.json and
+#: metrics.json are copied without diagnostic fields; everything else is left out
+RELEASE_FILES = ("model.pt",)
 RELEASE_DIRS = ("checkpoints",)
+#: release fields `privtool export` still leaves out (bookkeeping)
+NOT_EXPORTED = frozenset({"seed"})
 
 
 def noise_label(cfg: Any) -> str:
@@ -144,30 +145,30 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     ``meta.json`` naming what was left out. The run is verified (meta.json hashes) first; the
     folder is written whole or not at all. Returns a summary.
     """
-    from privtool.artifacts import (ACCOUNTANT, META, METRICS, MODEL, dumps, read_json,
-                                    staged_dir)
+    from privtool.artifacts import (
+        ACCOUNTANT,
+        META,
+        METRICS,
+        dumps,
+        load_run,
+        read_json,
+        staged_dir,
+    )
 
-    run = Path(run_dir)
-    out = Path(out)
-    meta = read_json(run / META, what="meta", remedy=f"pass a run written by `privtool train` "
-                     f"or `privtool select`") if run.is_dir() else None
-    if meta is None:
-        raise PrivtoolError(f"run {run} does not exist; pass a directory written by "
-                            f"`privtool train` or `privtool select`")
-    stage = meta.get("stage")
+    run, out = Path(run_dir), Path(out)
+    remedy = "pass a directory written by `privtool train` or `privtool select`"
+    if not run.is_dir():
+        raise PrivtoolError(f"run {run} does not exist; {remedy}")
+    stage = read_json(run / META, what="meta", remedy=remedy).get("stage")
     if stage not in ("train", "select"):
-        raise PrivtoolError(f"{run} was written by stage {stage!r}; `privtool export` takes a "
-                            f"train or select run")
-    from privtool.artifacts import load_run
-
-    loaded = load_run(run, stage=stage)
+        raise PrivtoolError(f"{run} was written by stage {stage!r}; {remedy}")
+    metrics = load_run(run, stage=stage)["metrics"]  # verifies every hash
     if out.resolve() == run.resolve() or run.resolve() in out.resolve().parents:
         raise PrivtoolError(f"--out {out} is inside the run {run}; choose a folder outside it")
-    metrics = loaded["metrics"]
     noise = metrics.get("noise")
     copied: list[str] = []
     with staged_dir(out) as tmp:
-        for name in (MODEL,):
+        for name in RELEASE_FILES:
             if (run / name).is_file():
                 shutil.copy2(run / name, tmp / name)
                 copied.append(name)
@@ -181,11 +182,13 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
             (tmp / ACCOUNTANT).write_text(dumps({k: v for k, v in acc.items()
                                                  if not is_diagnostic(k)}))
             copied.append(ACCOUNTANT)
-        (tmp / METRICS).write_text(dumps(release_metrics(metrics)))
+        # the seed is bookkeeping; for a from-seed run it is what must stay secret
+        (tmp / METRICS).write_text(dumps({k: v for k, v in release_metrics(metrics).items()
+                                          if k not in NOT_EXPORTED}))
         copied.append(METRICS)
         present = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
         left_out = sorted(present - set(copied) - {META})
-        diag_fields = sorted(k for k in metrics if is_diagnostic(k))
+        diag_fields = sorted(k for k in metrics if is_diagnostic(k) or k in NOT_EXPORTED)
         record = {"stage": "export", "source_stage": stage, "source": str(run), "noise": noise,
                   "files": sorted(copied), "left_out_files": left_out,
                   "left_out_metrics": diag_fields + (["checkpoints[].train_*"] if any(
@@ -195,9 +198,10 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
                          "data without noise, or bookkeeping (splits, params, seeds); only "
                          "the weights and the ε fields are covered by epsilon"}
         if noise == NOISE_REPRODUCIBLE:
-            record["warning"] = ("this run's noise came from its recorded seed "
-                                 "(train.noise_seed=from-seed): its ε holds only while the seed "
-                                 "stays secret; retrain with train.noise_seed=secret to share")
+            record["warning"] = ("this run's noise came from its seed (train.noise_seed="
+                                 "from-seed): the export leaves the seed out, but ε holds only "
+                                 f"while it stays secret (it is in {run}); retrain with "
+                                 "train.noise_seed=secret to share")
         (tmp / META).write_text(dumps(record))
     return {"out": str(out), "files": sorted(copied), "left_out_files": left_out,
             "left_out_metrics": record["left_out_metrics"], "noise": noise,

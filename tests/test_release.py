@@ -14,7 +14,7 @@ from privtool.accounting.delta import check_delta
 from privtool.artifacts import load_state_dict
 from privtool.cli import app
 from privtool.errors import PrivtoolError
-from privtool.release import (NOISE_REPRODUCIBLE, NOISE_SECRET, split_metrics)
+from privtool.release import NOISE_REPRODUCIBLE, NOISE_SECRET, split_metrics
 
 runner = CliRunner()
 TINY = ["--dataset", "digits", "--model", "softmax", "--epochs", "2", "--device", "cpu",
@@ -98,6 +98,7 @@ def test_export_copies_only_the_release(runs, tmp_path):
     for key in ("train_accuracy", "train_gap", "train_loss", "largest_unit"):
         assert f'"{key}"' not in text
     assert shared["epsilon_class"] == m["epsilon_class"] and shared["noise"] == NOISE_SECRET
+    assert "seed" not in shared and "seed" in m
     meta = json.loads((tmp_path / "share" / "meta.json").read_text())
     assert {"units.npy", "plots/curve.csv", "splits.npz"} <= set(meta["left_out_files"])
     assert same(load_state_dict(tmp_path / "share" / "model.pt"), load_state_dict(run / "model.pt"))
@@ -105,7 +106,7 @@ def test_export_copies_only_the_release(runs, tmp_path):
 
 def test_export_of_a_reproducible_run_warns_and_bad_input_is_one_line(runs, tmp_path):
     res = invoke("export", runs["r1"][0], "--out", tmp_path / "r")
-    assert res.exit_code == 0 and "ε holds only while the seed" in res.stderr
+    assert res.exit_code == 0 and "ε holds only while it stays secret" in res.stderr
     res = invoke("export", tmp_path / "missing", "--out", tmp_path / "x")
     assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.output
     assert not (tmp_path / "x").exists()

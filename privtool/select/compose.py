@@ -89,7 +89,7 @@ def compose_curve(parent: Cost, per_cell: Sequence[Cost],
         return out
     try:
         eps_pld = parent.epsilon + pld_epsilon(cells, delta_cell)
-    except Exception as e:  # any failure of the numeric accountant: fall back to basic
+    except (ImportError, ValueError, ArithmeticError, RuntimeError) as e:  # fall back to basic
         out.update(epsilon_composed=eps_basic, composition=f"{BASIC} (PLD failed: "
                    f"{type(e).__name__})")
         return out
