@@ -191,3 +191,16 @@ def test_whole_curve_composition_is_between_independent_bounds():
     assert compose_curve(parent, [], [])["epsilon_composed"] == 2.0
     assert compose_curve(Cost("p", None, 0.0, "not private"), per_cell,
                          [cell])["epsilon_composed"] is None
+
+
+def test_repo_params_keep_secret_noise_and_the_pipeline_cells_opt_into_from_seed():
+    """A plain `privtool train` in the repo draws secret noise; only dvc.yaml's train cells
+    (a research simulation DVC caches) ask for reproducible noise, through sweep.noise_seed."""
+    import yaml
+
+    top = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((top / "params.yaml").read_text())
+    assert params["train"]["noise_seed"] == "secret"
+    assert params["sweep"]["noise_seed"] == "from-seed"
+    train_cmd = yaml.safe_load((top / "dvc.yaml").read_text())["stages"]["train"]["do"]["cmd"]
+    assert "--set train.noise_seed=${sweep.noise_seed}" in train_cmd
