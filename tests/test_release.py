@@ -198,6 +198,8 @@ def test_repo_params_keep_secret_noise_and_the_pipeline_cells_opt_into_from_seed
     (a research simulation DVC caches) ask for reproducible noise, through sweep.noise_seed."""
     import yaml
 
+    from pathlib import Path
+
     top = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((top / "params.yaml").read_text())
     assert params["train"]["noise_seed"] == "secret"
