@@ -51,7 +51,7 @@ def _train_digits(mech: str, distributed: str, **fields):
 
     d, xtr, ytr, xte, yte = _digits()
     cfg = TrainConfig(mech=mech, model="lenet", epochs=1, batch_size=64, lr=0.5, device="cpu",
-                      distributed=distributed, **fields)
+                      distributed=distributed, noise_seed="from-seed", **fields)
     seed_everything(0)
     model = build_model("lenet", d.shape, d.n_classes)
     out = train_model(cfg, model, xtr, ytr, xte, yte, device=torch.device("cpu"))
