@@ -126,6 +126,25 @@ def _ddp_stepper(cfg, model, n):
     return step, dm._adapter.shard(mech, np.arange(cfg.batch_size), s)
 
 
+def _secret_batches_are_shared() -> list[bool]:
+    """Each rank starts from its own secret sampling generator (train.noise_seed=secret); per
+    step, the ranks' shares must still be disjoint and make up one batch of b records."""
+    from privtool.distributed import DistributedMechanism, Session
+    from privtool.release import secret_numpy_rng
+
+    s = Session(rank=torch.distributed.get_rank(), world=WORLD, active=True)
+    cfg = TrainConfig(mech="vmf", batch_size=64, kappa=1.0, epsilon_v=None)
+    dm = DistributedMechanism(MECHANISMS.get("vmf")(cfg, Schedule(n=300, batch_size=64,
+                                                                  epochs=1)), s)
+    ok = []
+    for share in dm.batches(1, secret_numpy_rng()):
+        shares: list = [None] * WORLD
+        torch.distributed.all_gather_object(shares, share.tolist())
+        union = [i for sh in shares for i in sh]
+        ok.append(len(union) == 64 and len(set(union)) == 64)
+    return ok
+
+
 def _worker(rank: int, port: int, result: str, kappa: float) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -135,6 +154,7 @@ def _worker(rank: int, port: int, result: str, kappa: float) -> None:
         out["accountant/vmf"] = _train_digits("vmf", "ddp", epsilon=3.0)[1]
         out["gauss"] = _gauss_updates(_ddp_stepper)
         out["vmf"] = _vmf_stats(_ddp_stepper, kappa)
+        out["secret_batches"] = _secret_batches_are_shared()
         if rank == 0:
             torch.save(out, result)
     finally:
@@ -208,6 +228,12 @@ def test_vmf_mean_resultant_length_matches(two_process):
         assert dim == d
         assert dot == pytest.approx(a, rel=0.02)
         assert sq == pytest.approx(a * a + (1 - a * a) / b, rel=0.03)
+
+
+@pytest.mark.slow
+def test_secret_sampling_is_one_global_batch(two_process):
+    ok = two_process[0]["secret_batches"]
+    assert len(ok) == 5 and all(ok)  # 300 / 64 → 5 steps, each one batch of 64 split in two
 
 
 def test_ddp_outside_torchrun_is_one_clear_error(monkeypatch):
