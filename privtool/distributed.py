@@ -141,7 +141,7 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
-    except Exception as e:
+    except (RuntimeError, ValueError) as e:  # DistStoreError (rendezvous timeout) included
         raise PrivtoolError(f"rank {os.environ['RANK']} could not join the process group at "
                             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} "
                             f"({_first_line(e)}); no run was written") from None
