@@ -18,8 +18,9 @@ The result names its sides and the direction that gave it (``epsilon_lower_bound
 
 The maximum over thresholds is taken with a Bonferroni correction over the thresholds on the
 ROC's upper convex hull (jax_privacy's default; both ratios peak there), so the bound holds at
-the stated confidence for the chosen threshold and direction too. Caveat (Steinke et al. 2023): in the one-run setting the
-D_in/D_out points share one training run, so they are not independent trials; the many-run
+the stated confidence for the chosen threshold and direction too. Caveat (Steinke et al.
+2023): in the one-run setting the D_in/D_out points share one training run, so they are not
+independent trials; the many-run
 canary audit (:func:`audit_epsilon` over per-model scores of one point) is the exact one.
 """
 
