@@ -50,12 +50,20 @@ rounding left δ(ε) above δ). Basic composition T·ε0 is never smaller, and m
 returned anyway.
 
 Whole run: (ε, δ)-DP with ε = compose(ε', T, δ), ε' = amplify(2κm, b/n), replace-one relation.
+This is ``epsilon_pure_bound``.
+
+**Tight ε (the headline).** Given the parts' dimensions, :mod:`privtool.accounting.vmf_pld`
+computes the privacy-loss distribution of the same run (same relation, sampling and steps) and
+its ε for δ; the run's ``epsilon`` is min(PLD ε, pure bound), both sound, and ``accounting``
+says which accountant ran ("pld" with dimensions, "pure" without).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -203,17 +211,43 @@ def kappa_from_nominal(*, epsilon_v: float, parts: int) -> float:
     return e / (2.0 * math.sqrt(m))
 
 
+def _check_part_dims(part_dims: Sequence[int] | None, parts: int) -> tuple[int, ...] | None:
+    if part_dims is None:
+        return None
+    dims = tuple(int(d) for d in part_dims)
+    if not dims or any(d < 1 for d in dims):
+        raise PrivtoolError(f"part_dims={list(part_dims)!r} is not allowed: a non-empty list of "
+                            "integers >= 1 (one dimension per VMF part)")
+    if len(dims) != parts:
+        raise PrivtoolError(f"parts={parts} does not match part_dims ({len(dims)} parts); give "
+                            "one dimension per part")
+    return dims
+
+
 def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
-                delta: float) -> dict[str, float]:
+                delta: float, part_dims: Sequence[int] | None = None,
+                pld_grid: float | None = None) -> dict[str, Any]:
     """Every ε of a DirDP-SGD run: the whole-run (ε, δ) (replace-one, fixed-size batches without
-    replacement, optimal composition), per-step pure ε, amplified ε, nominal ε_V, metric κ."""
+    replacement), per-step pure ε, amplified ε, nominal ε_V, metric κ. ``epsilon`` is the tight
+    PLD figure (min with the pure bound) when ``part_dims`` gives each part's dimension, else the
+    pure bound; ``epsilon_pure_bound`` is always the pure bound. ``pld_grid``: the PLD grid step
+    (default: chosen for 1 % precision)."""
     k = _real("kappa", kappa, low=0.0, high=math.inf, high_open=True)
     m = _count("parts", parts, low=1)
     q, n, d = _check_run(sample_rate=sample_rate, steps=steps, delta=delta)
+    dims = _check_part_dims(part_dims, m)
     eps_step = vmf_step_epsilon(kappa=k, parts=m)
     eps_amp = amplify_without_replacement(epsilon=eps_step, sample_rate=q)
+    pure = compose_pure_dp(epsilon=eps_amp, steps=n, delta=d)
+    out: dict[str, Any] = {"epsilon": pure, "epsilon_pure_bound": pure, "accounting": "pure"}
+    if dims is not None:
+        from privtool.accounting.vmf_pld import pld_epsilon
+
+        tight = pld_epsilon(kappa=k, part_dims=dims, sample_rate=q, steps=n, delta=d,
+                            h=pld_grid)
+        out.update(epsilon=min(tight["epsilon_pld"], pure), accounting="pld", **tight)
     return {
-        "epsilon": compose_pure_dp(epsilon=eps_amp, steps=n, delta=d),
+        **out,
         "delta": d,
         "epsilon_step": eps_step,
         "epsilon_step_amplified": eps_amp,
@@ -226,17 +260,8 @@ def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
     }
 
 
-def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
-                          delta: float) -> float:
-    """Largest κ whose whole-run ε (:func:`vmf_epsilon`) is ≤ ``target_epsilon``; never above."""
-    target = _real("target_epsilon", target_epsilon, low=0.0, high=math.inf, low_open=True,
-                   high_open=True)
-    m = _count("parts", parts, low=1)
-    q, n, d = _check_run(sample_rate=sample_rate, steps=steps, delta=delta)
-    if n == 0:
-        raise PrivtoolError("steps=0 is not allowed here: an integer >= 1 (with no step every "
-                            "kappa gives epsilon=0, so there is no largest kappa)")
-
+def _kappa_pure(target: float, m: int, q: float, n: int, d: float) -> float:
+    """Largest κ whose pure bound is ≤ ``target``."""
     def excess(eps0: float) -> float:
         return compose_pure_dp(epsilon=eps0, steps=n, delta=d) - target
 
@@ -250,10 +275,86 @@ def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: flo
     kappa = _deamplify(eps0, q) / (2.0 * m)
 
     def whole_run(kap: float) -> float:
-        return vmf_epsilon(kappa=kap, parts=m, sample_rate=q, steps=n, delta=d)["epsilon"]
+        return vmf_epsilon(kappa=kap, parts=m, sample_rate=q, steps=n, delta=d)["epsilon_pure_bound"]
 
     shrink = 1e-13
     while kappa > 0 and whole_run(kappa) > target:  # rounding in the inverse: step down
         kappa *= 1 - shrink
         shrink *= 2
     return kappa
+
+
+def _kappa_tight(target: float, dims: tuple[int, ...], q: float, n: int, d: float,
+                 kappa_pure: float) -> tuple[float, float]:
+    """Largest κ (to 0.1 %) whose PLD ε on one fixed grid is ≤ ``target`` (each PLD ε is a sound
+    upper bound whatever the grid, so the κ returned is sound): Illinois regula falsi on log κ,
+    bracketed between the pure-bound κ and a κ whose ε exceeds the target. Returns (κ, grid)."""
+    from privtool.accounting.vmf_pld import (_run_epsilon, dims_counter, epsilon_guess,
+                                             refine_grid)
+
+    counts = dims_counter(dims)
+    # A first guess from the μ-GDP limit (ε ∝ κ there), then one grid for the whole search.
+    guess_at_1 = epsilon_guess(1.0, counts, q, n, d)
+    k0 = max(kappa_pure, target / guess_at_1 if guess_at_1 > 0 else kappa_pure)
+    h = refine_grid(k0, counts, q, n, d)
+
+    def f(log_k: float) -> float:
+        return _run_epsilon(math.exp(log_k), counts, q, n, d, h) - target
+
+    lo, hi = math.log(max(kappa_pure, 1e-300)), math.log(k0)
+    f_lo = f(lo)
+    if f_lo > 0:  # the PLD on this grid is above the pure bound here: the pure κ is the answer
+        return kappa_pure, h
+    f_hi = f(hi)
+    while f_hi <= 0:
+        lo, f_lo = hi, f_hi
+        hi += math.log(2.0)
+        f_hi = f(hi)
+    side = 0
+    for _ in range(60):
+        if hi - lo < 1e-3:
+            break
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        x = min(max(x, lo + 0.05 * (hi - lo)), hi - 0.05 * (hi - lo))
+        fx = f(x)
+        if fx <= 0:
+            lo, f_lo = x, fx
+            if side == -1:
+                f_hi /= 2
+            side = -1
+        else:
+            hi, f_hi = x, fx
+            if side == 1:
+                f_lo /= 2
+            side = 1
+    return math.exp(lo), h
+
+
+def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
+                          delta: float, part_dims: Sequence[int] | None = None) -> float:
+    """Largest κ whose whole-run ε (:func:`vmf_epsilon`'s headline) is ≤ ``target_epsilon``:
+    against the tight PLD ε when ``part_dims`` is given (≤ target on the grid
+    :func:`vmf_solve_kappa` returns, within about 0.1 % in κ), else against the pure bound
+    (exact); never above the target."""
+    return vmf_solve_kappa(target_epsilon=target_epsilon, parts=parts, sample_rate=sample_rate,
+                           steps=steps, delta=delta, part_dims=part_dims)[0]
+
+
+def vmf_solve_kappa(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
+                    delta: float, part_dims: Sequence[int] | None = None
+                    ) -> tuple[float, float | None]:
+    """(κ, PLD grid) of :func:`vmf_kappa_for_epsilon`; pass the grid back to :func:`vmf_epsilon`
+    (``pld_grid``) to get the very ε the solve held below the target (None: pure bound)."""
+    target = _real("target_epsilon", target_epsilon, low=0.0, high=math.inf, low_open=True,
+                   high_open=True)
+    m = _count("parts", parts, low=1)
+    q, n, d = _check_run(sample_rate=sample_rate, steps=steps, delta=delta)
+    if n == 0:
+        raise PrivtoolError("steps=0 is not allowed here: an integer >= 1 (with no step every "
+                            "kappa gives epsilon=0, so there is no largest kappa)")
+    dims = _check_part_dims(part_dims, m)
+    kappa_pure = _kappa_pure(target, m, q, n, d)
+    if dims is None:
+        return kappa_pure, None
+    kappa, grid = _kappa_tight(target, dims, q, n, d, kappa_pure)
+    return max(kappa_pure, kappa), grid
