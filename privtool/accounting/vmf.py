@@ -241,11 +241,15 @@ def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
     pure = compose_pure_dp(epsilon=eps_amp, steps=n, delta=d)
     out: dict[str, Any] = {"epsilon": pure, "epsilon_pure_bound": pure, "accounting": "pure"}
     if dims is not None:
-        from privtool.accounting.vmf_pld import pld_epsilon
+        from privtool.accounting.vmf_pld import GridTooLarge, pld_epsilon
 
-        tight = pld_epsilon(kappa=k, part_dims=dims, sample_rate=q, steps=n, delta=d,
-                            h=pld_grid)
-        out.update(epsilon=min(tight["epsilon_pld"], pure), accounting="pld", **tight)
+        try:
+            tight = pld_epsilon(kappa=k, part_dims=dims, sample_rate=q, steps=n, delta=d,
+                                h=pld_grid)
+        except GridTooLarge as e:  # κ·m so large that the loss grid does not fit: pure bound
+            out["note"] = f"pure bound only: {e}"
+        else:
+            out.update(epsilon=min(tight["epsilon_pld"], pure), accounting="pld", **tight)
     return {
         **out,
         "delta": d,
@@ -287,29 +291,78 @@ def _kappa_pure(target: float, m: int, q: float, n: int, d: float) -> float:
 def _kappa_tight(target: float, dims: tuple[int, ...], q: float, n: int, d: float,
                  kappa_pure: float) -> tuple[float, float]:
     """Largest κ (to 0.1 %) whose PLD ε on one fixed grid is ≤ ``target`` (each PLD ε is a sound
-    upper bound whatever the grid, so the κ returned is sound): Illinois regula falsi on log κ,
-    bracketed between the pure-bound κ and a κ whose ε exceeds the target. Returns (κ, grid)."""
-    from privtool.accounting.vmf_pld import (_run_epsilon, dims_counter, epsilon_guess,
-                                             refine_grid)
+    upper bound whatever the grid, so the κ returned is sound): Illinois regula falsi on log κ.
+    The grid is refined at the solution and the solve repeated if the grid changed (the first
+    grid comes from a rough κ). Returns (κ, grid)."""
+    from privtool.accounting.vmf_pld import dims_counter, epsilon_guess, refine_grid
 
     counts = dims_counter(dims)
-    # A first guess from the μ-GDP limit (ε ∝ κ there), then one grid for the whole search.
-    guess_at_1 = epsilon_guess(1.0, counts, q, n, d)
-    k0 = max(kappa_pure, target / guess_at_1 if guess_at_1 > 0 else kappa_pure)
-    h = refine_grid(k0, counts, q, n, d)
+    guess_at_1 = epsilon_guess(1.0, counts, q, n, d)   # μ-GDP limit: ε ∝ κ there
+    kappa = max(kappa_pure, min(target / guess_at_1, 1e3 * kappa_pure) if guess_at_1 > 0
+                else kappa_pure)
+    from privtool.accounting.vmf_pld import GridTooLarge
+
+    h = refine_grid(kappa, counts, q, n, d)
+    solved = None
+    for _ in range(6):
+        try:
+            kappa = _solve_on_grid(target, counts, q, n, d, h, kappa_pure, kappa)
+        except _TooFine as e:  # the search reached κ where this grid is too fine: coarsen
+            kappa, solved = e.kappa, None
+            h_new = refine_grid(kappa, counts, q, n, d)
+            if h_new <= h:
+                raise GridTooLarge(f"no grid fits kappa={kappa:g}") from None
+            h = h_new
+            continue
+        solved = (kappa, h)
+        h_new = refine_grid(kappa, counts, q, n, d)
+        if h_new >= h:
+            break
+        h = h_new
+    if solved is None:
+        raise GridTooLarge("the kappa search did not settle on a grid")
+    return solved
+
+
+class _TooFine(Exception):
+    def __init__(self, kappa: float) -> None:
+        super().__init__(kappa)
+        self.kappa = kappa
+
+
+def _solve_on_grid(target: float, counts: tuple[tuple[int, int], ...], q: float, n: int,
+                   d: float, h: float, kappa_pure: float, start: float) -> float:
+    from privtool.accounting.vmf_pld import GridTooLarge, _run_epsilon
 
     def f(log_k: float) -> float:
-        return _run_epsilon(math.exp(log_k), counts, q, n, d, h) - target
+        try:
+            return _run_epsilon(math.exp(log_k), counts, q, n, d, h) - target
+        except GridTooLarge:
+            raise _TooFine(math.exp(log_k)) from None
 
-    lo, hi = math.log(max(kappa_pure, 1e-300)), math.log(k0)
-    f_lo = f(lo)
-    if f_lo > 0:  # the PLD on this grid is above the pure bound here: the pure κ is the answer
-        return kappa_pure, h
-    f_hi = f(hi)
-    while f_hi <= 0:
-        lo, f_lo = hi, f_hi
-        hi += math.log(2.0)
-        f_hi = f(hi)
+    # Bracket [lo, hi] with f(lo) ≤ 0 < f(hi), from ``start`` outwards (never below κ_pure).
+    floor = math.log(max(kappa_pure, 1e-300))
+    x = max(math.log(start), floor)
+    fx = f(x)
+    step = math.log(1.5)
+    if fx <= 0:
+        lo, f_lo = x, fx
+        hi, f_hi = x + step, f(x + step)
+        while f_hi <= 0:
+            lo, f_lo = hi, f_hi
+            step = math.log(2.0)
+            hi, f_hi = hi + step, f(hi + step)
+    else:
+        hi, f_hi = x, fx
+        lo = max(x - step, floor)
+        f_lo = f(lo)
+        while f_lo > 0 and lo > floor:
+            hi, f_hi = lo, f_lo
+            step *= 2
+            lo = max(lo - step, floor)
+            f_lo = f(lo)
+        if f_lo > 0:  # above the target even at the pure-bound κ: that κ is the answer
+            return kappa_pure
     side = 0
     for _ in range(60):
         if hi - lo < 1e-3:
@@ -327,7 +380,7 @@ def _kappa_tight(target: float, dims: tuple[int, ...], q: float, n: int, d: floa
             if side == 1:
                 f_lo /= 2
             side = 1
-    return math.exp(lo), h
+    return math.exp(lo)
 
 
 def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
@@ -356,5 +409,10 @@ def vmf_solve_kappa(*, target_epsilon: float, parts: int, sample_rate: float, st
     kappa_pure = _kappa_pure(target, m, q, n, d)
     if dims is None:
         return kappa_pure, None
-    kappa, grid = _kappa_tight(target, dims, q, n, d, kappa_pure)
+    from privtool.accounting.vmf_pld import GridTooLarge
+
+    try:
+        kappa, grid = _kappa_tight(target, dims, q, n, d, kappa_pure)
+    except GridTooLarge:  # the tight ε needs too fine a grid at these κ: the pure-bound κ
+        return kappa_pure, None
     return max(kappa_pure, kappa), grid

@@ -104,7 +104,17 @@ MAX_PART_POINTS = 2_000_000
 #: Largest number of grid points a composed PLD may span; beyond it the grid is coarsened.
 MAX_RUN_POINTS = 40_000_000
 
+#: Losses below −LOSS_FLOOR are rounded up to it (P[ℓ < −a] ≤ e^{−a}; e^{−ℓ} must not overflow).
+LOSS_FLOOR = 600.0
+#: Coarsest grid step (dp_accounting's connect-the-dots computes e^h − 1; ε is reported to
+#: about h anyway, and where that is too fine for the loss range the pure bound is used).
+MAX_GRID = 64.0
+
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
+
+
+class GridTooLarge(PrivtoolError):
+    """The loss range needs more grid points than allowed (huge κ·m): only the pure bound."""
 
 
 # -- one part -------------------------------------------------------------------------------------
@@ -151,13 +161,15 @@ def part_loss_pmf(kappa: float, dim: int, h: float,
     or down (optimistic); see the module docstring."""
     if dim == 1:
         loss = 2.0 * kappa
+        low = max(-loss, -LOSS_FLOOR) if pessimistic else -loss
         k_hi = math.ceil(loss / h) if pessimistic else math.floor(loss / h)
-        k_lo = math.ceil(-loss / h) if pessimistic else math.floor(-loss / h)
+        k_lo = math.ceil(low / h) if pessimistic else math.floor(low / h)
         p_hi = 1.0 / (1.0 + math.exp(-2.0 * kappa))
         p_lo = 1.0 / (1.0 + math.exp(2.0 * kappa)) if kappa < 350 else 0.0
         pmf: Counter[int] = Counter()
         pmf[k_hi] += p_hi
-        pmf[k_lo] += p_lo
+        if p_lo > 0:
+            pmf[k_lo] += p_lo
         return dict(pmf), 0.0
     # Pass 1: the whole distribution on the base grid -> normaliser and the tails to cut.
     base = _base_grid(kappa, dim)
@@ -179,8 +191,8 @@ def part_loss_pmf(kappa: float, dim: int, h: float,
     k_lo = math.floor(loss_lo / h)
     k_hi = math.ceil(loss_hi / h)
     if k_hi - k_lo > MAX_PART_POINTS:
-        raise PrivtoolError(f"the VMF loss grid is too fine for kappa={kappa:g}, d={dim} "
-                            f"(h={h:g}: {k_hi - k_lo} points); ask for a coarser precision")
+        raise GridTooLarge(f"one part's loss (kappa={kappa:g}, d={dim}) spans {k_hi - k_lo} "
+                           f"grid points at h={h:g}")
     # Pass 2: intervals between every loss-grid edge and every base point in [phi_lo, phi_hi].
     loss_edges = np.arange(k_lo, k_hi + 1, dtype=float) * h
     phi_edges = _phi_of_loss(loss_edges, kappa)
@@ -245,30 +257,41 @@ def hockey_stick(losses: np.ndarray, probs: np.ndarray, infinity_mass: float,
                  epsilons: np.ndarray) -> np.ndarray:
     """δ(ε) = p_∞ + Σ_{L > ε} p (1 − e^{ε − L}) for many ε at once: dp_accounting's formula
     (``pld_pmf._get_delta_for_epsilon_vectorized``), with the sums accumulated from the top as
-    there, vectorised."""
+    there, vectorised. FFT round-off can leave tiny negative masses: they are set to 0 (adding
+    mass only raises δ, the pessimistic side)."""
+    probs = np.maximum(probs, 0.0)
     up = np.cumsum(probs[::-1])[::-1]                         # Σ_{j ≥ i} p_j
-    low = np.cumsum((probs * np.exp(-losses))[::-1])[::-1]    # Σ_{j ≥ i} p_j e^{−L_j}
+    with np.errstate(divide="ignore"):                        # log Σ_{j ≥ i} p_j e^{−L_j}
+        log_low = np.logaddexp.accumulate((np.log(probs) - losses)[::-1])[::-1]
     idx = np.searchsorted(losses, epsilons, side="right")     # first L_j > ε
     up = np.append(up, 0.0)[idx]
-    low = np.append(low, 0.0)[idx]
-    return np.maximum(infinity_mass + up - np.exp(epsilons) * low, 0.0)
+    log_low = np.append(log_low, -np.inf)[idx]
+    scaled = np.exp(np.asarray(epsilons, dtype=float) + log_low)
+    return np.maximum(infinity_mass + up - scaled, 0.0)
 
 
-def sampled_profile(step, sample_rate: float, h: float) -> tuple[int, np.ndarray]:
-    """Balle et al. 2018 Thm 9 bound g(ε') on the grid ε' = i·h, i = −n … n (module docstring),
-    from the unsampled step's PLD; n·h covers the largest finite sampled loss."""
+def sampled_profile(step, sample_rate: float, h: float) -> tuple[int, int, np.ndarray]:
+    """Balle et al. 2018 Thm 9 bound g(ε') on the grid ε' = i·h, i = −n_bottom … n_top (module
+    docstring), from the unsampled step's PLD; n_top·h covers the largest finite sampled loss."""
     q = sample_rate
     losses, probs, inf_mass = _dense_losses(step)
     top = float(losses[-1]) if len(losses) else 0.0
     top_sampled = math.log1p(q * math.expm1(top)) if top < 700 else top + math.log(q)
     n_top = max(1, math.ceil(top_sampled / h))
+    if 2 * n_top > MAX_RUN_POINTS:
+        raise GridTooLarge(f"the sampled step's loss reaches {top_sampled:.4g}: "
+                           f"{2 * n_top} grid points at h={h:g}")
     grid = np.arange(0, n_top + 1, dtype=float) * h              # ε' ≥ 0
-    inner_eps = np.log1p(np.expm1(grid) / q)                     # ε with e^ε' = 1 + q(e^ε − 1)
+    # ε with e^ε' = 1 + q(e^ε − 1), i.e. ε' + log((1 − e^{−ε'})/q + e^{−ε'}), stable for any ε'.
+    inner_eps = grid + np.log(-np.expm1(-grid) / q + np.exp(-grid))
     delta_s = np.clip(hockey_stick(losses, probs, inf_mass, inner_eps), 0.0, 1.0)
     pos = np.minimum(q * delta_s, 1.0)                           # g(ε'), ε' ≥ 0
     neg = -np.expm1(-grid) + np.exp(-grid) * pos                 # g(−ε'), ε' ≥ 0
-    deltas = np.concatenate([neg[::-1][:-1], pos])
-    return n_top, np.clip(np.minimum.accumulate(deltas), 0.0, 1.0)
+    # Negative losses stop at −LOSS_FLOOR (beyond it e^{−ℓ} overflows); connect-the-dots puts
+    # the mass below its lowest point on that point, which only raises δ.
+    n_bottom = min(n_top, int(LOSS_FLOOR / h))
+    deltas = np.concatenate([neg[1:n_bottom + 1][::-1], pos])
+    return n_bottom, n_top, np.clip(np.minimum.accumulate(deltas), 0.0, 1.0)
 
 
 def sampled_step_pld(step, sample_rate: float, h: float, pessimistic: bool = True):
@@ -282,14 +305,15 @@ def sampled_step_pld(step, sample_rate: float, h: float, pessimistic: bool = Tru
     from dp_accounting.pld import pld_pmf
     from dp_accounting.pld import privacy_loss_distribution as pldlib
 
-    n_top, deltas = sampled_profile(step, sample_rate, h)
+    n_bottom, n_top, deltas = sampled_profile(step, sample_rate, h)
     if pessimistic:
-        pmf = pld_pmf.create_pmf_pessimistic_connect_dots_fixed_gap(h, -n_top, n_top, deltas)
+        pmf = pld_pmf.create_pmf_pessimistic_connect_dots_fixed_gap(h, -n_bottom, n_top, deltas)
         return pldlib.PrivacyLossDistribution(pmf)
     g_hat = (deltas[:-1] - math.exp(-h) * deltas[1:]) / -math.expm1(-h)
     g_hat = np.minimum.accumulate(np.clip(g_hat, 0.0, 1.0))   # P[L ≥ ε_i], i = −n … n−1
     probs = g_hat - np.append(g_hat[1:], 0.0)
-    return pldlib.PrivacyLossDistribution(pld_pmf.DensePLDPmf(h, -n_top, probs, 0.0, False))
+    probs[0] = 0.0  # everything below the grid: dropped (loss −∞), the optimistic side
+    return pldlib.PrivacyLossDistribution(pld_pmf.DensePLDPmf(h, -n_bottom, probs, 0.0, False))
 
 
 def run_pld(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
@@ -325,6 +349,20 @@ def epsilon_guess(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: 
     CLT μ = q√(T(e^{μ_step²} − 1))). Only picks the grid; the reported ε is the PLD's."""
     from scipy.optimize import brentq
 
+    basic = steps * _max_step_loss(kappa, sum(c for _, c in dims), sample_rate)
+    return min(_gdp_guess(kappa, dims, sample_rate, steps, delta, brentq), basic)
+
+
+def _max_step_loss(kappa: float, parts: int, sample_rate: float) -> float:
+    """log(1 + q(e^{2κm} − 1)): the largest loss of one sampled step (the pure bound's ε')."""
+    e = 2.0 * kappa * parts
+    if e < 700:
+        return math.log1p(sample_rate * math.expm1(e))
+    return e + math.log(sample_rate) + math.log1p((1 - sample_rate) / sample_rate * math.exp(-e))
+
+
+def _gdp_guess(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
+               delta: float, brentq) -> float:
     mu2_step = sum(c * 4.0 * kappa * mean_resultant_length(kappa, d) for d, c in dims)
     if sample_rate < 1.0:
         mu = sample_rate * math.sqrt(steps * math.expm1(min(mu2_step, 50.0)))
@@ -354,13 +392,14 @@ def choose_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: fl
     h = precision * max(eps, 1e-9) / max(k_eff, 1.0)
     # A part's loss spans at most 4κ, and one part may not exceed MAX_PART_POINTS points.
     h = max(h, 4.0 * kappa / MAX_PART_POINTS)
-    # The run's loss spreads over about its mean + 12 standard deviations (μ-GDP guess).
+    # The run's loss spreads over about its mean + 12 standard deviations (μ-GDP guess), and
+    # never over more than T times the largest sampled step loss.
     mu2 = sum(c * 4.0 * kappa * mean_resultant_length(kappa, d) for d, c in dims)
     mu2 = steps * (mu2 if sample_rate >= 1.0 else sample_rate ** 2 * math.expm1(min(mu2, 50.0)))
-    spread = mu2 / 2 + 12 * math.sqrt(mu2) + 1.0
+    spread = min(mu2 / 2 + 12 * math.sqrt(mu2), steps * _max_step_loss(kappa, m, sample_rate)) + 1
     h = max(h, spread / MAX_RUN_POINTS)
-    # A power-of-two multiple of 1e-12 keeps the grids of nearby calls equal (cache hits).
-    return float(2.0 ** math.floor(math.log2(h)))
+    # A power of two keeps the grids of nearby calls equal (cache hits).
+    return float(min(2.0 ** math.floor(math.log2(h)), MAX_GRID))
 
 
 def parse_part_dims(text: str) -> list[int]:
@@ -404,12 +443,23 @@ def refine_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: fl
     rounding shift), so two cheap coarse runs at h₁ and h₁/2 give c, and the grid is the largest
     power of two with c·h ≤ 0.7·precision·ε*. Falls back to :func:`choose_grid` if the coarse
     runs are not in the linear regime. Only the precision depends on this, never soundness."""
-    h_guess = choose_grid(kappa, dims, sample_rate, steps, delta, precision)
-    h1 = choose_grid(kappa, dims, sample_rate, steps, delta, 16 * precision)
+    coarse = 16 * precision
+    h1 = choose_grid(kappa, dims, sample_rate, steps, delta, coarse)
+    # The μ-GDP guess can be far off (large κ, q < 1): correct it with coarse runs, whose
+    # pessimistic ε is an over-estimate, until the coarse grid settles.
+    for _ in range(4):
+        e1 = _run_epsilon(kappa, dims, sample_rate, steps, delta, h1)
+        if not math.isfinite(e1):
+            break
+        h_next = choose_grid(kappa, dims, sample_rate, steps, delta, coarse, eps_hint=e1)
+        if h_next >= h1 / 4:
+            break
+        h1 = h_next
+    h_guess = choose_grid(kappa, dims, sample_rate, steps, delta, precision,
+                          eps_hint=e1 if math.isfinite(e1) else None)
     h2 = h1 / 2
     if h2 <= h_guess:
         return h_guess
-    e1 = _run_epsilon(kappa, dims, sample_rate, steps, delta, h1)
     e2 = _run_epsilon(kappa, dims, sample_rate, steps, delta, h2)
     if not (math.isfinite(e1) and math.isfinite(e2)) or e1 < e2 - 1e-12:
         return h_guess
