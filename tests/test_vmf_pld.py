@@ -167,12 +167,17 @@ def test_large_d_matches_gaussian_dp():
     assert out["epsilon_pld"] == pytest.approx(gdp_epsilon(mu, DELTA), rel=0.03)
 
 
-def test_issue_example_q1_and_sampled():
+@pytest.mark.slow
+def test_issue_example_q1():
+    """Issue 15's 'done when' (a few seconds: K = 4800 compositions on a grid of ~4e-6)."""
     q1 = vmf_epsilon(kappa=0.0707, parts=50, part_dims=[300] * 50, sample_rate=1.0, steps=96,
                      delta=DELTA)
     assert 2.286 <= q1["epsilon"] <= 2.36
     assert q1["epsilon_pure_bound"] == pytest.approx(678.7, abs=0.05)
     assert q1["epsilon_pld_optimistic"] <= 2.290
+
+
+def test_issue_example_sampled():
     sampled = vmf_epsilon(kappa=0.0707, parts=50, part_dims=[300] * 50, sample_rate=0.05,
                           steps=96, delta=DELTA)
     assert 0.087 <= sampled["epsilon"] <= 0.093
@@ -281,7 +286,7 @@ def _cli(*args):
     return CliRunner().invoke(app, ["epsilon", "--mech", "vmf", *args])
 
 
-def test_cli_epsilon_part_dims_model_and_parts_alone():
+def test_cli_epsilon_part_dims_and_parts_alone():
     res = _cli("--kappa", "0.0707", "--part-dims", "300*50", "--sample-rate", "0.05", "--steps",
                "96", "--json")
     assert res.exit_code == 0, res.output
@@ -293,6 +298,10 @@ def test_cli_epsilon_part_dims_model_and_parts_alone():
     out = json.loads(res.stdout)
     assert out["accounting"] == "pure" and "only the pure bound" in out["note"]
     assert out["epsilon"] == pytest.approx(678.7, abs=0.05)
+
+
+@pytest.mark.slow
+def test_cli_epsilon_model_partition():
     res = _cli("--kappa", "0.0707", "--model", "lenet", "--partition", "row", "--sample-rate",
                "0.05", "--steps", "10", "--json")
     assert res.exit_code == 0, res.output

@@ -431,18 +431,43 @@ def format_part_dims(part_dims: Sequence[int]) -> str:
     return ",".join(f"{d}*{n}" if n > 1 else str(d) for d, n in counts.items())
 
 
+def epsilon_for_delta(pld, delta: float) -> float:
+    """Smallest ε ≥ 0 with δ(ε) ≤ ``delta`` for a symmetric dp_accounting PLD: the algorithm of
+    dp_accounting's ``get_epsilon_for_delta`` (on (L_{i−1}, L_i] δ(ε) = p_∞ + A_i − e^ε B_i with
+    A_i = Σ_{j≥i} p_j, B_i = Σ_{j≥i} p_j e^{−L_j}), with B_i kept in log space: dp_accounting's
+    own divides by a B that underflows once the losses pass ~700 and then returns ∞."""
+    losses, probs, inf_mass = _dense_losses(pld)
+    if inf_mass > delta:
+        return math.inf
+    probs = np.maximum(probs, 0.0)
+    up = np.append(np.cumsum(probs[::-1])[::-1], 0.0)
+    with np.errstate(divide="ignore"):
+        log_low = np.append(np.logaddexp.accumulate((np.log(probs) - losses)[::-1])[::-1],
+                            -np.inf)
+    # δ at ε = L_i counts the j > i: index i + 1 of the suffix sums.
+    d_at = inf_mass + up[1:] - np.exp(losses + log_low[1:])
+    i = int(np.argmax(d_at <= delta))          # d_at[-1] = p_∞ ≤ δ, so one exists
+    rest = inf_mass + up[i] - delta
+    if rest <= 0 or not np.isfinite(log_low[i]):
+        eps = float(losses[i - 1]) if i > 0 else 0.0
+    else:
+        eps = math.log(rest) - float(log_low[i])
+        eps = min(max(eps, float(losses[i - 1]) if i > 0 else -math.inf), float(losses[i]))
+    return max(eps, 0.0)
+
+
+@functools.lru_cache(maxsize=64)
 def _run_epsilon(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
                  delta: float, h: float, pessimistic: bool = True) -> float:
-    return float(run_pld(kappa, dims, sample_rate, steps, h, pessimistic)
-                 .get_epsilon_for_delta(delta))
+    return epsilon_for_delta(run_pld(kappa, dims, sample_rate, steps, h, pessimistic), delta)
 
 
 def refine_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
                 delta: float, precision: float = DEFAULT_PRECISION) -> float:
-    """Grid step for ``precision``: the pessimistic ε grows linearly in h (ε(h) ≈ ε* + c·h, the
-    rounding shift), so two cheap coarse runs at h₁ and h₁/2 give c, and the grid is the largest
-    power of two with c·h ≤ 0.7·precision·ε*. Falls back to :func:`choose_grid` if the coarse
-    runs are not in the linear regime. Only the precision depends on this, never soundness."""
+    """Grid step for ``precision``: the pessimistic ε grows about linearly in h (ε(h) ≈ ε* + c·h,
+    the rounding shift), so ε(h) − ε(h/2) estimates the error of ε(h/2); from a coarse grid the
+    grid is refined (by 2× to 16× a time, powers of two) until that is ≤ precision·ε. Only
+    the precision depends on this, never soundness."""
     coarse = 16 * precision
     h1 = choose_grid(kappa, dims, sample_rate, steps, delta, coarse)
     # The μ-GDP guess can be far off (large κ, q < 1): correct it with coarse runs, whose
@@ -455,20 +480,25 @@ def refine_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: fl
         if h_next >= h1 / 4:
             break
         h1 = h_next
-    h_guess = choose_grid(kappa, dims, sample_rate, steps, delta, precision,
-                          eps_hint=e1 if math.isfinite(e1) else None)
-    h2 = h1 / 2
-    if h2 <= h_guess:
-        return h_guess
-    e2 = _run_epsilon(kappa, dims, sample_rate, steps, delta, h2)
-    if not (math.isfinite(e1) and math.isfinite(e2)) or e1 < e2 - 1e-12:
-        return h_guess
-    slope = (e1 - e2) / (h1 - h2)
-    eps_star = max(e2 - slope * h2, 0.5 * e2)
-    if slope * h2 <= 0.7 * precision * eps_star:
-        return h2
-    h = 0.7 * precision * eps_star / slope
-    return float(max(2.0 ** math.floor(math.log2(h)), h_guess / 64))
+    e1 = _run_epsilon(kappa, dims, sample_rate, steps, delta, h1)  # cached unless h1 moved
+    h_min = choose_grid(kappa, dims, sample_rate, steps, delta, precision,
+                        eps_hint=e1 if math.isfinite(e1) else None) / 64
+    # Error of ε(h/2), assuming linearity in h: ε(h) − ε(h/2). Accept h/2 once it is
+    # ≤ precision·ε, else jump to a grid that many times finer (2× to 16×) and test again.
+    h_cur, e_cur = h1, e1
+    for _ in range(8):
+        h_half = h_cur / 2
+        e_half = _run_epsilon(kappa, dims, sample_rate, steps, delta, h_half)
+        if not (math.isfinite(e_cur) and math.isfinite(e_half)):
+            return h_half
+        err = e_cur - e_half
+        goal = precision * e_half
+        if err <= goal or h_half <= h_min:
+            return h_half
+        factor = min(max(err / goal, 2.0), 16.0)
+        h_cur = max(float(2.0 ** math.floor(math.log2(h_half / factor))), h_min)
+        e_cur = _run_epsilon(kappa, dims, sample_rate, steps, delta, h_cur)
+    return h_cur
 
 
 def pld_epsilon(*, kappa: float, part_dims: Sequence[int], sample_rate: float, steps: int,
