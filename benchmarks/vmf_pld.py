@@ -31,8 +31,12 @@ def main() -> None:
     import dp_accounting.pld.privacy_loss_distribution  # noqa: F401 - import cost not timed
 
     from privtool.accounting.vmf import vmf_epsilon
-    from privtool.accounting.vmf_pld import (_run_epsilon, dims_counter, format_part_dims,
-                                             pld_epsilon)
+    from privtool.accounting.vmf_pld import (
+        _run_epsilon,
+        dims_counter,
+        format_part_dims,
+        pld_epsilon,
+    )
     from privtool.epsilon import model_part_dims
 
     dims = model_part_dims(args.model, args.partition)

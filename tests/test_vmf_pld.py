@@ -16,8 +16,13 @@ from scipy.special import ndtr
 from typer.testing import CliRunner
 
 from privtool.accounting import vmf_epsilon, vmf_solve_kappa
-from privtool.accounting.vmf_pld import (format_part_dims, parse_part_dims, part_pld, pld_delta,
-                                         pld_epsilon)
+from privtool.accounting.vmf_pld import (
+    format_part_dims,
+    parse_part_dims,
+    part_pld,
+    pld_delta,
+    pld_epsilon,
+)
 from privtool.cli import app
 from privtool.errors import PrivtoolError
 
@@ -240,7 +245,7 @@ def test_tight_never_above_pure_bound(kappa, dims, q, steps, delta):
 
 
 def test_monotone_in_kappa_steps_q_dimension_delta():
-    base = dict(kappa=0.3, part_dims=[50] * 4, sample_rate=0.2, steps=20, delta=1e-5)
+    base = {"kappa": 0.3, "part_dims": [50] * 4, "sample_rate": 0.2, "steps": 20, "delta": 1e-5}
     h = 1e-4
 
     def eps(**kw):
@@ -262,8 +267,8 @@ def test_monotone_in_kappa_steps_q_dimension_delta():
 def test_epsilon_target_round_trip(target, dims, q, steps):
     kappa, grid = vmf_solve_kappa(target_epsilon=target, parts=len(dims), part_dims=dims,
                                   sample_rate=q, steps=steps, delta=DELTA)
-    kw = dict(parts=len(dims), part_dims=dims, sample_rate=q, steps=steps, delta=DELTA,
-              pld_grid=grid)
+    kw = {"parts": len(dims), "part_dims": dims, "sample_rate": q, "steps": steps,
+          "delta": DELTA, "pld_grid": grid}
     got = vmf_epsilon(kappa=kappa, **kw)["epsilon"]
     assert 0.99 * target <= got <= target
     assert vmf_epsilon(kappa=kappa * 1.01, **kw)["epsilon"] > target
