@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from privtool.errors import PrivtoolError
 
 
+def steps_per_epoch(batches_per_epoch: float) -> int:
+    """The steps one epoch runs, from n/b (records over batch size) or 1/q: round(n/b), at
+    least 1. ``train`` (every mechanism's schedule) and ``privtool epsilon --epochs`` both count
+    steps with this, so an epsilon computed from epochs is the one a run of those epochs has."""
+    return max(1, round(batches_per_epoch))
+
+
 def steps_from(*, steps: int | None, epochs: float | None, sample_rate: float) -> int:
-    """Steps given directly, or epochs / sample_rate (Opacus' steps per epoch = 1/q)."""
+    """Steps given directly, or epochs × :func:`steps_per_epoch` (1/q), as ``train`` runs them
+    (round(n/b) steps per epoch, not round(epochs/q)); a fractional epoch count is rounded up,
+    so ε never comes out below that of the steps actually run."""
     if steps is not None and epochs is not None:
         raise PrivtoolError("give either --steps or --epochs, not both")
     if steps is not None:
@@ -21,7 +31,8 @@ def steps_from(*, steps: int | None, epochs: float | None, sample_rate: float) -
         raise PrivtoolError(f"--epochs={epochs} is not allowed: a number > 0")
     if not 0 < sample_rate <= 1:
         raise PrivtoolError(f"--sample-rate={sample_rate} is not allowed: a number in (0, 1]")
-    return int(round(epochs / sample_rate))
+    total = epochs * steps_per_epoch(1 / sample_rate)
+    return int(total) if float(total).is_integer() else math.ceil(total)
 
 
 PARTITIONS = ("whole", "layer", "row")
@@ -68,12 +79,34 @@ def vmf_part_dims(*, part_dims: str | None, model: str | None, partition: str | 
     return dims, len(dims)
 
 
-def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None = None,
-                    epochs: float | None = None, delta: float = 1e-5,
-                    noise_multiplier: float | None = None, accountant: str = "rdp",
-                    kappa: float | None = None, parts: int = 1, n_units: int | None = None,
-                    unit_sampling: str = "poisson", k_sub: int = 1,
-                    part_dims: list[int] | None = None) -> dict[str, Any]:
+def compute_epsilon(mech: str, *, n: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Every ε field of ``mech`` for the given hyperparameters (see :func:`epsilon_fields`).
+
+    With the population known — ``n`` training records (gaussian, vmf) or ``n_units``
+    (class, subclass: unit-level DP) — δ ≥ 1/population is refused and δ > 1/(10·population)
+    adds ``delta_warning`` (:mod:`privtool.accounting.delta`)."""
+    from privtool.accounting.delta import check_delta
+
+    if n is not None and n < 1:
+        raise PrivtoolError(f"--n={n} is not allowed: an integer >= 1 (training records)")
+    unit = mech in ("class", "subclass")
+    population = kwargs.get("n_units") if unit else n
+    warning = None
+    if mech != "none" and population:
+        warning = check_delta(kwargs.get("delta", 1e-5), int(population),
+                              f"{mech} units" if unit else "training records", name="--delta")
+    out = epsilon_fields(mech, **kwargs)
+    if warning:
+        out["delta_warning"] = warning
+    return out
+
+
+def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = None,
+                   epochs: float | None = None, delta: float = 1e-5,
+                   noise_multiplier: float | None = None, accountant: str = "rdp",
+                   kappa: float | None = None, parts: int = 1, n_units: int | None = None,
+                   unit_sampling: str = "poisson", k_sub: int = 1,
+                   part_dims: list[int] | None = None) -> dict[str, Any]:
     """Every ε field of ``mech`` for the given hyperparameters. VMF: the tight PLD ε when
     ``part_dims`` (each part's dimension) is given, else only the pure bound (and a note)."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
