@@ -12,8 +12,13 @@ from typer.testing import CliRunner
 from privtool.attacks import ATTACKS
 from privtool.attacks.base import attack_settings
 from privtool.attacks.queries import augment_images, queries
-from privtool.attacks.rmia import (offline_log_ratio, online_log_ratio, rmia_scores,
-                                   true_class_log_prob, tune_offline_a)
+from privtool.attacks.rmia import (
+    offline_log_ratio,
+    online_log_ratio,
+    rmia_scores,
+    true_class_log_prob,
+    tune_offline_a,
+)
 from privtool.cli import app
 from privtool.errors import PrivtoolError
 
@@ -156,6 +161,31 @@ def test_queries_mirror_and_shift_move_pixels_as_stated():
     np.testing.assert_array_equal(right[..., :, :-1], x[..., :, 1:])
 
 
+def test_views_per_class_and_exposure_against_direct_counts():
+    from sklearn.metrics import roc_auc_score
+
+    from privtool.attacks.views import exposure, per_class_metrics, top_exposed
+
+    rng = np.random.default_rng(4)
+    n = 300
+    labels, member = rng.integers(0, 3, n), rng.random(n) < 0.5
+    scores = rng.normal(size=n) + member * (labels == 2)      # only class 2 leaks
+    scores[5] = scores[9]                                      # a tie
+    rows = per_class_metrics(scores, member, labels, range(4))
+    for r in rows[:3]:
+        sel = labels == r["class"]
+        assert r["auc"] == pytest.approx(roc_auc_score(member[sel], scores[sel]), abs=1e-12)
+        assert (r["n_in"], r["n_out"]) == ((sel & member).sum(), (sel & ~member).sum())
+    assert rows[3]["auc"] is None and rows[3]["n_in"] == 0     # an absent class
+    assert max(rows[:3], key=lambda r: r["auc"])["class"] == 2
+    expo = exposure(scores, member)
+    want = [np.mean(scores[~member] >= s) for s in scores]
+    np.testing.assert_array_equal(expo, want)
+    top = top_exposed(scores, member, 5)
+    assert member[top].all() and np.all(np.diff(scores[top]) <= 0)
+    assert scores[top[0]] == scores[member].max()
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -201,6 +231,20 @@ def test_rmia_offline_beats_lira_offline_on_the_same_store(digits):
     assert rmia["n_population"] > 0 and rmia["gamma"] == 2.0
     with np.load(root / "att" / "rmia" / "scores.npz") as z:
         assert z["score_online"].shape == z["score_offline"].shape == z["index"].shape
+    # views: per-class figures in the JSON, per-record exposure and the top-k grid on disk
+    assert set(rmia["per_class"]) == {str(c) for c in range(10)}
+    assert all(0 <= v["auc"] <= 1 and v["n_in"] > 0 for v in rmia["per_class"].values())
+    assert rmia["per_class"][str(rmia["most_exposed_class"])]["auc"] == \
+        rmia["most_exposed_class_auc"] == max(v["auc"] for v in rmia["per_class"].values())
+    out = root / "att" / "rmia"
+    assert (out / "grid.png").stat().st_size > 1000 and len(rmia["top_exposed_index"]) == 16
+    import csv
+    with open(out / "records.csv") as f:
+        records = list(csv.DictReader(f))
+    assert len(records) == rmia["n_in"] + rmia["n_out"]
+    caught = sum(r["member"] == "True" and float(r["exposure"]) <= 0.01 for r in records)
+    assert caught == rmia["records_exposed_at_1pct_fpr"]
+    assert caught == pytest.approx(rmia["tpr_at_1pct_fpr"] * rmia["n_in"])
     # offline only: no online models asked for, the same offline numbers
     off = attack_json("rmia", run, root / "att" / "rmia-off", "attack.rmia.online=false")
     assert off["auc"] == rmia["offline_auc"] and "online_auc" not in off

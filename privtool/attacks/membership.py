@@ -366,6 +366,11 @@ class MembershipAttack(Attack):
         plot_roc(out / "roc.png", curves,
                  f"{self.name} vs {target.mechanism} ({_epsilon_label(target)}), "
                  f"{len(member) // 2} in / {len(member) // 2} out")
+        from privtool.attacks.views import write_views
+
+        metrics.update(write_views(out, scores[first], member, index, labels, target.data.x,
+                                   target.data.classes, f"{self.name} ({first}) vs "
+                                   f"{target.mechanism} ({_epsilon_label(target)})"))
         return metrics
 
 
@@ -482,10 +487,11 @@ def lira_queries(signals: dict[str, Any], global_var: bool) -> dict[str, np.ndar
     for kind in ("online", "offline"):
         ref = scaled_logit(signals["store_queries"][kind][:, :, pos], y)   # (N, Q, n)
         mask = store.signals_for(idx, kind=kind)["in"]
-        fit = (lambda q: lira_online(phi[q], ref[:, q], mask, global_var=global_var)) \
-            if kind == "online" else \
-            (lambda q: lira_offline(phi[q], ref[:, q], ~mask, global_var=global_var))
-        out[kind] = np.mean([fit(q) for q in range(phi.shape[0])], axis=0)
+        per_query = [lira_online(phi[q], ref[:, q], mask, global_var=global_var)
+                     if kind == "online" else
+                     lira_offline(phi[q], ref[:, q], ~mask, global_var=global_var)
+                     for q in range(phi.shape[0])]
+        out[kind] = np.mean(per_query, axis=0)
     return out
 
 

@@ -97,7 +97,7 @@ def _load(path: Any, points_sha: str, n_points: int, n_queries: int) -> np.ndarr
                                                                                   n_points):
                 return None
             return z["logits"]
-    except Exception:  # truncated or foreign file: recompute it
+    except Exception:  # noqa: BLE001  (truncated or foreign file: recompute it)
         return None
 
 

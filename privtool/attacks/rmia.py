@@ -48,8 +48,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from privtool.attacks.base import ATTACKS, Target
-from privtool.attacks.membership import (MembershipAttack, MembershipOptions, _check,
-                                         log_softmax)
+from privtool.attacks.membership import (
+    MembershipAttack,
+    MembershipOptions,
+    _check,
+    log_softmax,
+)
 from privtool.errors import PrivtoolError
 
 A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
@@ -249,7 +253,7 @@ class RmiaAttack(MembershipAttack):
         out = {"offline_a": signals["rmia_a"], "offline_a_tuned": signals["rmia_a_tuned"],
                "gamma": float(o.gamma), "temperature": float(o.temperature),
                "augment": self.cfg.augment, "n_queries": int(signals["query_logits"].shape[0]),
-               "n_population": int(len(signals["population"]))}
+               "n_population": len(signals["population"])}
         if "rmia_a_auc" in signals:
             out["offline_a_auc"] = {f"{k:.1f}": round(v, 6) for k, v in
                                     signals["rmia_a_auc"].items()}
