@@ -53,7 +53,7 @@ def test_dvc_repro_whole_pipeline_then_noop(tmp_path):
     cells = params["sweep"]["train"]
     for cell in cells:
         assert (proj / "runs" / "train" / cell / "model.pt").is_file(), cell
-        for attack in ("iga", "inversion", "loss", "reference", "lira"):
+        for attack in ("iga", "inversion", "loss", "reference", "lira", "rmia"):
             assert (proj / "runs" / "attack" / attack / cell / "metrics.json").is_file(), (attack, cell)
     cal = proj / "results" / "calibration"
     assert (cal / "calibration.md").is_file()

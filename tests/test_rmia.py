@@ -271,3 +271,28 @@ def test_augmented_queries_are_computed_once_per_reference_model(digits):
                        "attack.augment=mirror-shift"))
     assert res.exit_code == 1 and "has no attack.augment=mirror-shift logits" in res.output
     assert len(res.output.strip().splitlines()) == 1 and not (root / "att" / "bad").exists()
+
+
+def test_calibrate_and_report_show_rmia_beside_lira(digits):
+    root, run = digits
+    for name in ("lira", "rmia"):
+        if not (root / "att" / name / "metrics.json").is_file():
+            attack_json(name, run, root / "att" / name)
+    cal = root / "cal"
+    res = invoke("calibrate", "--runs", root, "--out", cal)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((cal / "calibration.json").read_text())
+    tables = {t["name"]: t for t in doc["tables"]}
+    runs_cols = tables["runs"]["columns"]
+    assert "rmia AUC" in runs_cols and "lira AUC" in runs_cols
+    views = tables["membership_views"]
+    attacks = {row[views["columns"].index("attack")] for row in views["rows"]}
+    assert {"lira", "rmia"} <= attacks
+    rmia = json.loads((root / "att" / "rmia" / "metrics.json").read_text())
+    row = next(r for r in views["rows"] if r[3] == "rmia" and r[0].endswith("mlp"))
+    assert row[5] == rmia["most_exposed_class"] and row[8] == rmia["records_exposed_at_1pct_fpr"]
+    assert (cal / "grids" / "rmia-none.png").is_file() and (cal / "roc-rmia.png").is_file()
+    res = invoke("report", cal, "--out", root / "report.html")
+    assert res.exit_code == 0, res.output
+    page = (root / "report.html").read_text()
+    assert "rmia" in page and "which classes and records leak" in page

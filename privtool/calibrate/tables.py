@@ -645,6 +645,9 @@ def build(col: Collection, cfg: CalibrateConfig) -> Calibration:
               table5_membership(rows, cfg), table6_reconstruction(rows, cfg),
               table7_delta(rows, cfg), equivalent_table(eq, cfg),
               accuracy_matched_table(matched, cfg)]
+    from privtool.calibrate.views import membership_views_table
+
+    tables.append(membership_views_table(rows, cfg))
     return Calibration(root=col.root, settings=cfg, rows=rows, tables=tables, equivalent=eq,
                        accuracy_matched=matched,
                        sources=[source_record(a) for a in [*col.runs, *col.attacks, *col.curves]],
