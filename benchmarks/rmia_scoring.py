@@ -18,8 +18,13 @@ import time
 import numpy as np
 
 from privtool.attacks.membership import lira_offline, lira_online, scaled_logit
-from privtool.attacks.rmia import (offline_log_ratio, online_log_ratio, rmia_scores,
-                                   true_class_log_prob, tune_offline_a)
+from privtool.attacks.rmia import (
+    offline_log_ratio,
+    online_log_ratio,
+    rmia_scores,
+    true_class_log_prob,
+    tune_offline_a,
+)
 
 
 def _pairs(rng: np.random.Generator, n_models: int, n: int) -> np.ndarray:

@@ -268,6 +268,8 @@ def attack(
       privtool attack --attack reference --target runs/train/none --set attack.n_models=8 --json
 
       privtool attack --attack lira --target runs/train/gauss-eps1   (online + offline LiRA)
+
+      privtool attack --attack rmia --target runs/train/gauss-eps1 --json   (RMIA, same store)
     """
     shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
                  if v is not None]
