@@ -296,3 +296,21 @@ def test_calibrate_and_report_show_rmia_beside_lira(digits):
     assert res.exit_code == 0, res.output
     page = (root / "report.html").read_text()
     assert "rmia" in page and "which classes and records leak" in page
+
+
+def test_one_store_serves_a_dp_target_of_the_same_recipe(digits):
+    """Deliver 4: the reference store is keyed by the recipe without its mechanism, so a
+    Gaussian DP twin of the run (same split, model, epochs, optimiser) is attacked with the
+    store its non-private twin built, training nothing."""
+    root, run = digits
+    base = attack_json("rmia", run, root / "att" / "rmia-base")
+    res = invoke("train", "--dataset", "digits", "--model", "mlp", "--epochs", "60",
+                 "--mech", "gaussian", "--epsilon", "1", "--out", root / "runs" / "dp",
+                 *sets("data.splits.train=0.3", "data.splits.test=0.2",
+                       "data.splits.shadow=0.4", "data.splits.public=0.1",
+                       "train.grad_sample_mode=ghost"))
+    assert res.exit_code == 0, res.output
+    dp = attack_json("rmia", root / "runs" / "dp", root / "att" / "rmia-dp")
+    assert dp["store"] == base["store"] and dp["store_models_trained"] == 0
+    assert dp["target_mechanism"] == "gaussian" and dp["target_epsilon"] <= 1.0
+    assert dp["auc"] < base["auc"]
