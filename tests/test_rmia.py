@@ -275,11 +275,11 @@ def test_augmented_queries_are_computed_once_per_reference_model(digits):
 
 def test_calibrate_and_report_show_rmia_beside_lira(digits):
     root, run = digits
+    src = root / "cal-src"                          # one lira and one rmia result of the run
     for name in ("lira", "rmia"):
-        if not (root / "att" / name / "metrics.json").is_file():
-            attack_json(name, run, root / "att" / name)
+        attack_json(name, run, src / name)
     cal = root / "cal"
-    res = invoke("calibrate", "--runs", root, "--out", cal)
+    res = invoke("calibrate", "--runs", src, "--out", cal)
     assert res.exit_code == 0, res.output
     doc = json.loads((cal / "calibration.json").read_text())
     tables = {t["name"]: t for t in doc["tables"]}
@@ -288,7 +288,7 @@ def test_calibrate_and_report_show_rmia_beside_lira(digits):
     views = tables["membership_views"]
     attacks = {row[views["columns"].index("attack")] for row in views["rows"]}
     assert {"lira", "rmia"} <= attacks
-    rmia = json.loads((root / "att" / "rmia" / "metrics.json").read_text())
+    rmia = json.loads((src / "rmia" / "metrics.json").read_text())
     row = next(r for r in views["rows"] if r[3] == "rmia" and r[0].endswith("mlp"))
     assert row[5] == rmia["most_exposed_class"] and row[8] == rmia["records_exposed_at_1pct_fpr"]
     assert (cal / "grids" / "rmia-none.png").is_file() and (cal / "roc-rmia.png").is_file()
