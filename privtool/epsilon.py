@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from privtool.errors import PrivtoolError
 
 
+def steps_per_epoch(batches_per_epoch: float) -> int:
+    """The steps one epoch runs, from n/b (records over batch size) or 1/q: round(n/b), at
+    least 1. ``train`` (every mechanism's schedule) and ``privtool epsilon --epochs`` both count
+    steps with this, so an epsilon computed from epochs is the one a run of those epochs has."""
+    return max(1, round(batches_per_epoch))
+
+
 def steps_from(*, steps: int | None, epochs: float | None, sample_rate: float) -> int:
-    """Steps given directly, or epochs / sample_rate (Opacus' steps per epoch = 1/q)."""
+    """Steps given directly, or epochs × :func:`steps_per_epoch` (1/q), as ``train`` runs them
+    (round(n/b) steps per epoch, not round(epochs/q)); a fractional epoch count is rounded up,
+    so ε never comes out below that of the steps actually run."""
     if steps is not None and epochs is not None:
         raise PrivtoolError("give either --steps or --epochs, not both")
     if steps is not None:
@@ -21,7 +31,8 @@ def steps_from(*, steps: int | None, epochs: float | None, sample_rate: float) -
         raise PrivtoolError(f"--epochs={epochs} is not allowed: a number > 0")
     if not 0 < sample_rate <= 1:
         raise PrivtoolError(f"--sample-rate={sample_rate} is not allowed: a number in (0, 1]")
-    return int(round(epochs / sample_rate))
+    total = epochs * steps_per_epoch(1 / sample_rate)
+    return int(total) if float(total).is_integer() else math.ceil(total)
 
 
 def compute_epsilon(mech: str, *, n: int | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -8,8 +8,8 @@ beside the attack's ROC by :class:`~privtool.attacks.membership.MembershipAttack
   non-members cannot resolve 0.1 % FPR, where the TPR is that of zero false positives);
 * ``records.csv`` — every evaluation point's score and its **exposure**, the FPR of the
   threshold at its own score (the share of non-members scoring at least as high; a tie counts
-  as flagged, as the ROC's tie step does). A member with exposure ≤ 0.1 % is caught by the
-  attack at 0.1 % FPR. Calibration reads it;
+  as flagged, as the ROC's tie step does). A member with exposure below 0.1 % is caught by
+  the attack at 0.1 % FPR (strictly below, as ``tpr_at_fpr`` counts). Calibration reads it;
 * ``exposed.csv`` and ``grid.png`` — the k training records with the lowest exposure (highest
   score), their images in a grid (calibration gathers every attack's ``grid.png`` per
   mechanism, so the report shows which digits leak as ε grows).
@@ -117,6 +117,6 @@ def write_views(out: Path, scores: np.ndarray, member: np.ndarray, index: np.nda
                                                                    *LOW_FPRS)} for r in rows},
             "most_exposed_class": worst["class"] if worst else None,
             "most_exposed_class_auc": worst["auc"] if worst else None,
-            "records_exposed_at_0.1pct_fpr": int(((expo <= 0.001) & member).sum()),
-            "records_exposed_at_1pct_fpr": int(((expo <= 0.01) & member).sum()),
+            "records_exposed_at_0.1pct_fpr": int(((expo < 0.001) & member).sum()),
+            "records_exposed_at_1pct_fpr": int(((expo < 0.01) & member).sum()),
             "top_exposed_index": [int(index[p]) for p in top]}

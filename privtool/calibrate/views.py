@@ -30,6 +30,6 @@ def membership_views_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
     return Table("membership_views", "Membership: which classes and records leak", cols, body,
                  note="Per class: the attack scored on one class's members and non-members "
                       "(per_class.csv in the attack dir). A record is caught at f % FPR when the "
-                      "threshold at its own score flags at most f % of non-members "
+                      "threshold at its own score flags under f % of non-members "
                       "(records.csv: exposure). grids/<attack>-<mechanism>.png show the 16 most "
                       "exposed training records of each run.")
