@@ -1,0 +1,233 @@
+"""Canaries: the records an audit adds to a training run, and how they are scored.
+
+The one-run design (Steinke, Nasr & Jagielski 2023): M canaries, each *included*
+independently with probability ½. A canary is one record of the audit run's training set and
+is sampled like every other record by the run's own sampler (Poisson for ``gaussian``,
+fixed-size without replacement for ``vmf``, shuffled epochs for ``none``), so the audit run's
+accountant, which is computed for that training set (n + the canary slots records), covers
+each canary exactly as it covers a real record. The audit never changes how the mechanism adds
+noise; it only adds records.
+
+What "not included" means follows the mechanism's neighbouring relation, so that flipping one
+canary's coin is exactly one neighbouring change the accountant covers:
+
+- add/remove one record (``gaussian``, ``none``): an excluded canary is absent;
+- replace one record (``vmf``): every canary slot is present; an excluded canary is replaced by
+  its *twin* — the negated gradient (the antipodal direction, VMF's worst case) or the same
+  image with another wrong label.
+
+Canary kinds:
+
+- ``input`` (black box): a real image of a split the run does not train on (default
+  ``shadow``), with a random wrong label a (in) and a second wrong label b (the twin). Score =
+  loss(x, b) − loss(x, a) on the trained model: a memorised canary has a low loss on a.
+- ``gradient`` (white box; Nasr et al. 2023, Steinke et al. 2023 §6): a vector c of norm C (the
+  clipping bound) that is a Dirac at one parameter coordinate (distinct coordinates) or a
+  uniformly random direction, substituted as the per-sample gradient of its slot in every step
+  that samples the slot, before the mechanism clips / normalises, sums and noises (Opacus'
+  ``p.grad_sample`` rows, read by the Gaussian and the VMF optimizers alike). Score =
+  Σ_t ⟨c, g_t⟩ over the released (noised, averaged) gradients g_t = ⟨c, Σ_t g_t⟩.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from privtool.errors import PrivtoolError
+from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper
+
+CANARY_KINDS = ("input", "gradient")
+DIRECTIONS = ("dirac", "random")
+#: mechanisms each canary kind can audit (class/subclass protect units, not records)
+SUPPORTED = {"input": ("none", "gaussian", "vmf"), "gradient": ("gaussian", "vmf")}
+
+
+def replaces(mech: str) -> bool:
+    """True where the mechanism's relation is replace-one (an excluded canary has a twin)."""
+    return MECHANISMS.get(mech).relation.startswith("replace")
+
+
+def check_supported(kind: str, mech: str) -> None:
+    if kind not in CANARY_KINDS:
+        raise PrivtoolError(f"--canary {kind!r} is not a canary kind; valid: {', '.join(CANARY_KINDS)}")
+    if mech not in SUPPORTED[kind]:
+        raise PrivtoolError(f"{kind} canaries cannot audit a {mech!r} run (they audit "
+                            f"{', '.join(SUPPORTED[kind])}); class/subclass DP protects whole "
+                            f"units, which record canaries do not test")
+
+
+def draw_inclusion(m: int, seed: int) -> np.ndarray:
+    """Each canary in with probability ½, independently (the one-run design)."""
+    return np.random.default_rng([seed, 16]).random(m) < 0.5
+
+
+# ----------------------------------------------------------------------------- input canaries
+
+def input_canaries(y: np.ndarray, pool: np.ndarray, m: int, n_classes: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """M images from ``pool`` (dataset indices) with two distinct wrong labels each:
+    (indices, label_in, label_twin)."""
+    if m > len(pool):
+        raise PrivtoolError(f"audit.canaries={m} input canaries need as many images of the "
+                            f"canary split, which has {len(pool)}; lower --canaries or pick "
+                            f"another audit.split")
+    if n_classes < 3:
+        raise PrivtoolError("input canaries need at least 3 classes (two wrong labels each)")
+    rng = np.random.default_rng([seed, 17])
+    idx = np.sort(rng.choice(pool, size=m, replace=False))
+    true = y[idx]
+    a = (true + rng.integers(1, n_classes, m)) % n_classes
+    b = (true + rng.integers(1, n_classes - 1, m)) % n_classes
+    b = np.where(b == a, (true + n_classes - 1) % n_classes, b)
+    assert not ((a == true) | (b == true) | (a == b)).any()
+    return idx, a.astype(np.int64), b.astype(np.int64)
+
+
+def input_scores(model: Any, x: Any, label_in: Any, label_twin: Any, batch_size: int) -> np.ndarray:
+    """loss(x, b) − loss(x, a) per canary (higher ⇒ "in")."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i:i + batch_size])
+            la = F.cross_entropy(logits, label_in[i:i + batch_size], reduction="none")
+            lb = F.cross_entropy(logits, label_twin[i:i + batch_size], reduction="none")
+            out.append((lb - la).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# -------------------------------------------------------------------------- gradient canaries
+
+class GradientCanaries:
+    """M canary gradients of norm ``norm`` over a flat parameter vector of ``dim`` entries:
+    Diracs at distinct random coordinates, or uniformly random directions (regenerated from a
+    per-canary seed, so no M × d matrix is held)."""
+
+    def __init__(self, m: int, dim: int, *, norm: float, direction: str, seed: int) -> None:
+        if direction not in DIRECTIONS:
+            raise PrivtoolError(f"audit.direction={direction!r} is not allowed: "
+                                f"{' or '.join(DIRECTIONS)}")
+        if direction == "dirac" and m > dim:
+            raise PrivtoolError(f"{m} Dirac canaries need as many distinct coordinates; the "
+                                f"model has {dim} parameters; lower --canaries")
+        self.m, self.dim, self.norm, self.direction, self.seed = m, dim, float(norm), direction, seed
+        self.coords = np.random.default_rng([seed, 18]).choice(dim, size=m, replace=False)
+
+    def rows(self, ids: np.ndarray, signs: np.ndarray, device: Any, dtype: Any) -> Any:
+        """(len(ids), dim) canary gradients, canary ``ids[j]`` times ``signs[j]``."""
+        import torch
+
+        out = torch.zeros((len(ids), self.dim), device=device, dtype=dtype)
+        for j, (i, s) in enumerate(zip(ids, signs)):
+            if self.direction == "dirac":
+                out[j, int(self.coords[i])] = s * self.norm
+            else:
+                out[j] = s * self._random(int(i), device, dtype)
+        return out
+
+    def _random(self, i: int, device: Any, dtype: Any) -> Any:
+        import torch
+
+        g = torch.Generator(device="cpu")
+        g.manual_seed(int(np.random.SeedSequence([self.seed, 19, i]).generate_state(1)[0]))
+        v = torch.randn(self.dim, generator=g, dtype=torch.float64)
+        return (v * (self.norm / v.norm())).to(device=device, dtype=dtype)
+
+    def scores(self, released_sum: Any) -> np.ndarray:
+        """⟨c_i, Σ_t g_t⟩ for every canary."""
+        import torch
+
+        flat = released_sum.detach().double().cpu()
+        if self.direction == "dirac":
+            return (self.norm * flat[torch.from_numpy(self.coords)]).numpy()
+        return np.array([float(self._random(i, "cpu", torch.float64) @ flat)
+                         for i in range(self.m)])
+
+
+class CanaryMechanism(Mechanism):
+    """The run's own mechanism with gradient canaries in slots n, n+1, …: batches come from the
+    mechanism's sampler over n + slots records; a slot's per-sample gradient row (its
+    placeholder image's) is replaced by its canary before the optimizer privatizes the batch;
+    the released gradients are summed for scoring. Accounting, noise, clipping, sampling and
+    settings are the wrapped mechanism's own."""
+
+    def __init__(self, cfg: Any, schedule: Schedule, *, n_real: int, slot_canary: np.ndarray,
+                 slot_sign: np.ndarray, canaries: GradientCanaries) -> None:
+        self.inner = MECHANISMS.get(cfg.mech)(cfg, schedule)
+        super().__init__(cfg, self.inner.schedule)
+        self.name = self.inner.name  # type: ignore[misc]
+        self.relation = self.inner.relation  # type: ignore[misc]
+        self.epsilon_key = self.inner.epsilon_key
+        self.n_real, self.slot_canary, self.slot_sign = n_real, slot_canary, slot_sign
+        self.canaries = canaries
+        self.released_sum: Any = None
+        self.appearances = np.zeros(canaries.m, dtype=np.int64)
+        self._rows = np.zeros(0, dtype=np.int64)  # batch rows holding a canary slot
+        self._slots = np.zeros(0, dtype=np.int64)
+
+    def prepare(self, x_train: Any, y_train: Any) -> None:
+        self.inner.prepare(x_train, y_train)
+
+    def calibrate(self, model: Any) -> None:
+        self.inner.calibrate(model)
+
+    def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        for idx in self.inner.batches(epoch, rng):
+            self._rows = np.flatnonzero(idx >= self.n_real)
+            self._slots = idx[self._rows] - self.n_real
+            np.add.at(self.appearances, self.slot_canary[self._slots], 1)
+            yield idx
+
+    def make_stepper(self, model: Any, optimizer: Any, generator: Any) -> Stepper:
+        import torch
+
+        step = self.inner.make_stepper(model, optimizer, generator)
+        opt = getattr(step, "optimizer", None)
+        if opt is None or not hasattr(opt, "clip_and_accumulate"):
+            raise PrivtoolError(f"gradient canaries need an Opacus DP optimizer; {self.name!r} "
+                                f"has none")
+        params = list(opt.params)
+        sizes = [p.numel() for p in params]
+        original = opt.clip_and_accumulate
+
+        def clip_and_accumulate() -> None:
+            if len(self._rows):
+                rows = self.canaries.rows(self.slot_canary[self._slots], self.slot_sign[self._slots],
+                                          params[0].device, params[0].dtype)
+                pos = torch.from_numpy(self._rows).to(params[0].device)
+                for p, part in zip(params, torch.split(rows, sizes, dim=1)):
+                    gs = opt._get_flat_grad_sample(p)
+                    gs[pos] = part.reshape(len(pos), *p.shape).to(gs.dtype)
+                    p.grad_sample = gs
+            original()
+
+        def record(o: Any) -> None:
+            flat = torch.cat([p.grad.detach().reshape(-1) for p in params]).double()
+            self.released_sum = flat if self.released_sum is None else self.released_sum + flat
+
+        opt.clip_and_accumulate = clip_and_accumulate
+        opt.attach_step_hook(record)
+        return step
+
+    def privacy(self, steps: int) -> dict[str, Any]:
+        return self.inner.privacy(steps)
+
+    def settings(self) -> dict[str, Any]:
+        return self.inner.settings()
+
+    def artifacts(self) -> dict[str, Any]:
+        return self.inner.artifacts()
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(getattr(self.inner, "warnings", []) or [])
+
+    def scores(self) -> np.ndarray:
+        if self.released_sum is None:
+            raise PrivtoolError("the audit run released no gradient; nothing to score")
+        return self.canaries.scores(self.released_sum)
