@@ -96,6 +96,8 @@ class RunScores:
 def _recipe(target: Any, cfg: AuditConfig, run: int, device: Any) -> Any:
     train = target.params.train
     changes: dict[str, Any] = {"seed": train.seed + run, "device": str(device)}
+    if target.epoch is not None:  # RUN@N: the recipe up to that checkpoint
+        changes["epochs"] = int(target.epoch)
     if cfg.canary == "gradient" and train.grad_sample_mode == "ghost":
         changes["grad_sample_mode"] = "hooks"  # per-sample rows to hold the canaries; same noise
     return replace(train, **changes)
@@ -219,4 +221,45 @@ def estimate(runs: list[RunScores], cfg: AuditConfig, *, delta: float) -> dict[s
                                              np.stack([r.member for r in runs]),
                                              confidence=cfg.confidence, delta=delta,
                                              one_sided=not cfg.two_sided)
+    return out
+
+
+def summarize(target: Any, cfg: AuditConfig, runs: list[RunScores],
+              estimates: dict[str, Any]) -> dict[str, Any]:
+    """audit.json: the sandwich (headline: the one-run ε_lb of run 0 and that run's accounted
+    ε at the same δ), every estimator, the canaries and the runs."""
+    from privtool.mechanisms import MECHANISMS
+
+    first, one = runs[0], estimates["one_run"]
+    accounted = first.accounted_epsilon
+    out: dict[str, Any] = {
+        "canary": cfg.canary, "direction": cfg.direction if cfg.canary == "gradient" else None,
+        "canaries": cfg.canaries, "canaries_in": int(first.member.sum()), "runs": len(runs),
+        "confidence": cfg.confidence, "delta": first.delta, "two_sided": cfg.two_sided,
+        "epsilon_lb": one["epsilon_lb"],
+        "epsilon_lb_estimator": "one run (Steinke, Nasr & Jagielski 2023)",
+        "epsilon_lb_one_run": one["epsilon_lb"], "guesses": one["guesses"],
+        "correct": one["correct"], "epsilon_accounted": accounted,
+        "relation": MECHANISMS.get(target.mechanism).relation,
+        "sandwich_holds": accounted is None or one["epsilon_lb"] <= accounted,
+        "target_mechanism": target.mechanism, "target_dir": str(target.dir),
+        "target_epoch": target.epoch, "target_epsilon": target.privacy.get("epsilon"),
+        "test_accuracy": first.test_accuracy, "steps": first.steps,
+        "sample_rate": first.sample_rate, "n_train_with_canaries": first.n_train,
+        "audit_seconds": round(sum(r.seconds for r in runs), 3),
+        "estimators": estimates,
+        "runs_detail": [{"run": i, "epsilon_accounted": r.accounted_epsilon,
+                         "canaries_in": int(r.member.sum()), "n_train": r.n_train,
+                         "test_accuracy": r.test_accuracy, "seconds": round(r.seconds, 3)}
+                        for i, r in enumerate(runs)],
+    }
+    if first.appearances is not None:
+        out["mean_appearances_in"] = float(first.appearances[first.member].mean())
+    if "many_runs" in estimates:
+        many = estimates["many_runs"]
+        worst = [r.accounted_epsilon for r in runs]
+        out["epsilon_lb_clopper_pearson"] = many["epsilon_lb_clopper_pearson"]
+        out["epsilon_lb_gdp"] = many["epsilon_lb_gdp"]
+        out["epsilon_accounted_max_over_runs"] = (None if any(e is None for e in worst)
+                                                  else max(worst))
     return out
