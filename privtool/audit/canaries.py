@@ -22,8 +22,8 @@ Canary kinds:
   ``shadow``), with a random wrong label a (in) and a second wrong label b (the twin). Score =
   loss(x, b) − loss(x, a) on the trained model: a memorised canary has a low loss on a.
 - ``gradient`` (white box; Nasr et al. 2023, Steinke et al. 2023 §6): a vector c of norm C (the
-  clipping bound) that is a Dirac at one parameter coordinate (distinct coordinates) or a
-  uniformly random direction, substituted as the per-sample gradient of its slot in every step
+  clipping bound) that is a Dirac at one parameter coordinate (distinct coordinates, the
+  quietest under real data: :func:`gradient_activity`) or a uniformly random direction, substituted as the per-sample gradient of its slot in every step
   that samples the slot, before the mechanism clips / normalises, sums and noises (Opacus'
   ``p.grad_sample`` rows, read by the Gaussian and the VMF optimizers alike). Score =
   Σ_t ⟨c, g_t⟩ over the released (noised, averaged) gradients g_t = ⟨c, Σ_t g_t⟩.
@@ -108,7 +108,8 @@ class GradientCanaries:
     Diracs at distinct random coordinates, or uniformly random directions (regenerated from a
     per-canary seed, so no M × d matrix is held)."""
 
-    def __init__(self, m: int, dim: int, *, norm: float, direction: str, seed: int) -> None:
+    def __init__(self, m: int, dim: int, *, norm: float, direction: str, seed: int,
+                 activity: np.ndarray | None = None) -> None:
         if direction not in DIRECTIONS:
             raise PrivtoolError(f"audit.direction={direction!r} is not allowed: "
                                 f"{' or '.join(DIRECTIONS)}")
@@ -116,7 +117,10 @@ class GradientCanaries:
             raise PrivtoolError(f"{m} Dirac canaries need as many distinct coordinates; the "
                                 f"model has {dim} parameters; lower --canaries")
         self.m, self.dim, self.norm, self.direction, self.seed = m, dim, float(norm), direction, seed
-        self.coords = np.random.default_rng([seed, 18]).choice(dim, size=m, replace=False)
+        order = np.random.default_rng([seed, 18]).permutation(dim)  # random tie-break
+        if activity is not None:  # the quietest coordinates first
+            order = order[np.argsort(np.asarray(activity)[order], kind="stable")]
+        self.coords = order[:m]
 
     def rows(self, ids: np.ndarray, signs: np.ndarray, device: Any, dtype: Any) -> Any:
         """(len(ids), dim) canary gradients, canary ``ids[j]`` times ``signs[j]``."""
@@ -147,6 +151,28 @@ class GradientCanaries:
             return (self.norm * flat[torch.from_numpy(self.coords)]).numpy()
         return np.array([float(self._random(i, "cpu", torch.float64) @ flat)
                          for i in range(self.m)])
+
+
+def gradient_activity(model: Any, x: Any, y: Any, *, batches: int = 8,
+                      batch_size: int = 64) -> np.ndarray:
+    """Per parameter coordinate, the largest |mini-batch gradient| of ``model`` over a few
+    batches of (x, y): Dirac canaries go where real gradients are quietest (weights of always-
+    blank pixels, dead units), so the real data's updates do not drown them. Computed on data
+    the run does not train on, before training; it never sees the canaries' coins, so the
+    one-run theorem's independence holds."""
+    import torch
+    import torch.nn.functional as F
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    act = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)
+    was = model.training
+    model.eval()
+    for i in range(0, min(len(x), batches * batch_size), batch_size):
+        grads = torch.autograd.grad(F.cross_entropy(model(x[i:i + batch_size]),
+                                                    y[i:i + batch_size]), params)
+        act = torch.maximum(act, torch.cat([g.reshape(-1) for g in grads]).abs().double().cpu())
+    model.train(was)
+    return act.numpy()
 
 
 class CanaryMechanism(Mechanism):

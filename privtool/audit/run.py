@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from privtool.audit.canaries import (CanaryMechanism, GradientCanaries, check_supported,
-                                     draw_inclusion, input_canaries, input_scores, replaces)
+                                     draw_inclusion, gradient_activity, input_canaries,
+                                     input_scores, replaces)
 from privtool.audit.estimators import epsilon_many_runs, epsilon_one_run
 from privtool.errors import PrivtoolError
 
@@ -35,7 +36,7 @@ class AuditConfig:
     guesses: int | None = None   # k; null: the best of a grid, with a union bound over it
     two_sided: bool = False      # also guess "out" for the lowest scores
     direction: str = "dirac"     # gradient canaries: dirac | random
-    split: str = "shadow"        # input canaries: the split their images come from
+    split: str = "shadow"        # input canaries: their images; dirac: where quiet coords are measured
     seed: int = 0                # canary choice and inclusion coins
     device: str = "auto"
     workers: int = 0             # processes for runs > 1 (0: one per CPU core)
@@ -138,8 +139,13 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
         y_all = torch.cat([y_tr, tensor(slot_label, torch.int64)])
     else:
         dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        activity = None
+        if cfg.direction == "dirac":
+            pool = splits.get(cfg.split, splits["test"])
+            model.to(device)
+            activity = gradient_activity(model, tensor(data.x[pool]), tensor(data.y[pool]))
         grads = GradientCanaries(m, dim, norm=train.max_grad_norm, direction=cfg.direction,
-                                 seed=cfg.seed)
+                                 seed=cfg.seed, activity=activity)
         # a slot's image only carries its place in the batch: its gradient row is replaced
         x_all = torch.cat([x_tr, x_tr[:1].expand(len(slot_canary), *x_tr.shape[1:])])
         y_all = torch.cat([y_tr, y_tr[:1].expand(len(slot_canary))])
