@@ -29,7 +29,9 @@ independent trials, so the Clopper–Pearson bounds on FPR/FNR of any threshold 
 (:func:`privtool.attacks.audit.epsilon_lower_bound`, Bonferroni over the ROC hull) and the
 Gaussian-DP fit of Nasr et al. 2023 (μ = Φ⁻¹(1 − FPR_u) − Φ⁻¹(FNR_u) over thresholds,
 Bonferroni over 2·|hull|; ε from μ-GDP at δ by Dong, Roth & Su 2019, Cor. 2.13) is a second
-bound. With M canaries per run, each canary is its own audit and the reported bound is the
+bound — a bound only under Nasr et al.'s assumption that the mechanism's trade-off curve is
+Gaussian (true of DP-SGD's Gaussian noise in the many-step limit; not of, e.g., randomized
+response, where it can exceed the true ε). The Clopper–Pearson bound assumes nothing. With M canaries per run, each canary is its own audit and the reported bound is the
 largest, each tested at significance (1 − confidence)/M (union bound), so it too holds at
 ``confidence``. Canaries of one run are not independent trials of each other, so pooling them
 into one Clopper–Pearson interval would not be sound; it is never done here.
