@@ -36,6 +36,7 @@ class AuditConfig:
     guesses: int | None = None   # k; null: the best of a grid, with a union bound over it
     two_sided: bool = False      # also guess "out" for the lowest scores
     direction: str = "dirac"     # gradient canaries: dirac | random
+    score: str = "sum"           # gradient canaries: sum (Σ_t ⟨c, g_t⟩) | spikes (per-step LR, dirac)
     split: str = "shadow"        # input canaries: their images; dirac: where quiet coords are measured
     seed: int = 0                # canary choice and inclusion coins
     device: str = "auto"
@@ -58,6 +59,7 @@ class AuditConfig:
              "guesses", "null (a grid) or an integer in [1, audit.canaries]")
         need(isinstance(self.two_sided, bool), "two_sided", "true or false")
         need(self.direction in ("dirac", "random"), "direction", "dirac or random")
+        need(self.score in ("sum", "spikes"), "score", "sum or spikes")
         need(isinstance(self.split, str) and self.split != "train", "split",
              "a split the run does not train on (shadow, public, test)")
         need(count(self.seed), "seed", "an integer")
@@ -92,6 +94,7 @@ class RunScores:
     n_train: int
     seconds: float
     appearances: np.ndarray | None = None
+    per_step: np.ndarray | None = None  # Dirac canaries: ⟨c_i, g_t⟩, steps × canaries
 
 
 def _recipe(target: Any, cfg: AuditConfig, run: int, device: Any) -> Any:
@@ -158,19 +161,21 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
     outcome = train_model(train, model, x_all, y_all, tensor(data.x[te]), tensor(data.y[te]),
                           device=device, progress=progress, make_mechanism=make_mechanism)
     seconds = time.perf_counter() - t0
-    appearances = None
+    appearances = per_step = None
     if cfg.canary == "input":
         scores = input_scores(outcome.model, tensor(data.x[idx]), tensor(lab_in, torch.int64),
                               tensor(lab_twin, torch.int64), train.eval_batch_size)
     else:
-        scores = outcome.mechanism.scores()
+        scores = outcome.mechanism.scores(cfg.score)
         appearances = outcome.mechanism.appearances
+        per_step = np.stack(outcome.mechanism.per_step) if outcome.mechanism.per_step else None
     met = outcome.metrics
     return RunScores(scores=scores, member=member, accounted_epsilon=met.get("epsilon"),
                      delta=met.get("delta") if met.get("delta") is not None else train.delta,
                      test_accuracy=float(met["test_accuracy"]), steps=int(met["steps"]),
                      sample_rate=float(met.get("sample_rate", float("nan"))),
-                     n_train=int(met["n_train"]), seconds=seconds, appearances=appearances)
+                     n_train=int(met["n_train"]), seconds=seconds, appearances=appearances,
+                     per_step=per_step)
 
 
 def _run_job(job: dict[str, Any]) -> RunScores:
@@ -240,6 +245,7 @@ def summarize(target: Any, cfg: AuditConfig, runs: list[RunScores],
     accounted = first.accounted_epsilon
     out: dict[str, Any] = {
         "canary": cfg.canary, "direction": cfg.direction if cfg.canary == "gradient" else None,
+        "score": cfg.score if cfg.canary == "gradient" else "loss(x, b) - loss(x, a)",
         "canaries": cfg.canaries, "canaries_in": int(first.member.sum()), "runs": len(runs),
         "confidence": cfg.confidence, "delta": first.delta, "two_sided": cfg.two_sided,
         "epsilon_lb": one["epsilon_lb"],

@@ -35,8 +35,11 @@ def run(target_spec: str, out: str | Path, raw_params: dict[str, Any], *,
     report = summarize(target, cfg, runs, estimate(runs, cfg, delta=delta))
     with staged_dir(out) as tmp:
         (tmp / "audit.json").write_text(dumps(report))
+        extra = {}
+        if runs[0].per_step is not None and runs[0].per_step.size <= 5_000_000:
+            extra["per_step_run0"] = runs[0].per_step.astype(np.float32)  # ⟨c_i, g_t⟩
         np.savez(tmp / "scores.npz", scores=np.stack([r.scores for r in runs]),
-                 member=np.stack([r.member for r in runs]))
+                 member=np.stack([r.member for r in runs]), **extra)
         plot_scores(tmp / "scores.png", runs[0].scores, runs[0].member,
                     title=f"{cfg.canary} canaries, {target.mechanism}: ε_lb "
                           f"{report['epsilon_lb']:.3g} ≤ accounted "
