@@ -75,9 +75,10 @@ def test_gaussian_audit_writes_the_sandwich(runs, tmp_path):
     assert m["epsilon_accounted"] == pytest.approx(2.0, rel=0.02)  # the recipe's ε target, re-solved
     assert m["delta"] == run["delta"] and m["confidence"] == 0.95
     assert m["sandwich_holds"] and m["epsilon_lb"] <= m["epsilon_accounted"]
-    # the audit run sees n + M_in records and its own sampling rate
-    assert m["n_train_with_canaries"] == run["n_train"] + m["canaries_in"]
-    assert m["sample_rate"] == pytest.approx(64 / m["n_train_with_canaries"])
+    # the schedule is that of n + M slots (fixed before the coins); n + M_in records are present
+    assert m["n_train_with_canaries"] == run["n_train"] + 200
+    assert m["records_present"] == run["n_train"] + m["canaries_in"]
+    assert m["sample_rate"] == pytest.approx(64 / (run["n_train"] + 200))
     doc = json.loads((out / "audit.json").read_text())
     assert doc["estimators"]["one_run"]["epsilon_lb"] == m["epsilon_lb"]
     with np.load(out / "scores.npz") as z:
@@ -92,7 +93,7 @@ def test_vmf_canaries_have_antipodal_twins(runs, tmp_path):
     m = json.loads(res.stdout)
     run = json.loads((runs / "vmf" / "metrics.json").read_text())
     assert m["relation"] == "replace one record"
-    assert m["n_train_with_canaries"] == run["n_train"] + 100  # every slot present
+    assert m["records_present"] == m["n_train_with_canaries"] == run["n_train"] + 100  # twins
     assert m["epsilon_lb"] > 0.5  # κ = 10⁵: the directions come through nearly intact
     assert m["sandwich_holds"] and "epsilon_lb_clopper_pearson" in m and "epsilon_lb_gdp" in m
 

@@ -3,9 +3,9 @@
 The one-run design (Steinke, Nasr & Jagielski 2023): M canaries, each *included*
 independently with probability ½. A canary is one record of the audit run's training set and
 is sampled like every other record by the run's own sampler (Poisson for ``gaussian``,
-fixed-size without replacement for ``vmf``, shuffled epochs for ``none``), so the audit run's
-accountant, which is computed for that training set (n + the canary slots records), covers
-each canary exactly as it covers a real record. The audit never changes how the mechanism adds
+fixed-size without replacement for ``vmf``, shuffled epochs for ``none``) over n + M slots whose
+schedule (rate, steps, σ or κ) is fixed before the coins are drawn (:class:`CanaryMechanism`),
+so the audit run's accountant covers each canary exactly as it covers a real record. The audit never changes how the mechanism adds
 noise; it only adds records.
 
 What "not included" means follows the mechanism's neighbouring relation, so that flipping one
@@ -176,25 +176,34 @@ def gradient_activity(model: Any, x: Any, y: Any, *, batches: int = 8,
 
 
 class CanaryMechanism(Mechanism):
-    """The run's own mechanism with gradient canaries in slots n, n+1, …: batches come from the
-    mechanism's sampler over n + slots records; a slot's per-sample gradient row (its
-    placeholder image's) is replaced by its canary before the optimizer privatizes the batch;
-    the released gradients are summed for scoring. Accounting, noise, clipping, sampling and
-    settings are the wrapped mechanism's own."""
+    """The run's own mechanism over n real records plus M canary slots (rows n … n+M−1).
 
-    def __init__(self, cfg: Any, schedule: Schedule, *, n_real: int, slot_canary: np.ndarray,
-                 slot_sign: np.ndarray, canaries: GradientCanaries) -> None:
+    The schedule — hence the sampling rate, the step count and any σ / κ solved for an ε
+    target — is that of all n + M slots, fixed before the coins are drawn, so it never depends
+    on which canaries are in. Batches come from the mechanism's own sampler; under add/remove
+    an excluded canary's slot is *absent*: it is dropped from every batch that draws it, which
+    for Poisson sampling is exactly Poisson sampling of the dataset without it. Under
+    replace-one every slot is present (the excluded canary's twin). Gradient canaries: a
+    slot's per-sample gradient row (its placeholder image's) is replaced by its canary (or the
+    negated canary for a twin) before the optimizer privatizes the batch, and the released
+    gradients are summed for scoring. Accounting, noise, clipping and settings are the wrapped
+    mechanism's own."""
+
+    def __init__(self, cfg: Any, schedule: Schedule, *, n_real: int, member: np.ndarray,
+                 twin: bool, canaries: GradientCanaries | None = None) -> None:
         self.inner = MECHANISMS.get(cfg.mech)(cfg, schedule)
         super().__init__(cfg, self.inner.schedule)
         self.name = self.inner.name  # type: ignore[misc]
         self.relation = self.inner.relation  # type: ignore[misc]
         self.epsilon_key = self.inner.epsilon_key
-        self.n_real, self.slot_canary, self.slot_sign = n_real, slot_canary, slot_sign
+        self.n_real, self.member, self.twin = n_real, np.asarray(member, bool), twin
+        self.present = np.ones_like(self.member) if twin else self.member
+        self.sign = np.where(self.member, 1.0, -1.0)
         self.canaries = canaries
         self.released_sum: Any = None
         #: Dirac canaries: ⟨c_i, g_t⟩ per step t (rows) and canary i, for per-step scores
         self.per_step: list[np.ndarray] = []
-        self.appearances = np.zeros(canaries.m, dtype=np.int64)
+        self.appearances = np.zeros(len(self.member), dtype=np.int64)
         self._rows = np.zeros(0, dtype=np.int64)  # batch rows holding a canary slot
         self._slots = np.zeros(0, dtype=np.int64)
 
@@ -206,15 +215,21 @@ class CanaryMechanism(Mechanism):
 
     def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         for idx in self.inner.batches(epoch, rng):
+            slot = idx >= self.n_real
+            keep = ~slot
+            keep[slot] = self.present[idx[slot] - self.n_real]
+            idx = idx[keep]
             self._rows = np.flatnonzero(idx >= self.n_real)
             self._slots = idx[self._rows] - self.n_real
-            np.add.at(self.appearances, self.slot_canary[self._slots], 1)
+            np.add.at(self.appearances, self._slots, 1)
             yield idx
 
     def make_stepper(self, model: Any, optimizer: Any, generator: Any) -> Stepper:
         import torch
 
         step = self.inner.make_stepper(model, optimizer, generator)
+        if self.canaries is None:  # input canaries: records like any other
+            return step
         opt = getattr(step, "optimizer", None)
         if opt is None or not hasattr(opt, "clip_and_accumulate"):
             raise PrivtoolError(f"gradient canaries need an Opacus DP optimizer; {self.name!r} "
@@ -227,7 +242,7 @@ class CanaryMechanism(Mechanism):
 
         def clip_and_accumulate() -> None:
             if len(self._rows):
-                rows = self.canaries.rows(self.slot_canary[self._slots], self.slot_sign[self._slots],
+                rows = self.canaries.rows(self._slots, self.sign[self._slots],
                                           params[0].device, params[0].dtype)
                 pos = torch.from_numpy(self._rows).to(params[0].device)
                 for p, part in zip(params, torch.split(rows, sizes, dim=1)):
@@ -262,8 +277,8 @@ class CanaryMechanism(Mechanism):
     def scores(self, kind: str = "sum") -> np.ndarray:
         """Every canary's score: ``sum`` = ⟨c, Σ_t g_t⟩; ``spikes`` (Dirac only) =
         :func:`spike_scores` of the per-step projections."""
-        if self.released_sum is None:
-            raise PrivtoolError("the audit run released no gradient; nothing to score")
+        if self.canaries is None or self.released_sum is None:
+            raise PrivtoolError("the audit run released no gradient canary; nothing to score")
         if kind == "spikes":
             if not self.per_step:
                 raise PrivtoolError("audit.score=spikes needs Dirac canaries (audit.direction="

@@ -1,9 +1,11 @@
 """Audit a training run: re-train its recipe with canaries, score them, bound ε from below.
 
 ``audit(target, cfg)`` re-trains the target's recipe — its data, splits, model, mechanism and
-``train:`` settings as recorded in its meta.json (a ``train.epsilon`` target is solved again for
-the audit run's own training set) — on the n training records plus the canary slots
-(:mod:`privtool.audit.canaries`), ``audit.runs`` times with independent canary coins and
+``train:`` settings as recorded in its meta.json — on the n training records plus M canary
+slots (:mod:`privtool.audit.canaries`): the schedule (sampling rate b/(n + M), steps, and σ or κ
+solved again for a ``train.epsilon`` target) is that of all n + M slots, fixed before the coins
+are drawn; under add/remove an excluded canary's slot is empty, under replace-one it holds the
+canary's twin. ``audit.runs`` runs with independent canary coins and
 training seeds ``train.seed + r``. Every run's accountant gives the accounted (upper) ε of that
 run at the run's δ; the estimators (:mod:`privtool.audit.estimators`) give the audited (lower)
 ε at ``audit.confidence`` and the same δ. The one-run bound uses run 0; with ``runs > 1`` the
@@ -95,6 +97,7 @@ class RunScores:
     seconds: float
     appearances: np.ndarray | None = None
     per_step: np.ndarray | None = None  # Dirac canaries: ⟨c_i, g_t⟩, steps × canaries
+    records: int = 0  # records present: n + M_in (add/remove) or n + M (replace-one twins)
 
 
 def _recipe(target: Any, cfg: AuditConfig, run: int, device: Any) -> Any:
@@ -121,8 +124,6 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
     m = cfg.canaries
     member = draw_inclusion(m, cfg.seed * 1_000_003 + run)
     twin = replaces(train.mech)
-    slot_canary = np.arange(m) if twin else np.flatnonzero(member)
-    slot_sign = np.where(member[slot_canary], 1.0, -1.0)
 
     def tensor(a: np.ndarray, dtype: Any = None) -> Any:
         return torch.as_tensor(a, dtype=dtype).to(device)
@@ -131,15 +132,14 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
     x_tr, y_tr = tensor(data.x[tr]), tensor(data.y[tr])
     seed_everything(train.seed)
     model = build_model(train.model, data.shape, data.n_classes)
-    make_mechanism = None
+    grads = None
     if cfg.canary == "input":
         if cfg.split not in splits:
             raise PrivtoolError(f"audit.split={cfg.split!r} is not a split of this run; it has "
                                 f"{', '.join(k for k in splits if k != 'train')}")
         idx, lab_in, lab_twin = input_canaries(data.y, splits[cfg.split], m, data.n_classes, cfg.seed)
-        slot_label = np.where(member, lab_in, lab_twin)[slot_canary]
-        x_all = torch.cat([x_tr, tensor(data.x[idx[slot_canary]])])
-        y_all = torch.cat([y_tr, tensor(slot_label, torch.int64)])
+        x_all = torch.cat([x_tr, tensor(data.x[idx])])
+        y_all = torch.cat([y_tr, tensor(np.where(member, lab_in, lab_twin), torch.int64)])
     else:
         dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
         activity = None
@@ -150,24 +150,24 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
         grads = GradientCanaries(m, dim, norm=train.max_grad_norm, direction=cfg.direction,
                                  seed=cfg.seed, activity=activity)
         # a slot's image only carries its place in the batch: its gradient row is replaced
-        x_all = torch.cat([x_tr, x_tr[:1].expand(len(slot_canary), *x_tr.shape[1:])])
-        y_all = torch.cat([y_tr, y_tr[:1].expand(len(slot_canary))])
+        x_all = torch.cat([x_tr, x_tr[:1].expand(m, *x_tr.shape[1:])])
+        y_all = torch.cat([y_tr, y_tr[:1].expand(m)])
 
-        def make_mechanism(c: Any, schedule: Any) -> Any:
-            return CanaryMechanism(c, schedule, n_real=len(tr), slot_canary=slot_canary,
-                                   slot_sign=slot_sign, canaries=grads)
+    def make_mechanism(c: Any, schedule: Any) -> Any:
+        return CanaryMechanism(c, schedule, n_real=len(tr), member=member, twin=twin,
+                               canaries=grads)
     te = splits["test"]
     t0 = time.perf_counter()
     outcome = train_model(train, model, x_all, y_all, tensor(data.x[te]), tensor(data.y[te]),
                           device=device, progress=progress, make_mechanism=make_mechanism)
     seconds = time.perf_counter() - t0
-    appearances = per_step = None
+    per_step = None
+    appearances = outcome.mechanism.appearances
     if cfg.canary == "input":
         scores = input_scores(outcome.model, tensor(data.x[idx]), tensor(lab_in, torch.int64),
                               tensor(lab_twin, torch.int64), train.eval_batch_size)
     else:
         scores = outcome.mechanism.scores(cfg.score)
-        appearances = outcome.mechanism.appearances
         per_step = np.stack(outcome.mechanism.per_step) if outcome.mechanism.per_step else None
     met = outcome.metrics
     return RunScores(scores=scores, member=member, accounted_epsilon=met.get("epsilon"),
@@ -175,7 +175,7 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
                      test_accuracy=float(met["test_accuracy"]), steps=int(met["steps"]),
                      sample_rate=float(met.get("sample_rate", float("nan"))),
                      n_train=int(met["n_train"]), seconds=seconds, appearances=appearances,
-                     per_step=per_step)
+                     per_step=per_step, records=len(tr) + int(m if twin else member.sum()))
 
 
 def _run_job(job: dict[str, Any]) -> RunScores:
@@ -258,6 +258,7 @@ def summarize(target: Any, cfg: AuditConfig, runs: list[RunScores],
         "target_epoch": target.epoch, "target_epsilon": target.privacy.get("epsilon"),
         "test_accuracy": first.test_accuracy, "steps": first.steps,
         "sample_rate": first.sample_rate, "n_train_with_canaries": first.n_train,
+        "records_present": first.records,
         "audit_seconds": round(sum(r.seconds for r in runs), 3),
         "estimators": estimates,
         "runs_detail": [{"run": i, "epsilon_accounted": r.accounted_epsilon,
