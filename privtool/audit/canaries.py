@@ -183,10 +183,11 @@ class CanaryMechanism(Mechanism):
     on which canaries are in. Batches come from the mechanism's own sampler; under add/remove
     an excluded canary's slot is *absent*: it is dropped from every batch that draws it, which
     for Poisson sampling is exactly Poisson sampling of the dataset without it. Under
-    replace-one every slot is present (the excluded canary's twin). Gradient canaries: a
-    slot's per-sample gradient row (its placeholder image's) is replaced by its canary (or the
-    negated canary for a twin) before the optimizer privatizes the batch, and the released
-    gradients are summed for scoring. Accounting, noise, clipping and settings are the wrapped
+    replace-one every slot is present (the excluded canary's twin). Gradient canaries: the
+    batch's sampled slots are appended as per-sample gradient rows (the canary, or the negated
+    canary for a twin) to Opacus' ``p.grad_sample`` before the optimizer privatizes the batch —
+    their placeholder images are never forwarded — and the released gradients are summed for
+    scoring. Accounting, noise, clipping and settings are the wrapped
     mechanism's own."""
 
     def __init__(self, cfg: Any, schedule: Schedule, *, n_real: int, member: np.ndarray,
@@ -204,8 +205,7 @@ class CanaryMechanism(Mechanism):
         #: Dirac canaries: ⟨c_i, g_t⟩ per step t (rows) and canary i, for per-step scores
         self.per_step: list[np.ndarray] = []
         self.appearances = np.zeros(len(self.member), dtype=np.int64)
-        self._rows = np.zeros(0, dtype=np.int64)  # batch rows holding a canary slot
-        self._slots = np.zeros(0, dtype=np.int64)
+        self._slots = np.zeros(0, dtype=np.int64)  # canary slots of the current batch
 
     def prepare(self, x_train: Any, y_train: Any) -> None:
         self.inner.prepare(x_train, y_train)
@@ -219,10 +219,16 @@ class CanaryMechanism(Mechanism):
             keep = ~slot
             keep[slot] = self.present[idx[slot] - self.n_real]
             idx = idx[keep]
-            self._rows = np.flatnonzero(idx >= self.n_real)
-            self._slots = idx[self._rows] - self.n_real
+            if self.canaries is None:  # input canaries: their slots are real images
+                np.add.at(self.appearances, idx[idx >= self.n_real] - self.n_real, 1)
+                yield idx
+                continue
+            # gradient canaries: their rows are appended to the batch's per-sample gradients,
+            # so no placeholder image is forwarded (a step with no real record releases noise
+            # only and skips its canaries: probability (1 − q)^n)
+            self._slots = idx[idx >= self.n_real] - self.n_real
             np.add.at(self.appearances, self._slots, 1)
-            yield idx
+            yield idx[idx < self.n_real]
 
     def make_stepper(self, model: Any, optimizer: Any, generator: Any) -> Stepper:
         import torch
@@ -241,14 +247,13 @@ class CanaryMechanism(Mechanism):
                   if self.canaries.direction == "dirac" else None)
 
         def clip_and_accumulate() -> None:
-            if len(self._rows):
+            if len(self._slots):
                 rows = self.canaries.rows(self._slots, self.sign[self._slots],
                                           params[0].device, params[0].dtype)
-                pos = torch.from_numpy(self._rows).to(params[0].device)
+                k = len(self._slots)
                 for p, part in zip(params, torch.split(rows, sizes, dim=1)):
                     gs = opt._get_flat_grad_sample(p)
-                    gs[pos] = part.reshape(len(pos), *p.shape).to(gs.dtype)
-                    p.grad_sample = gs
+                    p.grad_sample = torch.cat([gs, part.reshape(k, *p.shape).to(gs.dtype)])
             original()
 
         def record(o: Any) -> None:

@@ -149,7 +149,7 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
             activity = gradient_activity(model, tensor(data.x[pool]), tensor(data.y[pool]))
         grads = GradientCanaries(m, dim, norm=train.max_grad_norm, direction=cfg.direction,
                                  seed=cfg.seed, activity=activity)
-        # a slot's image only carries its place in the batch: its gradient row is replaced
+        # slot rows only size the schedule (n + M): their images are never forwarded
         x_all = torch.cat([x_tr, x_tr[:1].expand(m, *x_tr.shape[1:])])
         y_all = torch.cat([y_tr, y_tr[:1].expand(m)])
 
