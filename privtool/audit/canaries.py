@@ -153,8 +153,8 @@ class GradientCanaries:
                          for i in range(self.m)])
 
 
-def gradient_activity(model: Any, x: Any, y: Any, *, batches: int = 8,
-                      batch_size: int = 64) -> np.ndarray:
+def gradient_activity(model: Any, x: Any, y: Any, *, batches: int = 32,
+                      batch_size: int = 128) -> np.ndarray:
     """Per parameter coordinate, the largest |mini-batch gradient| of ``model`` over a few
     batches of (x, y): Dirac canaries go where real gradients are quietest (weights of always-
     blank pixels, dead units), so the real data's updates do not drown them. Computed on data
@@ -305,6 +305,9 @@ def spike_scores(z: np.ndarray, rate: float, window: int = 10) -> np.ndarray:
     drift. It never sees the coins; σ̂ pools all canaries alike."""
     z = np.asarray(z, dtype=np.float64)
     t = z.shape[0]
+    window = max(1, min(window, (t - 1) // 2))  # 'same' convolution needs 2w + 1 <= steps
+    if t < 3:
+        raise PrivtoolError("audit.score=spikes needs at least 3 steps; use audit.score=sum")
     kernel = np.ones(2 * window + 1)
     kernel[window] = 0.0
     counts = np.convolve(np.ones(t), kernel, mode="same")[:, None]
