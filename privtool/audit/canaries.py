@@ -134,6 +134,24 @@ class GradientCanaries:
                 out[j] = s * self._random(int(i), device, dtype)
         return out
 
+    def clipped_sum(self, ids: np.ndarray, signs: np.ndarray, max_norm: float, device: Any,
+                    dtype: Any) -> Any:
+        """Σ_j clip(signs[j]·c_ids[j]) as one flat vector, clipped exactly as Opacus' flat
+        clipping does (factor min(1, C/(‖c‖ + 10⁻⁶))): what appending the rows would add to
+        the clipped sum, without materialising a (rows × d) matrix."""
+        import torch
+
+        factor = min(1.0, max_norm / (self.norm + 1e-6))
+        out = torch.zeros(self.dim, device=device, dtype=torch.float64)
+        if self.direction == "dirac":
+            coords = torch.from_numpy(self.coords[ids]).to(device)
+            out[coords] = torch.as_tensor(signs * self.norm * factor, dtype=torch.float64,
+                                          device=device)
+        else:
+            for i, sg in zip(ids, signs):
+                out += sg * factor * self._random(int(i), device, torch.float64)
+        return out.to(dtype)
+
     def _random(self, i: int, device: Any, dtype: Any) -> Any:
         import torch
 
@@ -246,7 +264,28 @@ class CanaryMechanism(Mechanism):
         coords = (torch.from_numpy(self.canaries.coords).to(params[0].device)
                   if self.canaries.direction == "dirac" else None)
 
-        def clip_and_accumulate() -> None:
+        def record(o: Any) -> None:
+            flat = torch.cat([p.grad.detach().reshape(-1) for p in params]).double()
+            self.released_sum = flat if self.released_sum is None else self.released_sum + flat
+            if coords is not None:
+                self.per_step.append((self.canaries.norm * flat[coords]).cpu().numpy())
+
+        if type(opt).__name__ == "DPOptimizer":  # Opacus' flat clipping (Gaussian): add the
+            # canaries' clipped sum directly — the same sum as appending their rows
+            def clip_and_accumulate() -> None:
+                original()
+                if len(self._slots):
+                    flat = self.canaries.clipped_sum(self._slots, self.sign[self._slots],
+                                                     opt.max_grad_norm, params[0].device,
+                                                     params[0].dtype)
+                    for p, part in zip(params, torch.split(flat, sizes)):
+                        p.summed_grad = p.summed_grad + part.view_as(p)
+
+            opt.clip_and_accumulate = clip_and_accumulate
+            opt.attach_step_hook(record)
+            return step
+
+        def clip_and_accumulate() -> None:  # other optimizers (VMF): per-sample rows
             if len(self._slots):
                 rows = self.canaries.rows(self._slots, self.sign[self._slots],
                                           params[0].device, params[0].dtype)
@@ -255,12 +294,6 @@ class CanaryMechanism(Mechanism):
                     gs = opt._get_flat_grad_sample(p)
                     p.grad_sample = torch.cat([gs, part.reshape(k, *p.shape).to(gs.dtype)])
             original()
-
-        def record(o: Any) -> None:
-            flat = torch.cat([p.grad.detach().reshape(-1) for p in params]).double()
-            self.released_sum = flat if self.released_sum is None else self.released_sum + flat
-            if coords is not None:
-                self.per_step.append((self.canaries.norm * flat[coords]).cpu().numpy())
 
         opt.clip_and_accumulate = clip_and_accumulate
         opt.attach_step_hook(record)
