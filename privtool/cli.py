@@ -184,6 +184,8 @@ def train(
         emit(metrics, as_json, f"privtool train → {target}")
         return
     checkpoints = metrics.pop("checkpoints", [])
+    metrics.pop("release", None)  # the table shows the flat fields; metrics.json has the split
+    metrics.pop("diagnostics", None)
     emit(metrics, as_json, f"privtool train → {target}")
     if checkpoints:
         _print_checkpoints(target, checkpoints)
@@ -220,6 +222,8 @@ def epsilon(
                                       help="poisson (add/remove unit) | fixed (replace unit)"),
     k_sub: int = typer.Option(1, "--k-sub", help="subclasses per class (subclass): sets "
                               "the record-level group size"),
+    n: Optional[int] = typer.Option(None, "--n", help="training records (gaussian, vmf): "
+                                    "refuse δ ≥ 1/n, warn above 1/(10n)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute ε from hyperparameters without training.
@@ -236,10 +240,39 @@ def epsilon(
 
     res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
                           noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
-                          parts=parts, n_units=units, unit_sampling=unit_sampling, k_sub=k_sub)
+                          parts=parts, n_units=units, unit_sampling=unit_sampling, k_sub=k_sub,
+                          n=n)
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
+    if res.get("delta_warning"):
+        err.print(f"[yellow]warning:[/] {res['delta_warning']}", highlight=False)
     emit(res, as_json, f"privtool epsilon --mech {mech}")
+
+
+@app.command()
+@handle_errors
+def export(
+    run: Path = typer.Argument(..., help="a train or select run directory"),
+    out_dir: Path = typer.Option(..., "--out", help="folder to write (replaced whole)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Copy only what a run releases (weights, ε fields, accountant.json) to share it.
+
+    Diagnostics computed on the private data without noise (train loss/accuracy, train gap,
+    unit sizes, units.npy, plots/curve.csv) and bookkeeping (splits, params, seeds) are left
+    out; the folder's meta.json lists them. See README "What ε covers".
+
+    Examples:
+
+      privtool export runs/g3 --out share/g3
+    """
+    from privtool.release import export_run
+
+    res = export_run(run, out_dir)
+    if res.get("warning"):
+        err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
+    err.print(f"wrote {out_dir}", highlight=False)
+    emit(res, as_json, f"privtool export {run} → {out_dir}")
 
 
 @app.command()
@@ -463,7 +496,11 @@ def select(
         STRATEGIES.get(cfg.strategy)
         dest = out_dir or Path("runs") / "select" / f"{cfg.strategy}-n{cfg.n_labeled}-{run_name}"
         metrics = stage.run(p, target, dest, progress=RichProgress(enabled=True))
+        _warn(metrics.pop("warnings", []))
         err.print(f"wrote {dest}", highlight=False)
+        if not as_json:
+            metrics.pop("release", None)  # metrics.json keeps the split; the table the fields
+            metrics.pop("diagnostics", None)
         emit(metrics, as_json, f"privtool select {cfg.strategy} → {dest}")
         return
     chosen = STRATEGIES.names() if cfg.curve.strategies == "all" else list(cfg.curve.strategies)
@@ -472,6 +509,7 @@ def select(
     dest = out_dir or Path("runs") / "select" / f"curve-{run_name}"
     metrics = stage.run_curve(p, target, dest, strategies=chosen, budgets=cfg.curve.budgets,
                               seeds=cfg.curve.seeds, progress=RichProgress(enabled=True))
+    _warn(metrics.pop("warnings", []))
     err.print(f"wrote {dest}; picture: {dest / 'curve.png'}", highlight=False)
     if as_json:
         emit(metrics, as_json, "")
@@ -497,7 +535,22 @@ def _print_curve(m: dict[str, Any]) -> None:
                 cell += f" ({pol[s][str(n)]:.0%} polluted)"
             cells.append(cell)
         table.add_row(s, "∞" if eps is None else f"{eps:.3g}", *cells)
+    whole = m.get("whole_curve_privacy")
+    if whole:
+        table.caption = (f"ε above: one cell. Whole curve, every private release composed: "
+                         f"ε = {_eps_text(whole.get('epsilon_composed'))}, δ = "
+                         f"{whole.get('delta_composed')} ({whole['n_private_releases']} "
+                         f"NearPrivate releases; {whole.get('composition')})")
     out.print(table)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _eps_text(e: Any) -> str:
+    return "∞" if e is None else f"{e:.4g}"
 
 
 @app.command()

@@ -82,6 +82,7 @@ class TrainConfig:
     unit_sampling: str = "poisson"   # class/subclass: poisson (add/remove unit) | fixed (replace)
     subclass_features: str = "pixels"  # subclass: k-means on pixels | embeddings (model.embed)
     checkpoint_every: int = 1        # keep checkpoints/epoch-N.pt every N epochs (+ the last); 0: none
+    noise_seed: str = "secret"       # secret: DP noise/sampling from os.urandom | from-seed: seed+1/+2
 
     def __post_init__(self) -> None:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "train.epochs", self.epochs,
@@ -124,6 +125,8 @@ class TrainConfig:
         _check(isinstance(self.checkpoint_every, int) and not isinstance(self.checkpoint_every, bool)
                and self.checkpoint_every >= 0, "train.checkpoint_every", self.checkpoint_every,
                "an integer >= 0 (0 keeps no per-epoch checkpoints)")
+        _check(self.noise_seed in ("secret", "from-seed"), "train.noise_seed", self.noise_seed,
+               "secret (noise drawn from the OS, for releases) or from-seed (reproducible)")
 
 
 def _num(v: Any) -> bool:

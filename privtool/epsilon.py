@@ -24,11 +24,33 @@ def steps_from(*, steps: int | None, epochs: float | None, sample_rate: float) -
     return int(round(epochs / sample_rate))
 
 
-def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None = None,
-                    epochs: float | None = None, delta: float = 1e-5,
-                    noise_multiplier: float | None = None, accountant: str = "rdp",
-                    kappa: float | None = None, parts: int = 1, n_units: int | None = None,
-                    unit_sampling: str = "poisson", k_sub: int = 1) -> dict[str, Any]:
+def compute_epsilon(mech: str, *, n: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Every ε field of ``mech`` for the given hyperparameters (see :func:`epsilon_fields`).
+
+    With the population known — ``n`` training records (gaussian, vmf) or ``n_units``
+    (class, subclass: unit-level DP) — δ ≥ 1/population is refused and δ > 1/(10·population)
+    adds ``delta_warning`` (:mod:`privtool.accounting.delta`)."""
+    from privtool.accounting.delta import check_delta
+
+    if n is not None and n < 1:
+        raise PrivtoolError(f"--n={n} is not allowed: an integer >= 1 (training records)")
+    unit = mech in ("class", "subclass")
+    population = kwargs.get("n_units") if unit else n
+    warning = None
+    if mech != "none" and population:
+        warning = check_delta(kwargs.get("delta", 1e-5), int(population),
+                              f"{mech} units" if unit else "training records", name="--delta")
+    out = epsilon_fields(mech, **kwargs)
+    if warning:
+        out["delta_warning"] = warning
+    return out
+
+
+def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = None,
+                   epochs: float | None = None, delta: float = 1e-5,
+                   noise_multiplier: float | None = None, accountant: str = "rdp",
+                   kappa: float | None = None, parts: int = 1, n_units: int | None = None,
+                   unit_sampling: str = "poisson", k_sub: int = 1) -> dict[str, Any]:
     """Every ε field of ``mech`` for the given hyperparameters."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
 

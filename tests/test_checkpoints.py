@@ -17,7 +17,7 @@ from privtool.errors import PrivtoolError
 
 runner = CliRunner()
 FAST = ["--dataset", "digits", "--model", "mlp", "--set", "train.batch_size=64",
-        "--device", "cpu"]
+        "--device", "cpu", "--set", "train.noise_seed=from-seed"]  # determinism checked
 
 
 def invoke(*args):

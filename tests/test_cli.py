@@ -11,7 +11,7 @@ from privtool.cli import app
 
 runner = CliRunner()
 FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2",
-        "--set", "train.batch_size=64"]
+        "--set", "train.batch_size=64", "--set", "train.noise_seed=from-seed"]
 
 
 def invoke(*args):

@@ -23,7 +23,8 @@ from privtool.models import build_model
 from privtool.stages import attack as attack_stage
 
 runner = CliRunner()
-FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--set", "train.batch_size=64"]
+FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--set", "train.batch_size=64",
+        "--set", "train.noise_seed=from-seed"]
 
 
 @pytest.fixture(scope="module")

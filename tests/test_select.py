@@ -48,7 +48,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("select") / "g3"
     res = invoke("train", "--mech", "gaussian", "--epsilon", 3, "--dataset", "mnist-5k",
                  "--model", "lenet", "--epochs", 4, "--device", "cpu", "--seed", 0,
-                 "--set", "train.checkpoint_every=1", "--out", out, "--json")
+                 "--set", "train.checkpoint_every=1", "--set", "train.noise_seed=from-seed",
+                 "--out", out, "--json")
     assert res.exit_code == 0, res.output
     return out, json.loads(res.stdout)
 
@@ -416,3 +417,28 @@ def test_select_params_are_validated():
         load_params(None, ["select.near_private.x=1"])
     with pytest.raises(PrivtoolError, match="select.pollution.fraction"):
         load_params(None, ["select.pollution.fraction=1.5"])
+
+
+def test_curve_composes_every_near_private_release_and_warns_of_later_checkpoints(run,
+                                                                                 tmp_path):
+    """Issue 22: 1 budget × 2 seeds of NearPrivate from epoch 2 of a 4-epoch run: two DP-PCA
+    and two support-count releases on the same private data, composed with the parent."""
+    out, metrics = run
+    res = invoke("select", "--strategy", "near-private,random", "--budgets", 5, "--seeds", 2,
+                 "--target", f"{out}@2", "--out", tmp_path / "c", "--json", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)
+    cp2 = next(c for c in metrics["checkpoints"] if c["epoch"] == 2)
+    whole = m["whole_curve_privacy"]
+    assert whole["n_private_releases"] == 2
+    assert m["epsilon"]["near-private"] == pytest.approx(cp2["epsilon"] + 1.0)  # one cell
+    assert whole["epsilon_basic"] == pytest.approx(cp2["epsilon"] + 2 * 1.0)
+    assert m["epsilon"]["near-private"] < m["epsilon_whole_curve"] <= whole["epsilon_basic"]
+    assert m["delta_whole_curve"] == pytest.approx(cp2["delta"] + 1e-5)  # PLD: one cell's δ
+    rows = (tmp_path / "c" / "plots" / "curve_summary.csv").read_text().splitlines()
+    assert "epsilon_whole_curve" in rows[0].split(",")
+    assert "later checkpoints (epochs 3, 4)" in res.stderr
+    # the final model has no later checkpoint: no warning
+    res = invoke("select", "--strategy", "random", "--target", out, "--n-labeled", 5,
+                 "--out", tmp_path / "f", "--json", "--device", "cpu")
+    assert res.exit_code == 0 and "warning" not in res.stderr

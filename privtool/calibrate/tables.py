@@ -145,6 +145,7 @@ def _base_fields(*, run: str, meta_sha256: str | None, stage: str, epoch: int | 
     f.update({k: m[k] for k in sorted(m) if k.startswith("epsilon") and
               not isinstance(m[k], (dict, list, str))})
     f["delta"] = m.get("delta")
+    f["noise"] = top.get("noise")  # how the DP noise was drawn (privtool.release)
     f["test_accuracy"] = m.get("test_accuracy")
     tops = [k for k in sorted(m) if "top10" in k or "top_10" in k]
     f["test_top10_accuracy"] = m.get(tops[0]) if tops else None
@@ -343,7 +344,7 @@ def runs_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
     top10 = any(r["test_top10_accuracy"] is not None for r in rows)
     cols = ["target", "series", "model", "dataset", "ε nominal", "test acc"]
     cols += ["top-10 acc"] if top10 else []
-    cols += ["train gap"]
+    cols += ["train gap (not private)"]
     keys: list[tuple[str, Score]] = []
     for name, kind in attacks:
         for s in SCORES[kind]:
@@ -366,7 +367,9 @@ def runs_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
                  note="Scores: membership AUC / TPR at 0.1 % FPR / empirical ε lower bound "
                       "(higher = more leakage); reconstruction SSIM mean (higher = more) and "
                       "MSE median (lower = more); inversion MIA distance (lower = more). "
-                      "`calibration.csv` / `.json` add each score's interval and attack dir.")
+                      "`calibration.csv` / `.json` add each score's interval and attack dir. "
+                      "Train gap is a diagnostic computed on the private training data "
+                      "without noise: not covered by ε, not private.")
 
 
 def epsilon_table(rows: Sequence[Row]) -> Table:
@@ -374,14 +377,15 @@ def epsilon_table(rows: Sequence[Row]) -> Table:
                    and k not in ("epsilon_nominal", "epsilon_nominal_source")
                    and not k.startswith("epsilon_lower_bound")
                    and not any(k.startswith(f"{a}_") for a in r.attacks)})
-    cols = ["target", "series", "ε nominal", "nominal from", *keys, "delta"]
+    cols = ["target", "series", "ε nominal", "nominal from", *keys, "delta", "noise"]
     body = [[r["target"], r["series"], r["epsilon_nominal"], r["epsilon_nominal_source"],
-             *[r[k] for k in keys], r["delta"]] for r in rows]
+             *[r[k] for k in keys], r["delta"], r["noise"]] for r in rows]
     return Table("epsilon", "Every ε field of each run, named by its kind", cols, body,
                  note="ε fields are not comparable across mechanisms: Gaussian `epsilon` is "
                       "(ε, δ)-DP of the whole run; VMF `epsilon_v_nominal` is paper 1's "
                       "per-update ε_V and `epsilon` its composed whole-run ε-DP; class/subclass "
-                      "ε is per unit (`epsilon_record` per record).")
+                      "ε is per unit (`epsilon_record` per record). ε holds only with secret "
+                      "noise: a `reproducible` run's noise follows from its recorded seed.")
 
 
 def _mean(vals: list[float]) -> float | None:
@@ -692,6 +696,8 @@ def source_record(a: Artifact) -> dict[str, Any]:
     sections = {"train": ("data", "train", "pretrain"), "select": ("select",),
                 "attack": ("attack",), "audit": ("audit",)}[a.stage]
     rec["settings"] = {k: a.params.get(k) for k in sections if k in a.params}
+    if a.stage in ("train", "select") and a.metrics.get("noise"):
+        rec["noise"] = a.metrics["noise"]  # secret or reproducible (privtool.release)
     return rec
 
 

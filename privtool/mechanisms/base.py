@@ -109,6 +109,10 @@ class Mechanism(ABC):
         """The noise and sampling settings to record in metrics.json."""
         return {"sample_rate": self.schedule.sample_rate, "batch_size": self.schedule.batch_size}
 
+    def delta_population(self) -> tuple[int, str]:
+        """(n, what): the count δ is compared with (the records of the guarantee's relation)."""
+        return self.schedule.n, "training records"
+
     def artifacts(self) -> dict[str, Any]:
         """Extra arrays to save in the run directory ({file name: numpy array})."""
         return {}

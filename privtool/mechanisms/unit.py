@@ -250,6 +250,10 @@ class _UnitBase(Mechanism):
                 "batch_size": self.cfg.batch_size,
                 "largest_unit": int(max(len(m) for m in self.members))}
 
+    def delta_population(self) -> tuple[int, str]:
+        """Unit-level DP: δ is compared with the number of units K (known after calibrate)."""
+        return self.n_units, f"{self.kind} units"
+
     def artifacts(self) -> dict[str, np.ndarray]:
         """Unit id of every training record (in train-split order), saved as units.npy."""
         return {"units.npy": self.units}

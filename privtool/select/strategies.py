@@ -35,6 +35,12 @@ class Task:
     relation: str                                  # the parent's record-level relation
     private: Callable[[], Signals] | None = None
     epsilon_support: float | None = None           # overrides cfg (budget planning)
+    noise_rng: np.random.Generator | None = None   # DP noise of private releases; None: rng
+
+    @property
+    def noise(self) -> np.random.Generator:
+        """The generator of DP noise (secret unless the parent's noise is from-seed)."""
+        return self.rng if self.noise_rng is None else self.noise_rng
 
     @property
     def n_pool(self) -> int:
@@ -218,7 +224,7 @@ class NearPrivate(Strategy):
         x_priv = normalise_rows((private.embeddings - mean) @ comps)
         x_pub = normalise_rows((task.public.embeddings - mean) @ comps)
         dp = analyze_gauss(x_priv, n_components=min(cfg.n_components, x_priv.shape[1]),
-                           epsilon=np_cfg.epsilon_pca, delta=np_cfg.delta_pca, rng=task.rng,
+                           epsilon=np_cfg.epsilon_pca, delta=np_cfg.delta_pca, rng=task.noise,
                            relation=task.relation)
         top_k = np_cfg.private_k is not None and np_cfg.private_k < len(x_priv)
         voters = (most_uncertain(private.logits, np_cfg.private_k, cfg.uncertainty) if top_k
@@ -231,7 +237,7 @@ class NearPrivate(Strategy):
         votes = nearest(dp.project(x_priv[voters]), dp.project(x_pub[cand]))
         sens = support_sensitivity(task.relation, top_k=top_k)
         noisy, _, scale = noisy_support(votes, len(cand), epsilon=float(eps_s),
-                                        sensitivity=sens, rng=task.rng)
+                                        sensitivity=sens, rng=task.noise)
         order = np.lexsort((np.arange(len(cand)), -noisy))[:task.n_labeled]
         return Selection(cand[order], costs=self.costs(cfg, task.relation, eps_s), details={
             "dp_pca_sigma": dp.sigma, "dp_pca_calibration": dp.calibration,
