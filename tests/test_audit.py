@@ -15,7 +15,7 @@ from privtool.cli import app
 
 runner = CliRunner()
 FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2",
-        "--set", "train.batch_size=64"]
+        "--set", "train.batch_size=64", "--set", "train.noise_seed=from-seed"]  # deterministic
 
 
 def invoke(*args):
@@ -143,7 +143,8 @@ def test_calibrate_shows_the_sandwich(runs, tmp_path):
 
 def _mnist_run(tmp_path, *args):
     out = tmp_path / "run"
-    res = invoke("train", "--dataset", "mnist-5k", *args, "--out", out)
+    res = invoke("train", "--dataset", "mnist-5k", *args, "--set", "train.noise_seed=from-seed",
+                 "--out", out)
     assert res.exit_code == 0, res.output
     return out
 

@@ -302,6 +302,9 @@ class CanaryMechanism(Mechanism):
     def privacy(self, steps: int) -> dict[str, Any]:
         return self.inner.privacy(steps)
 
+    def delta_population(self) -> tuple[int, str]:
+        return self.inner.delta_population()
+
     def settings(self) -> dict[str, Any]:
         return self.inner.settings()
 
