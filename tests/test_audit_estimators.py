@@ -10,8 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from privtool.audit.estimators import (_single_canary_bounds, epsilon_many_runs, epsilon_one_run,
-                                       gdp_to_epsilon, one_run_p_value)
+from privtool.audit.estimators import (
+    _single_canary_bounds,
+    epsilon_many_runs,
+    epsilon_one_run,
+    gdp_to_epsilon,
+    one_run_p_value,
+)
 from privtool.errors import PrivtoolError
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "audit" / "jax_privacy.json").read_text())
@@ -39,7 +44,7 @@ def test_estimators_match_jax_privacy(case):
     for row in case["one_run_explicit"]:  # jax: Explicit(threshold at the k-th score) == our fixed k
         got = epsilon_one_run(scores, member, k=row["k"], confidence=1 - sig, delta=delta)
         assert got.epsilon_lb == pytest.approx(row["epsilon"], abs=2e-6)
-    cp1, gdp = _single_canary_bounds(s_in, s_out, significance=sig, delta=delta, one_sided=True)
+    cp1, _ = _single_canary_bounds(s_in, s_out, significance=sig, delta=delta, one_sided=True)
     cp2, gdp2 = _single_canary_bounds(s_in, s_out, significance=sig, delta=delta, one_sided=False)
     assert cp1 == pytest.approx(case["clopper_pearson_one_sided"], rel=1e-9)
     assert cp2 == pytest.approx(case["clopper_pearson_two_sided"], rel=1e-9)

@@ -44,8 +44,9 @@ tests/fixtures/audit/jax_privacy.json.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -20,9 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from privtool.audit.canaries import (CanaryMechanism, GradientCanaries, check_supported,
-                                     draw_inclusion, gradient_activity, input_canaries,
-                                     input_scores, replaces)
+from privtool.audit.canaries import (
+    CanaryMechanism,
+    GradientCanaries,
+    check_supported,
+    draw_inclusion,
+    gradient_activity,
+    input_canaries,
+    input_scores,
+    replaces,
+)
 from privtool.audit.estimators import epsilon_many_runs, epsilon_one_run
 from privtool.errors import PrivtoolError
 
