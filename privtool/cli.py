@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -212,11 +213,22 @@ def epsilon(
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="σ (gaussian)"),
     sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="q = batch/n"),
     steps: Optional[int] = typer.Option(None, "--steps"),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="instead of --steps: epochs/q steps"),
+    epochs: Optional[float] = typer.Option(None, "--epochs",
+                                           help="instead of --steps: epochs × round(1/q) steps, as train runs"),
     delta: float = typer.Option(1e-5, "--delta"),
     accountant: str = typer.Option("rdp", "--accountant", help="rdp | prv (gaussian)"),
     kappa: Optional[float] = typer.Option(None, "--kappa", help="VMF concentration κ (vmf)"),
-    parts: int = typer.Option(1, "--parts", help="VMF parts per gradient m (vmf)"),
+    parts: Optional[int] = typer.Option(None, "--parts", help="VMF parts per gradient m (vmf; "
+                                        "alone: only the pure bound; default 1)"),
+    part_dims: Optional[str] = typer.Option(
+        None, "--part-dims", help="VMF parts' dimensions for the tight ε: D or D*N (N parts of "
+        "dimension D), comma-separated, e.g. 25*6,150*16,256*120"),
+    model: Optional[str] = typer.Option(None, "--model", help="VMF: take the parts' dimensions "
+                                        "from this registered model (with --partition)"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="whole | layer | row "
+                                            "(with --model; default whole)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="input shape and classes for "
+                                          "--model (default mnist-5k)"),
     units: Optional[int] = typer.Option(None, "--units", help="K classes/subclasses (class, subclass)"),
     unit_sampling: str = typer.Option("poisson", "--unit-sampling",
                                       help="poisson (add/remove unit) | fixed (replace unit)"),
@@ -232,16 +244,21 @@ def epsilon(
 
       privtool epsilon --mech gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5
 
-      privtool epsilon --mech vmf --kappa 5 --parts 1 --sample-rate 0.05 --steps 500 --json
+      privtool epsilon --mech vmf --kappa 0.0707 --part-dims 300*50 --sample-rate 1 --steps 96 --json
+
+      privtool epsilon --mech vmf --kappa 0.0707 --model lenet --partition row --sample-rate 0.05 --steps 10000
 
       privtool epsilon --mech subclass --noise-multiplier 1.6 --sample-rate 0.2 --steps 200 --delta 1e-3 --k-sub 50
     """
-    from privtool.epsilon import compute_epsilon
+    from privtool.epsilon import compute_epsilon, vmf_part_dims
 
-    res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
-                          noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
-                          parts=parts, n_units=units, unit_sampling=unit_sampling, k_sub=k_sub,
-                          n=n)
+    dims, n_parts = vmf_part_dims(part_dims=part_dims, model=model, partition=partition,
+                                  dataset=dataset, parts=parts)
+    with err.status("VMF privacy-loss distribution…", spinner="dots") if dims else nullcontext():
+        res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs,
+                              delta=delta, noise_multiplier=noise_multiplier,
+                              accountant=accountant, kappa=kappa, parts=n_parts, n_units=units,
+                              unit_sampling=unit_sampling, k_sub=k_sub, part_dims=dims, n=n)
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
     if res.get("delta_warning"):

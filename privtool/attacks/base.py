@@ -31,6 +31,7 @@ class AttackConfig:
     device: str = "auto"
     confidence: float = 0.95   # Clopper–Pearson level of the empirical ε lower bound
     delta: float = 1e-5        # δ at which the empirical ε lower bound is stated
+    epsilon_sides: str = "one-sided"  # one-sided ("higher score = member") | two-sided (and reverse)
     store: str | None = None   # reference/shadow model store; null: runs/store/<dataset>-<model>-<hash>
     workers: int = 0           # processes training store models (0: one per CPU core)
     backend: str = "local"     # local (processes / stacked on CUDA) | ray (Ray tasks; SPEC §11)
@@ -50,6 +51,8 @@ class AttackConfig:
             raise bad("confidence", self.confidence, "a number in (0, 1)")
         if not 0 < self.delta < 1:
             raise bad("delta", self.delta, "a number in (0, 1)")
+        if self.epsilon_sides not in ("one-sided", "two-sided"):
+            raise bad("epsilon_sides", self.epsilon_sides, "one-sided or two-sided")
         if self.store is not None and (not isinstance(self.store, str) or not self.store):
             raise bad("store", self.store, "a directory path or null")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:

@@ -116,18 +116,14 @@ def reference_scores(target_loss: np.ndarray, ref_loss: np.ndarray,
                      ref_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MIA-R scores (higher = member) and the per-point α they come from.
 
-    The score orders points by −α; points tied in α (e.g. a target loss below every
-    reference loss, α = 0) are ordered by the target's loss, Yeom's score, so the ROC is not
-    cut to a few steps when reference models are few.
+    The score is −α, nothing else: points tied in α (e.g. a target loss below every reference
+    loss, α = 0) tie in score, so the ROC passes through a tie group on a straight segment and
+    the AUC counts each member/non-member pair in it one half (Mann–Whitney), as Ye et al.'s
+    attack — a threshold on α — does. Breaking such ties by the raw loss would mix in Yeom's
+    attack, which is not MIA-R (and scored lower on mnist-5k: issue 17).
     """
     alpha = reference_alpha(target_loss, ref_loss, ref_out)
-    loss = np.asarray(target_loss, float)
-    order = np.lexsort((loss, alpha))                    # by α, then by loss
-    a, l = alpha[order], loss[order]
-    new = np.r_[True, (a[1:] != a[:-1]) | (l[1:] != l[:-1])]
-    score = np.empty(len(alpha))
-    score[order] = -np.cumsum(new).astype(np.float64)    # equal (α, loss) -> equal score
-    return score, alpha
+    return 0.0 - alpha, alpha
 
 
 def _gauss_fit(phi: np.ndarray, mask: np.ndarray,
@@ -328,14 +324,15 @@ class MembershipAttack(Attack):
         curves: dict[str, Roc] = {}
         metrics: dict[str, Any] = {}
         for i, (variant, s) in enumerate(scores.items()):
-            m, roc = score_attack(s, member, confidence=cfg.confidence, delta=cfg.delta)
+            m, roc = score_attack(s, member, confidence=cfg.confidence, delta=cfg.delta,
+                                  sides=cfg.epsilon_sides)
             curves[variant] = roc
             if i == 0:
                 metrics.update(m)
             if len(scores) > 1:
                 metrics.update({f"{variant}_{k}": v for k, v in m.items()
                                 if not k.startswith("n_")
-                                and not k.endswith(("_confidence", "_delta"))})
+                                and not k.endswith(("_confidence", "_delta", "_sides"))})
         metrics.update(self.extra_metrics(signals, scores, member))
         tr_loss = signals["loss"][member]
         te_loss = signals["loss"][~member]

@@ -202,12 +202,19 @@ def gdp_to_epsilon(mu: float, delta: float) -> float:
     return float(brentq(log_gap, hi / 2 if hi > 1 else 0.0, hi, xtol=1e-9))
 
 
+def _log_ratio(pos: np.ndarray, neg: np.ndarray, delta: float) -> float:
+    """max over thresholds of log((pos − δ)/neg), 0 where pos ≤ δ, never below 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.where(pos > delta, np.log(np.maximum(pos - delta, 1e-300)) - np.log(neg), 0.0)
+    return float(max(np.nan_to_num(e, nan=0.0, posinf=np.inf).max(), 0.0))
+
+
 def _single_canary_bounds(s_in: np.ndarray, s_out: np.ndarray, *, significance: float,
                           delta: float, one_sided: bool) -> tuple[float, float]:
     """(Clopper–Pearson ε_lb, GDP ε_lb) of one canary's many-run scores at ``significance``."""
     from scipy.stats import norm
 
-    from privtool.attacks.audit import _eps, clopper_pearson, roc_curve, roc_hull
+    from privtool.attacks.audit import clopper_pearson, roc_curve, roc_hull
 
     roc = roc_curve(np.r_[s_in, s_out], np.r_[np.ones(s_in.size, bool), np.zeros(s_out.size, bool)])
     idx = roc_hull(roc)
@@ -216,13 +223,9 @@ def _single_canary_bounds(s_in: np.ndarray, s_out: np.ndarray, *, significance: 
     # Clopper–Pearson (Jagielski et al. 2020): two rates, Bonferroni over the hull
     _, fpr_hi = clopper_pearson(fp, roc.n_out, significance / 2 / len(idx))
     _, fnr_hi = clopper_pearson(fn, roc.n_in, significance / 2 / len(idx))
-    tpr_lo = 1 - fnr_hi
-    if one_sided:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            e = np.where(tpr_lo > delta, np.log(np.maximum(tpr_lo - delta, 1e-300)) - np.log(fpr_hi), 0.0)
-        cp = float(max(np.nan_to_num(e, nan=0.0).max(), 0.0))
-    else:
-        cp = float(np.max(_eps(tpr_lo, fpr_hi, 1 - fpr_hi, fnr_hi, delta)))
+    cp = _log_ratio(1 - fnr_hi, fpr_hi, delta)  # TPR ≤ e^ε·FPR + δ
+    if not one_sided:  # and TNR ≤ e^ε·FNR + δ
+        cp = max(cp, _log_ratio(1 - fpr_hi, fnr_hi, delta))
     # GDP fit (Nasr et al. 2023): the largest |μ| the bounds allow, Bonferroni over 2·|hull|
     _, fpr_u = clopper_pearson(fp, roc.n_out, significance / (2 * len(idx)))
     _, fnr_u = clopper_pearson(fn, roc.n_in, significance / (2 * len(idx)))

@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from privtool.config import TrainConfig
+from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 
@@ -43,7 +44,7 @@ class Schedule:
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, round(self.n / self.batch_size))
+        return epoch_steps(self.n / self.batch_size)
 
     @property
     def steps(self) -> int:

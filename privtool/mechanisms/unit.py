@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privtool.accounting.unit import unit_epsilon, unit_noise_multiplier, units_per_step
+from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper
 
@@ -42,7 +43,7 @@ class UnitSchedule(Schedule):
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, round(1 / self.unit_rate))
+        return epoch_steps(1 / self.unit_rate)
 
 
 def form_units(y: np.ndarray, *, k_sub: int, seed: int,
