@@ -322,6 +322,8 @@ def attack(
       privtool attack --attack reference --target runs/train/none --set attack.n_models=8 --json
 
       privtool attack --attack lira --target runs/train/gauss-eps1   (online + offline LiRA)
+
+      privtool attack --attack rmia --target runs/train/gauss-eps1 --json   (RMIA, same store)
     """
     shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
                  if v is not None]
@@ -377,6 +379,70 @@ def store(
     err.print(f"store {metrics['store']}: {metrics['n_models']} models per set, "
               f"{metrics['store_models_trained']} trained now", highlight=False)
     emit(metrics, as_json, f"privtool store → {metrics['store']}")
+
+
+@app.command()
+@handle_errors
+def audit(
+    target: str = typer.Option(..., "--target", help="train run: RUN_DIR or RUN_DIR@EPOCH"),
+    canary: Optional[str] = typer.Option(None, "--canary", help="input (black box: mislabelled "
+                                         "images, loss score) | gradient (white box: Dirac or "
+                                         "random gradients of norm C) (audit.canary)"),
+    canaries: Optional[int] = typer.Option(None, "--canaries", help="M, each in with "
+                                           "probability 1/2 (audit.canaries)"),
+    runs: Optional[int] = typer.Option(None, "--runs", help="R training runs; R > 1 adds the "
+                                       "many-run bounds (audit.runs)"),
+    guesses: Optional[int] = typer.Option(None, "--guesses", help="k guesses of the one-run "
+                                          "audit (default: a grid, union-bounded)"),
+    two_sided: bool = typer.Option(False, "--two-sided", help="also guess 'out' for the "
+                                   "lowest scores (audit.two_sided)"),
+    confidence: Optional[float] = typer.Option(None, "--confidence",
+                                               help="level of every ε_lb (audit.confidence)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="audit directory (default "
+                                           "RUN_DIR/audit)"),
+    params: Path = ParamsOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Audit a run's recipe with canaries: audited ε (lower) beside the accounted ε (upper).
+
+    Re-trains the run's recipe with M canaries (each in with probability 1/2) through the
+    run's own mechanism and bounds ε from below at the run's δ.
+
+    Examples:
+
+      privtool audit --target runs/gauss-1 --canary gradient --canaries 1000 --json
+
+      privtool audit --target runs/train/vmf-epsv10k --canary gradient --set audit.direction=random
+
+      privtool audit --target runs/train/none --canary input --canaries 1000
+
+      privtool audit --target runs/train/gauss-eps8 --runs 8 --canaries 200
+    """
+    shortcuts = [f"audit.{k}={v}" for k, v in (
+        ("canary", canary), ("canaries", canaries), ("runs", runs), ("guesses", guesses),
+        ("confidence", confidence), ("seed", seed), ("device", device),
+        ("two_sided", "true" if two_sided else None)) if v is not None]
+    p = _params(params, sets or [], shortcuts)
+    from privtool.artifacts import parse_target
+    from privtool.stages import audit as stage
+
+    run_dir, epoch = parse_target(target)
+    dest = out_dir or run_dir / ("audit" if epoch is None else f"audit-epoch{epoch}")
+    metrics = stage.run(target, dest, p.as_dict(), progress=RichProgress(enabled=True))
+    err.print(f"wrote {dest}; picture: {dest / 'scores.png'}", highlight=False)
+    if as_json:
+        emit(metrics, as_json, "")
+        return
+    acc = metrics["epsilon_accounted"]
+    out.print(f"audited ε ≥ {metrics['epsilon_lb']:.3g} (one run, {metrics['confidence']:.0%} "
+              f"confidence, δ = {metrics['delta']:.3g})  ≤  accounted ε = "
+              f"{'∞' if acc is None else format(acc, '.4g')}  "
+              f"[{metrics['canary']} canaries: {metrics['correct']}/{metrics['guesses']} "
+              f"guesses right of {metrics['canaries']}]", highlight=False)
+    emit(metrics, False, f"privtool audit → {dest}")
 
 
 @app.command()

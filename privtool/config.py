@@ -374,7 +374,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "pretrain
                            "select": SelectConfig}
 # Sections owned by stages that later issues add, and `sweep` (the grid dvc.yaml expands);
 # accepted so a full params.yaml loads.
-OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep")
+OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep", "audit")
 
 
 def defaults() -> dict[str, dict[str, Any]]:

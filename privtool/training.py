@@ -110,11 +110,14 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> Any:
 
 def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test: Any,
                 y_test: Any, *, device: Any, progress: ProgressSink | None = None,
-                on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> TrainOutcome:
+                on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+                make_mechanism: Callable[[TrainConfig, Any], Any] | None = None) -> TrainOutcome:
     """Train ``model`` with ``cfg.mech`` on (x_train, y_train), evaluating each epoch.
 
     Tensors must already be on ``device``. Returns the trained (unwrapped) model, the
     mechanism (for its accountant) and metrics; ``curve`` has one row per epoch.
+    ``make_mechanism(cfg, schedule)`` replaces the registry's mechanism class (the audit wraps
+    the run's own mechanism to add gradient canaries, :mod:`privtool.audit.canaries`).
     """
     import torch
 
@@ -122,7 +125,7 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
 
     progress = progress or NullProgress()
     schedule = Schedule(n=len(x_train), batch_size=cfg.batch_size, epochs=cfg.epochs)
-    mech = MECHANISMS.get(cfg.mech)(cfg, schedule)
+    mech = (make_mechanism or MECHANISMS.get(cfg.mech))(cfg, schedule)
     if cfg.distributed == "ddp":  # this rank's share of every batch (privtool.distributed)
         from privtool.distributed import distribute
 

@@ -351,3 +351,4 @@ def test_full_profile_overlay_gives_valid_params_with_the_papers_grid(tmp_path):
     # every cell dvc.yaml names through sweep.* must be a cell of the overlaid sweep
     assert {s["target"] for s in p.raw["sweep"]["store"].values()} <= set(cells)
     assert p.raw["sweep"]["select"]["target"] in cells
+    assert set(p.raw["sweep"]["audit"]) <= set(cells)

@@ -19,6 +19,8 @@ import numpy as np
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 
+AUGMENTS = ("none", "mirror", "mirror-shift")  # attack.augment (privtool.attacks.queries)
+
 
 @dataclass(frozen=True)
 class AttackConfig:
@@ -36,6 +38,7 @@ class AttackConfig:
     workers: int = 0           # processes training store models (0: one per CPU core)
     backend: str = "local"     # local (processes / stacked on CUDA) | ray (Ray tasks; SPEC §11)
     ray_address: str | None = None  # ray: null starts a local Ray; "auto" or "ray://host:port" joins a cluster
+    augment: str = "none"      # lira / rmia queries: none | mirror | mirror-shift (attacks.queries)
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, allowed: str) -> PrivtoolError:
@@ -62,6 +65,8 @@ class AttackConfig:
         if self.ray_address is not None and (not isinstance(self.ray_address, str)
                                              or not self.ray_address):
             raise bad("ray_address", self.ray_address, 'null, "auto" or "ray://HOST:PORT"')
+        if self.augment not in AUGMENTS:
+            raise bad("augment", self.augment, " | ".join(AUGMENTS))
 
 
 def attack_settings(section: Mapping[str, Any] | None, name: str) -> tuple[AttackConfig, dict]:

@@ -14,7 +14,7 @@ import yaml
 
 #: stage -> params sections it reads (and records in meta.json)
 STAGE_SECTIONS = {"train": ("data", "train", "pretrain"), "select": ("select",),
-                  "attack": ("attack",)}
+                  "attack": ("attack",), "audit": ("audit",)}
 #: keys a stage adds to its recorded params that are not settings
 _RECORDED_ONLY = {"attack": ("name",)}
 
