@@ -220,6 +220,8 @@ def epsilon(
                                       help="poisson (add/remove unit) | fixed (replace unit)"),
     k_sub: int = typer.Option(1, "--k-sub", help="subclasses per class (subclass): sets "
                               "the record-level group size"),
+    vmf_mode: str = typer.Option("alg2", "--vmf-mode", help="vmf: train.vmf_mode (only alg2 "
+                                 "has a DP guarantee)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute ε from hyperparameters without training.
@@ -236,7 +238,8 @@ def epsilon(
 
     res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
                           noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
-                          parts=parts, n_units=units, unit_sampling=unit_sampling, k_sub=k_sub)
+                          parts=parts, n_units=units, unit_sampling=unit_sampling, k_sub=k_sub,
+                          vmf_mode=vmf_mode)
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
     emit(res, as_json, f"privtool epsilon --mech {mech}")

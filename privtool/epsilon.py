@@ -28,8 +28,10 @@ def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None =
                     epochs: float | None = None, delta: float = 1e-5,
                     noise_multiplier: float | None = None, accountant: str = "rdp",
                     kappa: float | None = None, parts: int = 1, n_units: int | None = None,
-                    unit_sampling: str = "poisson", k_sub: int = 1) -> dict[str, Any]:
-    """Every ε field of ``mech`` for the given hyperparameters."""
+                    unit_sampling: str = "poisson", k_sub: int = 1,
+                    vmf_mode: str = "alg2") -> dict[str, Any]:
+    """Every ε field of ``mech`` for the given hyperparameters (``vmf_mode``: a VMF mode
+    with no DP guarantee is refused, it has no ε)."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
 
     if mech == "none":
@@ -49,6 +51,12 @@ def compute_epsilon(mech: str, *, sample_rate: float | None, steps: int | None =
             out["warning"] = res.warning
         return out
     if mech == "vmf":
+        from privtool.mechanisms.vmf_modes import make_mode
+
+        mode = make_mode(vmf_mode, kappa=0.0, partition="whole")
+        if not mode.guarantee:
+            raise PrivtoolError(f"--vmf-mode {vmf_mode} has no DP guarantee, so it has no "
+                                f"epsilon ({mode.reason()}); only alg2 is accounted")
         if kappa is None:
             raise PrivtoolError("--kappa is required for --mech vmf")
         fields = vmf_epsilon(kappa=kappa, parts=parts, sample_rate=sample_rate, steps=n_steps,
