@@ -190,3 +190,23 @@ def test_calibrate_labels_no_guarantee_runs(no_dp_run):
     assert row["epsilon_nominal"] == pytest.approx(50.0)
     assert row["epsilon_nominal_source"] == "epsilon_v_setting (no DP guarantee)"
     assert "no DP guarantee" in epsilon_table(rows).to_markdown()
+
+
+def test_forensics_agreement_statistics():
+    """scripts/forensics.py: ρ = 1 for ours in the paper's order, −1 reversed; mean |Δ|."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "forensics", Path(__file__).parents[1] / "scripts" / "forensics.py")
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    eps = [1, 50, 500, 300000]
+    rows = [{"model": "lenet", "mode": "alg2", "epsilon_v": float(e),
+             "accuracy %": fx.PAPER["lenet"][e][0] + 2.0, "MIA-R AUC %": None,
+             "IGA MSE": -fx.PAPER["lenet"][e][2]} for e in eps]
+    stats = {s["metric"]: s for s in fx.compare(rows)}
+    assert set(stats) == {"accuracy %", "IGA MSE"}  # no AUC measured: no row
+    acc, mse = stats["accuracy %"], stats["IGA MSE"]
+    assert acc["spearman"] == pytest.approx(1.0) and acc["mean_abs_diff"] == pytest.approx(2.0)
+    assert mse["spearman"] == pytest.approx(-1.0)
+    assert acc["spread_paper"] == pytest.approx(83.9 - 81.5)
