@@ -2,7 +2,8 @@
 accuracy / MIA-R AUC / IGA MSE with the paper's Tables 4–6 (issue 19).
 
 Drives the ``privtool`` CLI (train, store, attack reference, attack iga) on the cells of the
-``params-forensics.yaml`` overlay, skipping what is already done (rerun to resume), then writes
+``params-forensics.yaml`` overlay, skipping a step only when its output was written by the same command (rerun to
+resume), then writes
 ``<out>/comparison.md`` / ``.csv`` and a plot. Usage (README "Which VMF did paper 1 run?"):
 
     python scripts/forensics.py                                  # the full grid (50 cells)
@@ -87,7 +88,8 @@ def run(cmd: list[str], log: Path) -> bool:
     return rc == 0
 
 
-def run_grid(cells: list[dict], params: dict, runs: Path, sets: list[str], log: Path) -> None:
+def run_grid(cells: list[dict], params: dict, runs: Path, sets: list[str], log: Path,
+             stages: list[str]) -> None:
     sw = params["sweep"]
     pfile = runs / "params.yaml"
     extra = [a for s in sets for a in ("--set", s)]
@@ -97,27 +99,41 @@ def run_grid(cells: list[dict], params: dict, runs: Path, sets: list[str], log: 
            "--set", f"attack.iga.iterations={sw['attack']['iga_iterations']}",
            "--set", f"attack.iga.restarts={sw['attack']['iga_restarts']}"]
 
-    def done(d: Path) -> bool:
-        return (d / "metrics.json").is_file()
+    record = runs / "commands.json"  # out dir -> the command that wrote it
+    made = json.loads(record.read_text()) if record.is_file() else {}
 
-    for c in cells:
-        tdir = runs / "train" / c["key"]
-        if not done(tdir) and not run(["privtool", "train", "--mech", c["mech"],
-                                       *shlex.split(c["args"]), *common, *extra, "--out",
-                                       str(tdir)],
-                                      log):
-            continue
-        if c["mech"] == "none":
+    def done(d: Path) -> bool:
+        return (d / "metrics.json").is_file() or (d / "store.json").is_file()
+
+    def step(cmd: list[str]) -> bool:
+        """Run ``cmd`` unless its output exists *and* was written by this very command."""
+        out = cmd[-1]
+        if done(Path(out)) and made.get(out) == shlex.join(cmd):
+            return True
+        ok = run(cmd, log)
+        if ok:
+            made[out] = shlex.join(cmd)
+            record.write_text(json.dumps(made, indent=1))
+        return ok
+
+    for stage in stages:  # stage-major: every cell's training first, then each attack
+        for c in cells:
+            tdir = runs / "train" / c["key"]
+            if stage == "train":
+                step(["privtool", "train", "--mech", c["mech"], *shlex.split(c["args"]), *common,
+                      *extra, "--out", str(tdir)])
+                continue
+            if not done(tdir):
+                continue
             store = runs / "store" / c["model"]
-            if not (store / "store.json").is_file():
-                run(["privtool", "store", "--target", str(tdir), *common, *extra, "--out",
-                     str(store)], log)
-        for attack, args in (("iga", iga), ("reference", ["--set", "attack.store=" + str(
-                runs / "store" / c["model"])])):
-            adir = runs / "attack" / attack / c["key"]
-            if not done(adir):
-                run(["privtool", "attack", "--attack", attack, "--target", str(tdir), *common,
-                     *args, *extra, "--out", str(adir)], log)
+            if stage == "reference" and not (store / "store.json").is_file():
+                none = runs / "train" / f"{c['model']}-none"
+                if not done(none) or not step(["privtool", "store", "--target", str(none),
+                                               *common, *extra, "--out", str(store)]):
+                    continue
+            args = iga if stage == "iga" else ["--set", f"attack.store={store}"]
+            step(["privtool", "attack", "--attack", stage, "--target", str(tdir), *common, *args,
+                  *extra, "--out", str(runs / "attack" / stage / c["key"])])
 
 
 def _read(path: Path) -> dict:
@@ -229,6 +245,8 @@ def plot(rows: list[dict], path: Path) -> None:
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=mode)
             ax.set_xscale("log")
+            if name == "IGA MSE":  # paper 1's MSE is on another scale (normalised images)
+                ax.set_yscale("log")
             ax.set_title(f"{model}: {name}", fontsize=9)
             if i == 1:
                 ax.set_xlabel("ε_V")
@@ -249,7 +267,12 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="in the order to run them")
     ap.add_argument("--eps-v", default="1,5,10,50,500,300000", help="in the order to run them")
     ap.add_argument("--set", action="append", default=[], help="privtool --set for every call")
+    ap.add_argument("--stages", default="train,iga,reference",
+                    help="train | iga | reference (MIA-R, builds the store), in this order")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--include", type=Path, action="append", default=[],
+                    help="earlier measured rows (CSV: key, model, mode, epsilon_v and metric "
+                         "columns, e.g. docs/forensics_alg2_reproduction.csv) for modes not run")
     a = ap.parse_args()
     params = merged_params(ROOT / a.profile)
     models, modes = a.models.split(","), a.modes.split(",")
@@ -265,8 +288,16 @@ def main() -> int:
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False,
                                                          allow_unicode=True))
-        run_grid(cells, params, runs, a.set, runs / "log.txt")
+        run_grid(cells, params, runs, a.set, runs / "log.txt", a.stages.split(","))
     rows = measured(cells, runs)
+    ran = {(r["model"], r["mode"], r["epsilon_v"]) for r in rows}
+    for path in a.include:
+        with (ROOT / path).open() as fh:
+            for r in csv.DictReader(fh):
+                r = {k: (float(v) if k in (*METRICS, "epsilon_v") and v else v or None)
+                     for k, v in r.items()}
+                if (r["model"], r["mode"], r["epsilon_v"]) not in ran:
+                    rows.append({**r, "key": f"{r['key']} ({path.name})"})
     what = (f"{params['data']['dataset']}{' ' + ' '.join(a.set) if a.set else ''}; models "
             f"{a.models}; modes {a.modes}; ε_V {a.eps_v}")
     write_report(rows, compare(rows), ROOT / a.out, what)
