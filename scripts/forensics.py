@@ -296,7 +296,8 @@ def main() -> int:
             for r in csv.DictReader(fh):
                 r = {k: (float(v) if k in (*METRICS, "epsilon_v") and v else v or None)
                      for k, v in r.items()}
-                if (r["model"], r["mode"], r["epsilon_v"]) not in ran:
+                if ((r["model"], r["mode"], r["epsilon_v"]) not in ran and r["model"] in models
+                        and r["mode"] in modes and r["epsilon_v"] in eps):
                     rows.append({**r, "key": f"{r['key']} ({path.name})"})
     what = (f"{params['data']['dataset']}{' ' + ' '.join(a.set) if a.set else ''}; models "
             f"{a.models}; modes {a.modes}; ε_V {a.eps_v}")
