@@ -87,6 +87,7 @@ class TrainConfig:
     unit_sampling: str = "poisson"   # class/subclass: poisson (add/remove unit) | fixed (replace)
     subclass_features: str = "pixels"  # subclass: k-means on pixels | embeddings (model.embed)
     checkpoint_every: int = 1        # keep checkpoints/epoch-N.pt every N epochs (+ the last); 0: none
+    noise_seed: str = "secret"       # secret: DP noise/sampling from os.urandom | from-seed: seed+1/+2
 
     def __post_init__(self) -> None:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "train.epochs", self.epochs,
@@ -131,6 +132,8 @@ class TrainConfig:
         _check(isinstance(self.checkpoint_every, int) and not isinstance(self.checkpoint_every, bool)
                and self.checkpoint_every >= 0, "train.checkpoint_every", self.checkpoint_every,
                "an integer >= 0 (0 keeps no per-epoch checkpoints)")
+        _check(self.noise_seed in ("secret", "from-seed"), "train.noise_seed", self.noise_seed,
+               "secret (noise drawn from the OS, for releases) or from-seed (reproducible)")
 
 
 def _num(v: Any) -> bool:
@@ -375,7 +378,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "pretrain
                            "select": SelectConfig}
 # Sections owned by stages that later issues add, and `sweep` (the grid dvc.yaml expands);
 # accepted so a full params.yaml loads.
-OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep")
+OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep", "audit")
 
 
 def defaults() -> dict[str, dict[str, Any]]:

@@ -19,6 +19,8 @@ import numpy as np
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 
+AUGMENTS = ("none", "mirror", "mirror-shift")  # attack.augment (privtool.attacks.queries)
+
 
 @dataclass(frozen=True)
 class AttackConfig:
@@ -31,10 +33,12 @@ class AttackConfig:
     device: str = "auto"
     confidence: float = 0.95   # Clopper–Pearson level of the empirical ε lower bound
     delta: float = 1e-5        # δ at which the empirical ε lower bound is stated
+    epsilon_sides: str = "one-sided"  # one-sided ("higher score = member") | two-sided (and reverse)
     store: str | None = None   # reference/shadow model store; null: runs/store/<dataset>-<model>-<hash>
     workers: int = 0           # processes training store models (0: one per CPU core)
     backend: str = "local"     # local (processes / stacked on CUDA) | ray (Ray tasks; SPEC §11)
     ray_address: str | None = None  # ray: null starts a local Ray; "auto" or "ray://host:port" joins a cluster
+    augment: str = "none"      # lira / rmia queries: none | mirror | mirror-shift (attacks.queries)
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, allowed: str) -> PrivtoolError:
@@ -50,6 +54,8 @@ class AttackConfig:
             raise bad("confidence", self.confidence, "a number in (0, 1)")
         if not 0 < self.delta < 1:
             raise bad("delta", self.delta, "a number in (0, 1)")
+        if self.epsilon_sides not in ("one-sided", "two-sided"):
+            raise bad("epsilon_sides", self.epsilon_sides, "one-sided or two-sided")
         if self.store is not None and (not isinstance(self.store, str) or not self.store):
             raise bad("store", self.store, "a directory path or null")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
@@ -59,6 +65,8 @@ class AttackConfig:
         if self.ray_address is not None and (not isinstance(self.ray_address, str)
                                              or not self.ray_address):
             raise bad("ray_address", self.ray_address, 'null, "auto" or "ray://HOST:PORT"')
+        if self.augment not in AUGMENTS:
+            raise bad("augment", self.augment, " | ".join(AUGMENTS))
 
 
 def attack_settings(section: Mapping[str, Any] | None, name: str) -> tuple[AttackConfig, dict]:
