@@ -169,12 +169,12 @@ def compare(rows: list[dict]) -> list[dict]:
     """Per model × mode × metric: Spearman ρ over ε_V and mean |ours − paper| vs Tables 4–6,
     and the spread (max − min over ε_V) of ours and of the paper's."""
     out = []
-    for model in PAPER:
+    for model, table in PAPER.items():
         for mode in MODES:
             pts = sorted((r for r in rows if r["model"] == model and r["mode"] == mode
-                          and r["epsilon_v"] in PAPER[model]), key=lambda r: r["epsilon_v"])
+                          and r["epsilon_v"] in table), key=lambda r: r["epsilon_v"])
             for i, name in enumerate(METRICS):
-                pairs = [(r[name], PAPER[model][r["epsilon_v"]][i]) for r in pts
+                pairs = [(r[name], table[r["epsilon_v"]][i]) for r in pts
                          if r[name] is not None and math.isfinite(r[name])]
                 if not pairs:
                     continue
@@ -208,8 +208,8 @@ def write_report(rows: list[dict], stats: list[dict], out: Path, what: str) -> N
         w.writeheader()
         w.writerows(stats)
     lines = [f"# Which VMF did paper 1 run? ({what})", "",
-             "| model | mode | ε_V | acc % paper | ours | MIA-R AUC % paper | ours | "
-             "IGA MSE paper | ours |", "|---|---|---|---|---|---|---|---|---|"]
+             ("| model | mode | ε_V | acc % paper | ours | MIA-R AUC % paper | ours | "
+              "IGA MSE paper | ours |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["model"], MODES.index(r["mode"]) if r["mode"] in
                                          MODES else -1, r["epsilon_v"] or 0)):
         p = (PAPER[r["model"]].get(r["epsilon_v"]) if r["epsilon_v"] else
@@ -217,8 +217,8 @@ def write_report(rows: list[dict], stats: list[dict], out: Path, what: str) -> N
         lines.append(f"| {r['model']} | {r['mode'] or 'none'} | {_f(r['epsilon_v'])} | "
                      f"{_f(p[0])} | {_f(r['accuracy %'])} | {_f(p[1])} | "
                      f"{_f(r['MIA-R AUC %'])} | {_f(p[2])} | {_f(r['IGA MSE'])} |")
-    lines += ["", "Agreement with the paper over ε_V (Spearman ρ; mean |ours − paper|; spread = "
-              "max − min over ε_V):", "",
+    lines += ["", ("Agreement with the paper over ε_V (Spearman ρ; mean |ours − paper|; spread = "
+                   "max − min over ε_V):"), "",
               "| model | mode | metric | n | ρ | mean abs diff | spread ours | spread paper |",
               "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {s['model']} | {s['mode']} | {s['metric']} | {s['n']} | {_f(s['spearman'], 2)}"
