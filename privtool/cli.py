@@ -240,6 +240,8 @@ def epsilon(
                               "the record-level group size"),
     n: Optional[int] = typer.Option(None, "--n", help="training records (gaussian, vmf): "
                                     "refuse δ ≥ 1/n, warn above 1/(10n)"),
+    vmf_mode: str = typer.Option("alg2", "--vmf-mode", help="vmf: train.vmf_mode (only alg2 "
+                                 "has a DP guarantee)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute ε from hyperparameters without training.
@@ -262,7 +264,8 @@ def epsilon(
         res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs,
                               delta=delta, noise_multiplier=noise_multiplier,
                               accountant=accountant, kappa=kappa, parts=n_parts, n_units=units,
-                              unit_sampling=unit_sampling, k_sub=k_sub, part_dims=dims, n=n)
+                              unit_sampling=unit_sampling, k_sub=k_sub, part_dims=dims, n=n,
+                              vmf_mode=vmf_mode)
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
     if res.get("delta_warning"):

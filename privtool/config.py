@@ -50,6 +50,10 @@ class DataConfig:
                "fractions summing to at most 1")
 
 
+# privtool.mechanisms.vmf_modes.VMF_MODES' names (a test keeps them equal; no torch import here)
+VMF_MODE_NAMES = ("alg2", "opacus-add-unit", "opacus-add-scaled", "opacus-add-sample")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How ``privtool train`` trains: mechanism, model, optimiser and privacy knobs.
@@ -76,6 +80,7 @@ class TrainConfig:
     kappa: float | None = None
     epsilon_v: float | None = 100000.0  # vmf fallback when neither epsilon nor kappa is set
     partition: str = "whole"
+    vmf_mode: str = "alg2"  # vmf: Alg. 2 or a paper 1 §3.4 reading (mechanisms/vmf_modes.py)
     eval_batch_size: int = 1024
     k_sub: int = 1                   # class/subclass: k-means subclasses per class
     unit_sample_rate: float = 0.2    # class/subclass: q, the probability a unit joins a step
@@ -113,6 +118,8 @@ class TrainConfig:
                "train.epsilon_v", self.epsilon_v, "a number > 0 (paper 1's per-update ε_V) or null")
         _check(self.partition in ("whole", "layer", "row"), "train.partition", self.partition,
                "whole, layer or row")
+        _check(self.vmf_mode in VMF_MODE_NAMES, "train.vmf_mode", self.vmf_mode,
+               " | ".join(VMF_MODE_NAMES))
         _check(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1,
                "train.eval_batch_size", self.eval_batch_size, "an integer >= 1")
         _check(isinstance(self.k_sub, int) and self.k_sub >= 1, "train.k_sub", self.k_sub,

@@ -106,9 +106,10 @@ def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = 
                    noise_multiplier: float | None = None, accountant: str = "rdp",
                    kappa: float | None = None, parts: int = 1, n_units: int | None = None,
                    unit_sampling: str = "poisson", k_sub: int = 1,
-                   part_dims: list[int] | None = None) -> dict[str, Any]:
+                   part_dims: list[int] | None = None, vmf_mode: str = "alg2") -> dict[str, Any]:
     """Every ε field of ``mech`` for the given hyperparameters. VMF: the tight PLD ε when
-    ``part_dims`` (each part's dimension) is given, else only the pure bound (and a note)."""
+    ``part_dims`` (each part's dimension) is given, else only the pure bound (and a note); a
+    ``vmf_mode`` with no DP guarantee is refused (it has no ε)."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
 
     if part_dims is not None and mech != "vmf":
@@ -130,6 +131,12 @@ def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = 
             out["warning"] = res.warning
         return out
     if mech == "vmf":
+        from privtool.mechanisms.vmf_modes import make_mode
+
+        mode = make_mode(vmf_mode, kappa=0.0, partition="whole")
+        if not mode.guarantee:
+            raise PrivtoolError(f"--vmf-mode {vmf_mode} has no DP guarantee, so it has no "
+                                f"epsilon ({mode.reason()}); only alg2 is accounted")
         if kappa is None:
             raise PrivtoolError("--kappa is required for --mech vmf")
         if part_dims is not None:

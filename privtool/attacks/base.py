@@ -119,7 +119,8 @@ class Target:
     def describe(self) -> dict[str, Any]:
         """Target fields every attack's metrics carry (mechanism, ε fields, dataset, model)."""
         keep = ("mechanism", "dataset", "model", "test_accuracy", "train_accuracy",
-                "noise_multiplier", "kappa", "parts", "partition", "delta")
+                "noise_multiplier", "kappa", "parts", "partition", "delta", "vmf_mode",
+                "dp_guarantee")
         out = {f"target_{k}": self.metrics[k] for k in keep if k in self.metrics}
         out.update({f"target_{k}": v for k, v in self.privacy.items() if k.startswith("epsilon")})
         out["target_epoch"] = self.epoch

@@ -208,53 +208,34 @@ RELEASES.add("subclass", UnitRelease)
 
 @RELEASES.register("vmf")
 class VMFRelease(Release):
-    """DirDP-SGD (paper 1, Alg. 2): each part of each per-sample gradient scaled to unit norm
-    and replaced by a VMF(κ, direction) sample (:func:`privatize_vmf`), summed, / B. Its mean
-    is A_d(κ)·direction per part (d the part's dimension), which the attacker matches."""
+    """DirDP-SGD (paper 1): the run's ``vmf_mode`` (:mod:`privtool.mechanisms.vmf_modes`)
+    releases the batch sum, / B. ``alg2``: each part of each per-sample gradient scaled to unit
+    norm and replaced by a VMF(κ, direction) sample, whose mean A_d(κ)·direction (d the part's
+    dimension) the attacker matches; the ``opacus-*`` modes: clipped sum + VMF noise, mean
+    clipped sum + scale·A_d(κ)·direction."""
 
     name = "vmf"
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
+        from privtool.mechanisms.vmf_modes import make_mode
+
         super().__init__(settings)
         self.kappa = float(self._need("kappa"))
         self.partition = str(self.settings.get("partition") or "whole")
+        self.mode = make_mode(str(self.settings.get("vmf_mode") or "alg2"), kappa=self.kappa,
+                              partition=self.partition,
+                              max_grad_norm=float(self.settings.get("max_grad_norm") or 1.0))
 
     def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
-        from privtool.mechanisms.vmf import privatize_vmf
-
         b = grads[0].shape[0]
-        summed = privatize_vmf(grads, kappa=self.kappa, partition=self.partition,
-                               generator=generator)
-        return [s / b for s in summed]
+        return [s / b for s in self.mode.release(grads, generator)]
 
     def expected(self, grads: Grads) -> Grads:
-        from privtool.mechanisms.vmf_sampler import mean_resultant_length
-
-        def unit(rows: torch.Tensor) -> torch.Tensor:  # (..., d) -> A_d(κ) rows / ‖rows‖
-            a = mean_resultant_length(rows.shape[-1], self.kappa)
-            return a * rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-        t, b = grads[0].shape[:2]
-        if self.partition == "whole":
-            flat = unit(torch.cat([g.reshape(t, b, -1) for g in grads], dim=-1))
-            out, offset = [], 0
-            for g in grads:
-                k = g[0, 0].numel()
-                out.append(flat[..., offset:offset + k].reshape(g.shape).mean(1))
-                offset += k
-            return out
-        out = []
-        for g in grads:
-            if self.partition == "row" and g.dim() >= 4:  # one part per output row
-                rows = unit(g.reshape(t, b, g.shape[2], -1))
-            else:  # layer, or a bias under row: the whole tensor is one part
-                rows = unit(g.reshape(t, b, -1))
-            out.append(rows.reshape(g.shape).mean(1))
-        return out
+        return self.mode.expected(grads)
 
     def describe(self) -> dict[str, Any]:
         return {"release": self.name, "release_kappa": self.kappa,
-                "release_partition": self.partition}
+                "release_partition": self.partition, "release_vmf_mode": self.mode.name}
 
 
 def make_release(mechanism: str, settings: Mapping[str, Any]) -> Release:

@@ -118,6 +118,8 @@ def nominal_epsilon(stage: str, mechanism: str | None, m: dict[str, Any],
     was trained to (train.epsilon, final weights only), else its headline ε field."""
     if stage == "select":
         return m.get("epsilon"), "epsilon (composed)"
+    if "epsilon_v_setting" in m:  # a VMF mode with no DP guarantee: paper 1's ε_V label only
+        return m["epsilon_v_setting"], "epsilon_v_setting (no DP guarantee)"
     key = cfg.nominal.get(mechanism or "")
     if key:
         return m.get(key), key
@@ -135,6 +137,10 @@ def _base_fields(*, run: str, meta_sha256: str | None, stage: str, epoch: int | 
     mech = top.get("mechanism")
     strategy = extra.get("strategy")
     series = mech if stage != "select" else f"{mech}+{strategy or 'select'}"
+    if top.get("vmf_mode") not in (None, "alg2"):  # paper 1 §3.4 readings (vmf_modes)
+        series = series.replace(str(mech), f"{mech}:{top['vmf_mode']}", 1)
+    if top.get("dp_guarantee") == "none":
+        series += " (no DP guarantee)"
     nominal, nominal_source = nominal_epsilon(stage, mech, m, target_eps, cfg)
     f: dict[str, Any] = {
         "target": _target_spec(run, epoch), "run": run,
@@ -142,6 +148,8 @@ def _base_fields(*, run: str, meta_sha256: str | None, stage: str, epoch: int | 
         "dataset": top.get("dataset"), "model": top.get("model"), "mechanism": mech,
         "series": series, "n_classes": n_classes,
         "epsilon_nominal": nominal, "epsilon_nominal_source": nominal_source}
+    if top.get("dp_guarantee") is not None:
+        f["dp_guarantee"] = top["dp_guarantee"]
     f.update({k: m[k] for k in sorted(m) if k.startswith("epsilon") and
               not isinstance(m[k], (dict, list, str))})
     f["delta"] = m.get("delta")

@@ -8,7 +8,9 @@ VMF(κ, that direction); the samples are summed and divided by the fixed batch s
 Batches have a fixed size b drawn uniformly without replacement (the VMF sum is not DP under
 add/remove, see :mod:`privtool.accounting.vmf`), so the replace-one accountant applies.
 Per-sample gradients come from Opacus' GradSampleModule; this module only replaces the
-"clip, sum, add noise" part of Opacus' DPOptimizer.
+"clip, sum, add noise" part of Opacus' DPOptimizer. ``train.vmf_mode`` picks how
+(:mod:`privtool.mechanisms.vmf_modes`): ``alg2`` (default) is the above; the ``opacus-*`` modes
+are readings of paper 1 §3.4 with no DP guarantee (their runs record ``epsilon: null``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from privtool.accounting import (kappa_from_nominal, vmf_epsilon, vmf_nominal_ep
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper, fixed_size_batches
 from privtool.mechanisms.gaussian import opacus_stepper
+from privtool.mechanisms.vmf_modes import VMFMode, make_mode
 from privtool.mechanisms.vmf_sampler import sample_vmf
 
 
@@ -94,19 +97,17 @@ def _vmf_optimizer_class() -> type:
         """Opacus' DPOptimizer with "clip + sum + Gaussian" replaced by "scale to unit +
         VMF sample + sum" (paper 1 Alg. 2 lines 10 and 13)."""
 
-        def __init__(self, optimizer: torch.optim.Optimizer, *, kappa: float, partition: str,
+        def __init__(self, optimizer: torch.optim.Optimizer, *, vmf_mode: VMFMode,
                      **kwargs: Any) -> None:
             super().__init__(optimizer, **kwargs)
-            self.kappa = kappa
-            self.partition = partition
+            self.mode = vmf_mode
 
         def clip_and_accumulate(self) -> None:
             grad_samples = []
             for p in self.params:
                 _check_processed_flag(p.grad_sample)
                 grad_samples.append(self._get_flat_grad_sample(p).to(p.dtype))
-            summed = privatize_vmf(grad_samples, kappa=self.kappa, partition=self.partition,
-                                   generator=self.generator)
+            summed = self.mode.release(grad_samples, self.generator)
             for p, s in zip(self.params, summed):
                 p.summed_grad = s if p.summed_grad is None else p.summed_grad + s
                 _mark_as_processed(p.grad_sample)
@@ -127,6 +128,8 @@ class VMF(Mechanism):
 
     def batches(self, epoch: int, rng: np.random.Generator):
         s = self.schedule
+        if self.mode.poisson:  # Opacus' sampling, "left unchanged" (paper 1 §3.4)
+            return super().batches(epoch, rng)
         return fixed_size_batches(s.n, s.batch_size, s.steps_per_epoch, rng)
 
     def calibrate(self, model: nn.Module) -> None:
@@ -135,6 +138,11 @@ class VMF(Mechanism):
         self.part_dims = part_dims(params, cfg.partition)
         self.parts = len(self.part_dims)
         self.pld_grid = None
+        probe = make_mode(cfg.vmf_mode, kappa=0.0, partition=cfg.partition)
+        if cfg.epsilon is not None and not probe.guarantee:
+            raise PrivtoolError(f"train.vmf_mode={cfg.vmf_mode} has no DP guarantee, so no κ "
+                                f"meets an ε target; drop --epsilon and set the noise with "
+                                f"--set train.epsilon_v=E or --set train.kappa=K")
         if cfg.epsilon is not None and cfg.kappa is not None:
             raise PrivtoolError("vmf noise is set twice (train.epsilon and train.kappa); give "
                                 "only one of them")
@@ -152,6 +160,8 @@ class VMF(Mechanism):
             raise PrivtoolError("vmf needs its noise level: set --epsilon E (whole-run target), "
                                 "--set train.kappa=K or --set train.epsilon_v=E (paper 1's "
                                 "per-update ε_V)")
+        self.mode = make_mode(cfg.vmf_mode, kappa=self.kappa, partition=cfg.partition,
+                              max_grad_norm=cfg.max_grad_norm)
 
     def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                      generator: Any) -> Stepper:
@@ -159,10 +169,13 @@ class VMF(Mechanism):
         return opacus_stepper(model, optimizer, mode=mode, noise_multiplier=0.0,
                               max_grad_norm=1.0, expected_batch_size=self.schedule.batch_size,
                               generator=generator, optimizer_cls=_vmf_optimizer_class(),
-                              kappa=self.kappa, partition=self.cfg.partition)
+                              vmf_mode=self.mode)
 
     def privacy(self, steps: int) -> dict[str, Any]:
         s = self.schedule
+        if not self.mode.guarantee:  # no accountant applies: ε is ∞, recorded as null
+            return {"epsilon": None, "epsilon_v_setting":
+                    vmf_nominal_epsilon(kappa=self.kappa, parts=self.parts)}
         fields = vmf_epsilon(kappa=self.kappa, parts=self.parts, sample_rate=s.sample_rate,
                              steps=steps, delta=self.cfg.delta, part_dims=self.part_dims,
                              pld_grid=self.pld_grid)
@@ -173,6 +186,12 @@ class VMF(Mechanism):
     def settings(self) -> dict[str, Any]:
         from privtool.accounting.vmf_pld import format_part_dims
 
-        return {**super().settings(), "kappa": self.kappa, "parts": self.parts,
-                "part_dims": format_part_dims(self.part_dims),
-                "partition": self.cfg.partition, "sampling": "fixed-size without replacement"}
+        out = {**super().settings(), "kappa": self.kappa, "parts": self.parts,
+               "part_dims": format_part_dims(self.part_dims),
+               "partition": self.cfg.partition, "vmf_mode": self.mode.name,
+               "sampling": "poisson" if self.mode.poisson else "fixed-size without replacement"}
+        if self.mode.clips:
+            out["max_grad_norm"] = self.cfg.max_grad_norm
+        if not self.mode.guarantee:
+            out.update(dp_guarantee="none", dp_guarantee_reason=self.mode.reason())
+        return out

@@ -149,9 +149,11 @@ def choose_parent(candidates: Sequence[Candidate], *, mechanism: str, metrics: M
         return fits[-1]
     first = plans[0] if not pinned else plans[-1]
     if first.parent.epsilon is None:
-        raise PrivtoolError(f"--epsilon-limit {limit:g} cannot hold: {first.candidate.spec} is "
-                            f"not private (mechanism {mechanism}, epsilon inf); drop "
-                            f"--epsilon-limit or select from a DP run")
+        why = ("has no DP guarantee (" + str(metrics.get("dp_guarantee_reason")) + ")"
+               if metrics.get("dp_guarantee") == "none" else
+               f"is not private (mechanism {mechanism}, epsilon inf)")
+        raise PrivtoolError(f"--epsilon-limit {limit:g} cannot hold: {first.candidate.spec} "
+                            f"{why}; drop --epsilon-limit or select from a DP run")
     where = (f"{first.candidate.spec} (epsilon_dp {_fmt(first.parent.epsilon)})"
              if pinned or len(plans) == 1 else
              f"even the earliest checkpoint, {first.candidate.spec} (epsilon_dp "
