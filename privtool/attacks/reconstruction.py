@@ -39,6 +39,7 @@ from privtool.attacks.image_metrics import (save_grid, score_reconstructions,
                                             summarize_reconstructions)
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
+from privtool.schema import Rule, settings, validate
 
 # --------------------------------------------------------------------------- objectives
 
@@ -108,15 +109,8 @@ def labels_from_gradient(model: torch.nn.Module, observed: Grads, n_classes: int
 # --------------------------------------------------------------------------- options
 
 
-def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
+@settings(at=Rule(choices=("trained", "init")), batch_size=Rule(ge=1), iterations=Rule(ge=1),
+          lr=Rule(gt=0))
 @dataclass(frozen=True)
 class GradientOptions:
     """Keys every gradient attack has under ``attack.<name>:``."""
@@ -129,13 +123,7 @@ class GradientOptions:
     section: ClassVar[str] = "attack.<gradient attack>"
 
     def __post_init__(self) -> None:
-        s = self.section
-        _check(self.at in ("trained", "init"), f"{s}.at", self.at, "trained or init")
-        _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
-               and self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")
-        _check(isinstance(self.iterations, int) and not isinstance(self.iterations, bool)
-               and self.iterations >= 1, f"{s}.iterations", self.iterations, "an integer >= 1")
-        _check(_num(self.lr) and self.lr > 0, f"{s}.lr", self.lr, "a number > 0")
+        validate(self)
 
 
 @dataclass
@@ -462,6 +450,7 @@ class IDLG(_LBFGSAttack):
 # --------------------------------------------------------------------------- Inverting Gradients
 
 
+@settings(tv=Rule(ge=0), restarts=Rule(ge=1), chunk=Rule(ge=1))
 @dataclass(frozen=True)
 class IGAOptions(GradientOptions):
     """``attack.iga``: Geiping et al. 2020 with their optimiser (Adam, lr 0.1, signed
@@ -479,13 +468,6 @@ class IGAOptions(GradientOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        s = self.section
-        _check(_num(self.tv) and self.tv >= 0, f"{s}.tv", self.tv, "a number >= 0")
-        _check(isinstance(self.restarts, int) and not isinstance(self.restarts, bool)
-               and self.restarts >= 1, f"{s}.restarts", self.restarts, "an integer >= 1")
-        _check(isinstance(self.signed, bool), f"{s}.signed", self.signed, "true or false")
-        _check(isinstance(self.chunk, int) and not isinstance(self.chunk, bool)
-               and self.chunk >= 1, f"{s}.chunk", self.chunk, "an integer >= 1")
 
 
 @ATTACKS.register("iga")
