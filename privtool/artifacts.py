@@ -56,6 +56,25 @@ def _unwritable(path: Path, e: OSError) -> PrivtoolError:
     return PrivtoolError(f"cannot write {path}: {reason.lower()}; choose a writable --out")
 
 
+def check_out(out: str | Path | None) -> None:
+    """Refuse, before any work, an ``--out`` that cannot be written: a file on its way (or at
+    it), or an unwritable nearest existing folder. Creates nothing."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PrivtoolError(f"--out {out} exists and is not a directory; choose another path")
+    for p in out.parents:
+        if p.exists():
+            if not p.is_dir():
+                raise PrivtoolError(f"cannot write {out}: {p} is a file, not a folder; "
+                                    f"choose another --out")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise PrivtoolError(f"cannot write {out}: {p} is not writable; choose a "
+                                    f"writable --out")
+            return
+
+
 def _mkdir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)

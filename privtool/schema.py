@@ -131,6 +131,9 @@ def _hints(cls: type) -> dict[str, Any]:
                 except Exception:
                     hints[name] = Any
     out = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):  # `x: int = None` means an integer or null
+        if f.default is None and not _optional(out[f.name])[1] and out[f.name] is not Any:
+            out[f.name] = typing.Optional[out[f.name]]
     _HINTS[cls] = out
     return out
 

@@ -238,3 +238,28 @@ def test_data_prepare_offline_leaves_no_root(tmp_path, monkeypatch):
     res = runner.invoke(app, ["data", "prepare", "mnist", "--root", str(kept)])
     assert res.exit_code == 1
     assert snapshot(kept) == ["mine"]
+
+
+STAGES = {
+    "train": ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--mech", "none"],
+    "attack": ["attack", "--attack", "loss", "--target", "{R}"],
+    "select": ["select", "--strategy", "random", "--target", "{R}", "--set",
+               "select.finetune.epochs=1", "--n-labeled", "10"],
+    "calibrate": ["calibrate", "--runs", "{RUNS}"],
+    "report": ["report", "{RUNS}"],
+    "store": ["store", "--target", "{R}", "--set", "attack.n_models=2"],
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("where", ["{FILE}/out", "{FILE}/deeper/out"])
+def test_out_under_a_file_is_one_line_in_every_stage(world, stage, where):
+    """--out below a file: one line naming the file, exit 1, nothing written anywhere."""
+    args = [a.format(**world) for a in STAGES[stage]]
+    before = snapshot(world["TOP"])
+    res = runner.invoke(app, [*args, "--out", where.format(**world)])
+    out = res.output.strip()
+    assert res.exit_code == 1, out
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+    assert f"{world['FILE']} is a file, not a folder" in out, out
+    assert snapshot(world["TOP"]) == before

@@ -229,3 +229,107 @@ def test_run_folder_follows_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "run" / "metrics.json").stat().st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------------------ run integrity (item 11)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from privtool.cli import app
+
+    top = tmp_path_factory.mktemp("integrity")
+    run = top / "runs" / "train" / "g"
+    res = CliRunner().invoke(app, ["train", "--dataset", "digits", "--model", "mlp", "--epochs",
+                                   "2", "--mech", "gaussian", "--set", "train.batch_size=256",
+                                   "--set", "train.checkpoint_every=1", "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def _copy(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest)
+    return dest
+
+
+def _rehash(run: Path) -> None:
+    """What a careful forger would do: re-hash every output into meta.json."""
+    from privtool.artifacts import file_hash
+
+    meta = json.loads((run / "meta.json").read_text())
+    meta["outputs"] = {n: file_hash(run / n) for n in meta["outputs"]}
+    (run / "meta.json").write_text(json.dumps(meta))
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from privtool.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("edit", ["emptied", "epsilon_edited"])
+def test_edited_metrics_json_is_refused_by_attack_and_calibrate(trained, tmp_path, edit):
+    run = _copy(trained, tmp_path / "runs" / "g")
+    m = json.loads((run / "metrics.json").read_text())
+    assert "metrics.json" in json.loads((run / "meta.json").read_text())["outputs"]
+    if edit == "emptied":
+        (run / "metrics.json").write_text("{}\n")
+    else:
+        m["epsilon"] = 0.01
+        (run / "metrics.json").write_text(json.dumps(m))
+    res = _cli("attack", "--attack", "loss", "--target", str(run), "--out", str(tmp_path / "a"))
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert "metrics.json does not match the hash" in res.output
+    res = _cli("calibrate", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "c"))
+    assert res.exit_code == 1 and "metrics.json does not match the hash" in res.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_run_without_a_metrics_hash_is_refused(trained, tmp_path):
+    run = _copy(trained, tmp_path / "g")
+    meta = json.loads((run / "meta.json").read_text())
+    del meta["outputs"]["metrics.json"]  # as written before metrics.json was hashed
+    (run / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(PrivtoolError, match="metrics.json is not covered by the hashes"):
+        load_run(run)
+
+
+@pytest.mark.parametrize("where", ["../other/checkpoints/epoch-1.pt", "/etc/passwd", "link.pt",
+                                   "checkpoints/../model.pt"])
+def test_checkpoint_paths_resolve_inside_the_run_only(trained, tmp_path, where):
+    from privtool.checkpoints import load_checkpoint
+
+    other = _copy(trained, tmp_path / "other")
+    run = _copy(trained, tmp_path / "g")
+    if where == "link.pt":
+        (run / "link.pt").symlink_to(other / "model.pt")
+    m = json.loads((run / "metrics.json").read_text())
+    m["checkpoints"][0]["file"] = where
+    (run / "metrics.json").write_text(json.dumps(m))
+    _rehash(run)
+    with pytest.raises(PrivtoolError, match="not a path inside the run|leads outside|not covered"):
+        load_checkpoint(f"{run}@1")
+    assert load_checkpoint(f"{other}@1")[1]["epoch"] == 1  # the untouched run still loads
+
+
+def test_calibrate_warns_about_runs_without_a_valid_epsilon(tmp_path):
+    from calibrate_fixtures import make_train
+
+    from privtool.calibrate import build, calibrate_settings, collect
+
+    make_train(tmp_path, "g1", epsilon=1.0)
+    bad = make_train(tmp_path, "g2", epsilon=2.0)
+    m = json.loads((bad / "metrics.json").read_text())
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["params"]["train"]["epsilon"] = None
+    m.pop("epsilon")
+    (bad / "metrics.json").write_text(json.dumps(m))
+    (bad / "meta.json").write_text(json.dumps(meta))
+    _rehash(bad)
+    cal = build(collect(tmp_path), calibrate_settings({}))
+    assert any(str(bad) in w and "no valid ε" in w for w in cal.warnings)
+    assert not any(str(tmp_path / "g1") in w for w in cal.warnings)

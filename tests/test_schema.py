@@ -61,6 +61,7 @@ class Toy:
     flag: bool = False
     name: str = "x"
     weights: dict[str, float] | None = None
+    seed: int = None                  # type: ignore[assignment]  (null allowed by its default)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -80,6 +81,7 @@ class Toy:
     ({"name": ""}, "toy.name='' is not allowed: a non-empty string"),
     ({"weights": {"a": True}}, "toy.weights.a=True is not allowed: a number"),
     ({"weights": [1]}, "toy.weights=[1] is not allowed"),
+    ({"seed": "x"}, "toy.seed='x' is not allowed: an integer or null"),
 ])
 def test_a_field_is_typed_by_its_annotation_and_ranged_by_its_rule(kwargs, message):
     with pytest.raises(PrivtoolError) as e:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from privtool.artifacts import ACCOUNTANT, MODEL, SPLITS, dumps, staged_dir
+from privtool.artifacts import ACCOUNTANT, MODEL, SPLITS, check_out, dumps, staged_dir
 from privtool.config import Params
 from privtool.stages.common import finish_run, load_data_and_splits, split_record, write_csv
 from privtool.training import ProgressSink, resolve_device, seed_everything, train_model
@@ -29,6 +29,7 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
     from privtool.models import build_model
 
     cfg = params.train
+    check_out(out)
     data, splits = load_data_and_splits(params.data)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
