@@ -123,6 +123,7 @@ def test_sigterm_is_handled_like_sigint_no_partial_left(tmp_path):
     assert leftovers(out) == []
 
 
+@pytest.mark.slow  # the real command: ~15 s of imports and data loading on a busy machine
 def test_sigterm_real_train_cli_leaves_no_partial(tmp_path):
     """The real command (DVC and CI send SIGTERM): no .partial, no lock, no run."""
     out = tmp_path / "run"
