@@ -185,6 +185,7 @@ CASES = [
     (["report", "{RUNS}", "--set", "report.title="], "report.title=None is not allowed"),
     # ---- data
     (["data", "verify", "bogus"], "unknown dataset 'bogus'"),
+    (["data", "prepare", "mnist", "--root", "{FILE}/data"], "{FILE} is a file, not a folder"),
 ]
 
 

@@ -167,7 +167,12 @@ def _fetch_or_undo(dataset: Any, root: Path) -> None:
     ``root`` itself, if it made it) is removed, so a failed download leaves nothing behind."""
     made = [p for p in [root, *root.parents] if not p.exists()]
     before = {Path(d) / n for d, ds, fs in os.walk(root) for n in [*ds, *fs]} if root.exists() else set()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in [root, *root.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e)).lower()
+        raise PrivtoolError(f"cannot create the data root {root}: {why}; pass another --root")
     try:
         dataset.fetch(root)
     except BaseException:
