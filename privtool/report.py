@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from privtool.artifacts import atomic_write_bytes, read_json
-from privtool.schema import build, settings, validate
 from privtool.errors import PrivtoolError
+from privtool.schema import build, settings, validate
 
 CALIBRATION = "calibration.json"
 
