@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -184,6 +185,8 @@ def train(
         emit(metrics, as_json, f"privtool train → {target}")
         return
     checkpoints = metrics.pop("checkpoints", [])
+    metrics.pop("release", None)  # the table shows the flat fields; metrics.json has the split
+    metrics.pop("diagnostics", None)
     emit(metrics, as_json, f"privtool train → {target}")
     if checkpoints:
         _print_checkpoints(target, checkpoints)
@@ -210,16 +213,29 @@ def epsilon(
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="σ (gaussian)"),
     sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="q = batch/n"),
     steps: Optional[int] = typer.Option(None, "--steps"),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="instead of --steps: epochs/q steps"),
+    epochs: Optional[float] = typer.Option(None, "--epochs",
+                                           help="instead of --steps: epochs × round(1/q) steps, as train runs"),
     delta: float = typer.Option(1e-5, "--delta"),
     accountant: str = typer.Option("rdp", "--accountant", help="rdp | prv (gaussian)"),
     kappa: Optional[float] = typer.Option(None, "--kappa", help="VMF concentration κ (vmf)"),
-    parts: int = typer.Option(1, "--parts", help="VMF parts per gradient m (vmf)"),
+    parts: Optional[int] = typer.Option(None, "--parts", help="VMF parts per gradient m (vmf; "
+                                        "alone: only the pure bound; default 1)"),
+    part_dims: Optional[str] = typer.Option(
+        None, "--part-dims", help="VMF parts' dimensions for the tight ε: D or D*N (N parts of "
+        "dimension D), comma-separated, e.g. 25*6,150*16,256*120"),
+    model: Optional[str] = typer.Option(None, "--model", help="VMF: take the parts' dimensions "
+                                        "from this registered model (with --partition)"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="whole | layer | row "
+                                            "(with --model; default whole)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="input shape and classes for "
+                                          "--model (default mnist-5k)"),
     units: Optional[int] = typer.Option(None, "--units", help="K classes/subclasses (class, subclass)"),
     unit_sampling: str = typer.Option("poisson", "--unit-sampling",
                                       help="poisson (add/remove unit) | fixed (replace unit)"),
     k_sub: int = typer.Option(1, "--k-sub", help="subclasses per class (subclass): sets "
                               "the record-level group size"),
+    n: Optional[int] = typer.Option(None, "--n", help="training records (gaussian, vmf): "
+                                    "refuse δ ≥ 1/n, warn above 1/(10n)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute ε from hyperparameters without training.
@@ -228,18 +244,52 @@ def epsilon(
 
       privtool epsilon --mech gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5
 
-      privtool epsilon --mech vmf --kappa 5 --parts 1 --sample-rate 0.05 --steps 500 --json
+      privtool epsilon --mech vmf --kappa 0.0707 --part-dims 300*50 --sample-rate 1 --steps 96 --json
+
+      privtool epsilon --mech vmf --kappa 0.0707 --model lenet --partition row --sample-rate 0.05 --steps 10000
 
       privtool epsilon --mech subclass --noise-multiplier 1.6 --sample-rate 0.2 --steps 200 --delta 1e-3 --k-sub 50
     """
-    from privtool.epsilon import compute_epsilon
+    from privtool.epsilon import compute_epsilon, vmf_part_dims
 
-    res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
-                          noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
-                          parts=parts, n_units=units, unit_sampling=unit_sampling, k_sub=k_sub)
+    dims, n_parts = vmf_part_dims(part_dims=part_dims, model=model, partition=partition,
+                                  dataset=dataset, parts=parts)
+    with err.status("VMF privacy-loss distribution…", spinner="dots") if dims else nullcontext():
+        res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs,
+                              delta=delta, noise_multiplier=noise_multiplier,
+                              accountant=accountant, kappa=kappa, parts=n_parts, n_units=units,
+                              unit_sampling=unit_sampling, k_sub=k_sub, part_dims=dims, n=n)
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
+    if res.get("delta_warning"):
+        err.print(f"[yellow]warning:[/] {res['delta_warning']}", highlight=False)
     emit(res, as_json, f"privtool epsilon --mech {mech}")
+
+
+@app.command()
+@handle_errors
+def export(
+    run: Path = typer.Argument(..., help="a train or select run directory"),
+    out_dir: Path = typer.Option(..., "--out", help="folder to write (replaced whole)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Copy only what a run releases (weights, ε fields, accountant.json) to share it.
+
+    Diagnostics computed on the private data without noise (train loss/accuracy, train gap,
+    unit sizes, units.npy, plots/curve.csv) and bookkeeping (splits, params, seeds) are left
+    out; the folder's meta.json lists them. See README "What ε covers".
+
+    Examples:
+
+      privtool export runs/g3 --out share/g3
+    """
+    from privtool.release import export_run
+
+    res = export_run(run, out_dir)
+    if res.get("warning"):
+        err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
+    err.print(f"wrote {out_dir}", highlight=False)
+    emit(res, as_json, f"privtool export {run} → {out_dir}")
 
 
 @app.command()
@@ -268,6 +318,8 @@ def attack(
       privtool attack --attack reference --target runs/train/none --set attack.n_models=8 --json
 
       privtool attack --attack lira --target runs/train/gauss-eps1   (online + offline LiRA)
+
+      privtool attack --attack rmia --target runs/train/gauss-eps1 --json   (RMIA, same store)
     """
     shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
                  if v is not None]
@@ -323,6 +375,70 @@ def store(
     err.print(f"store {metrics['store']}: {metrics['n_models']} models per set, "
               f"{metrics['store_models_trained']} trained now", highlight=False)
     emit(metrics, as_json, f"privtool store → {metrics['store']}")
+
+
+@app.command()
+@handle_errors
+def audit(
+    target: str = typer.Option(..., "--target", help="train run: RUN_DIR or RUN_DIR@EPOCH"),
+    canary: Optional[str] = typer.Option(None, "--canary", help="input (black box: mislabelled "
+                                         "images, loss score) | gradient (white box: Dirac or "
+                                         "random gradients of norm C) (audit.canary)"),
+    canaries: Optional[int] = typer.Option(None, "--canaries", help="M, each in with "
+                                           "probability 1/2 (audit.canaries)"),
+    runs: Optional[int] = typer.Option(None, "--runs", help="R training runs; R > 1 adds the "
+                                       "many-run bounds (audit.runs)"),
+    guesses: Optional[int] = typer.Option(None, "--guesses", help="k guesses of the one-run "
+                                          "audit (default: a grid, union-bounded)"),
+    two_sided: bool = typer.Option(False, "--two-sided", help="also guess 'out' for the "
+                                   "lowest scores (audit.two_sided)"),
+    confidence: Optional[float] = typer.Option(None, "--confidence",
+                                               help="level of every ε_lb (audit.confidence)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="audit directory (default "
+                                           "RUN_DIR/audit)"),
+    params: Path = ParamsOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Audit a run's recipe with canaries: audited ε (lower) beside the accounted ε (upper).
+
+    Re-trains the run's recipe with M canaries (each in with probability 1/2) through the
+    run's own mechanism and bounds ε from below at the run's δ.
+
+    Examples:
+
+      privtool audit --target runs/gauss-1 --canary gradient --canaries 1000 --json
+
+      privtool audit --target runs/train/vmf-epsv10k --canary gradient --set audit.direction=random
+
+      privtool audit --target runs/train/none --canary input --canaries 1000
+
+      privtool audit --target runs/train/gauss-eps8 --runs 8 --canaries 200
+    """
+    shortcuts = [f"audit.{k}={v}" for k, v in (
+        ("canary", canary), ("canaries", canaries), ("runs", runs), ("guesses", guesses),
+        ("confidence", confidence), ("seed", seed), ("device", device),
+        ("two_sided", "true" if two_sided else None)) if v is not None]
+    p = _params(params, sets or [], shortcuts)
+    from privtool.artifacts import parse_target
+    from privtool.stages import audit as stage
+
+    run_dir, epoch = parse_target(target)
+    dest = out_dir or run_dir / ("audit" if epoch is None else f"audit-epoch{epoch}")
+    metrics = stage.run(target, dest, p.as_dict(), progress=RichProgress(enabled=True))
+    err.print(f"wrote {dest}; picture: {dest / 'scores.png'}", highlight=False)
+    if as_json:
+        emit(metrics, as_json, "")
+        return
+    acc = metrics["epsilon_accounted"]
+    out.print(f"audited ε ≥ {metrics['epsilon_lb']:.3g} (one run, {metrics['confidence']:.0%} "
+              f"confidence, δ = {metrics['delta']:.3g})  ≤  accounted ε = "
+              f"{'∞' if acc is None else format(acc, '.4g')}  "
+              f"[{metrics['canary']} canaries: {metrics['correct']}/{metrics['guesses']} "
+              f"guesses right of {metrics['canaries']}]", highlight=False)
+    emit(metrics, False, f"privtool audit → {dest}")
 
 
 @app.command()
@@ -399,7 +515,11 @@ def select(
         STRATEGIES.get(cfg.strategy)
         dest = out_dir or Path("runs") / "select" / f"{cfg.strategy}-n{cfg.n_labeled}-{run_name}"
         metrics = stage.run(p, target, dest, progress=RichProgress(enabled=True))
+        _warn(metrics.pop("warnings", []))
         err.print(f"wrote {dest}", highlight=False)
+        if not as_json:
+            metrics.pop("release", None)  # metrics.json keeps the split; the table the fields
+            metrics.pop("diagnostics", None)
         emit(metrics, as_json, f"privtool select {cfg.strategy} → {dest}")
         return
     chosen = STRATEGIES.names() if cfg.curve.strategies == "all" else list(cfg.curve.strategies)
@@ -408,6 +528,7 @@ def select(
     dest = out_dir or Path("runs") / "select" / f"curve-{run_name}"
     metrics = stage.run_curve(p, target, dest, strategies=chosen, budgets=cfg.curve.budgets,
                               seeds=cfg.curve.seeds, progress=RichProgress(enabled=True))
+    _warn(metrics.pop("warnings", []))
     err.print(f"wrote {dest}; picture: {dest / 'curve.png'}", highlight=False)
     if as_json:
         emit(metrics, as_json, "")
@@ -433,7 +554,22 @@ def _print_curve(m: dict[str, Any]) -> None:
                 cell += f" ({pol[s][str(n)]:.0%} polluted)"
             cells.append(cell)
         table.add_row(s, "∞" if eps is None else f"{eps:.3g}", *cells)
+    whole = m.get("whole_curve_privacy")
+    if whole:
+        table.caption = (f"ε above: one cell. Whole curve, every private release composed: "
+                         f"ε = {_eps_text(whole.get('epsilon_composed'))}, δ = "
+                         f"{whole.get('delta_composed')} ({whole['n_private_releases']} "
+                         f"NearPrivate releases; {whole.get('composition')})")
     out.print(table)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _eps_text(e: Any) -> str:
+    return "∞" if e is None else f"{e:.4g}"
 
 
 @app.command()

@@ -65,7 +65,10 @@ class DataConfig:
     k_sub=Rule(ge=1, allowed="an integer >= 1 (subclasses per class)"),
     unit_sample_rate=Rule(gt=0, le=1), unit_sampling=Rule(choices=("poisson", "fixed")),
     subclass_features=Rule(choices=("pixels", "embeddings")),
-    checkpoint_every=Rule(ge=0, allowed="an integer >= 0 (0 keeps no per-epoch checkpoints)"))
+    checkpoint_every=Rule(ge=0, allowed="an integer >= 0 (0 keeps no per-epoch checkpoints)"),
+    noise_seed=Rule(choices=("secret", "from-seed"),
+                    allowed="secret (noise drawn from the OS, for releases) or from-seed "
+                            "(reproducible)"))
 @dataclass(frozen=True)
 class TrainConfig:
     """How ``privtool train`` trains: mechanism, model, optimiser and privacy knobs.
@@ -98,6 +101,7 @@ class TrainConfig:
     unit_sampling: str = "poisson"   # class/subclass: poisson (add/remove unit) | fixed (replace)
     subclass_features: str = "pixels"  # subclass: k-means on pixels | embeddings (model.embed)
     checkpoint_every: int = 1        # keep checkpoints/epoch-N.pt every N epochs (+ the last); 0: none
+    noise_seed: str = "secret"       # secret: DP noise/sampling from os.urandom | from-seed: seed+1/+2
 
     def __post_init__(self) -> None:
         validate(self)
@@ -268,7 +272,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "pretrain
                            "select": SelectConfig}
 # Sections owned by stages that later issues add, and `sweep` (the grid dvc.yaml expands);
 # accepted so a full params.yaml loads.
-OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep")
+OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep", "audit")
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -327,7 +331,8 @@ def apply_overrides(params: dict[str, Any], overrides: list[str],
 #: loading params stays cheap; used to check values an override replaces.
 LATER_SECTIONS = {"attack": "privtool.attacks.base:AttackConfig",
                   "calibrate": "privtool.calibrate.settings:CalibrateConfig",
-                  "report": "privtool.report:ReportConfig"}
+                  "report": "privtool.report:ReportConfig",
+                  "audit": "privtool.audit.run:AuditConfig"}
 
 
 def _section_class(section: str) -> type | None:

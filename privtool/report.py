@@ -231,6 +231,7 @@ def _compose(cfg: ReportConfig, folder: Path, out: Path, doc: dict[str, Any], pl
     for s in doc.get("sources") or []:
         what = s["stage"] + (f" {s['attack']} → {s.get('target')}" if s.get("attack") else
                              f" {s.get('mechanism') or ''}")
+        what += f" — noise: {s['noise']}" if s.get("noise") else ""
         h.append(f"<details><summary><code>{_esc(s['dir'])}</code> — {_esc(what)} — meta "
                  f"{_esc(str(s['meta_sha256'])[:12])}</summary>")
         m += [f"### `{s['dir']}` — {what} — meta {str(s['meta_sha256'])[:12]}", ""]

@@ -13,8 +13,10 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from privtool.accounting.delta import check_delta
 from privtool.config import TrainConfig
 from privtool.errors import PrivtoolError
+from privtool.release import NOISE_REPRODUCIBLE, noise_generators, noise_label
 
 
 class ProgressSink(Protocol):
@@ -108,11 +110,14 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> Any:
 
 def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test: Any,
                 y_test: Any, *, device: Any, progress: ProgressSink | None = None,
-                on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> TrainOutcome:
+                on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+                make_mechanism: Callable[[TrainConfig, Any], Any] | None = None) -> TrainOutcome:
     """Train ``model`` with ``cfg.mech`` on (x_train, y_train), evaluating each epoch.
 
     Tensors must already be on ``device``. Returns the trained (unwrapped) model, the
     mechanism (for its accountant) and metrics; ``curve`` has one row per epoch.
+    ``make_mechanism(cfg, schedule)`` replaces the registry's mechanism class (the audit wraps
+    the run's own mechanism to add gradient canaries, :mod:`privtool.audit.canaries`).
     """
     import torch
 
@@ -120,15 +125,16 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
 
     progress = progress or NullProgress()
     schedule = Schedule(n=len(x_train), batch_size=cfg.batch_size, epochs=cfg.epochs)
-    mech = MECHANISMS.get(cfg.mech)(cfg, schedule)
+    mech = (make_mechanism or MECHANISMS.get(cfg.mech))(cfg, schedule)
     model.to(device).train()
     mech.prepare(x_train, y_train)
     mech.calibrate(model)
+    delta_warning = None
+    if cfg.mech != "none":  # δ sanity (privtool.accounting.delta): refuse δ ≥ 1/n
+        delta_warning = check_delta(cfg.delta, *mech.delta_population())
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed + 2)
+    gen, rng = noise_generators(cfg, device)  # secret (os.urandom) unless noise_seed=from-seed
     step = mech.make_stepper(model, optimizer, gen)
-    rng = np.random.default_rng(cfg.seed + 1)
 
     curve: list[dict[str, Any]] = []
     steps_done = 0
@@ -174,11 +180,18 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
         "test_accuracy": last["test_accuracy"], "train_accuracy": last["train_accuracy"],
         "train_gap": last["train_gap"], "test_loss": last["test_loss"],
         "train_loss": last["train_loss"], **mech.settings(), **privacy,
+        "noise": noise_label(cfg), "noise_seed": cfg.noise_seed,
     }
     with torch.no_grad():
         n_classes = int(model.eval()(x_test[:1]).shape[1]) if len(x_test) else 0
     if n_classes > 10:  # paper 1 reports top-10 beside top-1 for CIFAR-100 / LFW
         metrics["test_top10_accuracy"] = top_k_accuracy(model, x_test, y_test, 10,
                                                         cfg.eval_batch_size)
+    warnings = [*([delta_warning] if delta_warning else []),
+                *list(getattr(mech, "warnings", []) or [])]
+    if metrics["noise"] == NOISE_REPRODUCIBLE:
+        warnings.append("train.noise_seed=from-seed: the noise and sampling follow from the "
+                        "recorded seed, so ε holds only while the seed stays secret; train "
+                        "with train.noise_seed=secret for a model to release")
     return TrainOutcome(model=model, mechanism=mech, metrics=metrics, curve=curve,
-                        warnings=list(getattr(mech, "warnings", []) or []), seconds=elapsed)
+                        warnings=warnings, seconds=elapsed)

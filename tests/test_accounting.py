@@ -305,7 +305,9 @@ def test_vmf_epsilon_fields():
     out = vmf_epsilon(kappa=0.5, parts=4, sample_rate=0.01, steps=1000, delta=1e-5)
     assert set(out) == {"epsilon", "delta", "epsilon_step", "epsilon_step_amplified",
                         "epsilon_v_nominal", "epsilon_metric_step", "kappa", "parts",
-                        "sample_rate", "steps"}
+                        "sample_rate", "steps", "epsilon_pure_bound", "accounting"}
+    assert out.pop("accounting") == "pure"  # no part dimensions: only the pure bound
+    assert out["epsilon_pure_bound"] == out["epsilon"]
     assert out["epsilon_step"] == 4.0
     assert out["epsilon_v_nominal"] == 2.0
     assert out["epsilon_metric_step"] == 0.5

@@ -249,6 +249,7 @@ def test_reproduce_command_round_trips_the_recorded_params(fixture_runs):
     sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
     got = load_params(None, sets).as_dict()
     meta = json.loads((runs["v50"] / "meta.json").read_text())
+    meta["params"]["train"].setdefault("noise_seed", "from-seed")  # recorded before the key
     for section in ("data", "train", "pretrain"):
         assert got[section] == meta["params"][section], section
     att = next(s for s in cal.sources if s.get("attack") == "iga")
@@ -350,3 +351,4 @@ def test_full_profile_overlay_gives_valid_params_with_the_papers_grid(tmp_path):
     # every cell dvc.yaml names through sweep.* must be a cell of the overlaid sweep
     assert {s["target"] for s in p.raw["sweep"]["store"].values()} <= set(cells)
     assert p.raw["sweep"]["select"]["target"] in cells
+    assert set(p.raw["sweep"]["audit"]) <= set(cells)

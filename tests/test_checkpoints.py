@@ -12,12 +12,13 @@ from privtool.artifacts import MODEL, load_run, load_state_dict
 from privtool.checkpoints import checkpoint_epochs, load_checkpoint, resolve_target
 from privtool.cli import app
 from privtool.config import load_params
+from privtool.accounting.vmf_pld import parse_part_dims
 from privtool.epsilon import compute_epsilon
 from privtool.errors import PrivtoolError
 
 runner = CliRunner()
 FAST = ["--dataset", "digits", "--model", "mlp", "--set", "train.batch_size=64",
-        "--device", "cpu"]
+        "--device", "cpu", "--set", "train.noise_seed=from-seed"]  # determinism checked
 
 
 def invoke(*args):
@@ -90,8 +91,10 @@ def test_checkpoint_epsilon_equals_privtool_epsilon(runs):
     assert [c["epoch"] for c in v["checkpoints"]] == [1, 2, 3]
     for c in v["checkpoints"]:
         want = compute_epsilon("vmf", kappa=v["kappa"], parts=v["parts"],
-                               sample_rate=v["sample_rate"], steps=c["step"], delta=v["delta"])
-        for key in ("epsilon", "epsilon_step", "epsilon_step_amplified"):
+                               sample_rate=v["sample_rate"], steps=c["step"], delta=v["delta"],
+                               part_dims=parse_part_dims(v["part_dims"]))
+        assert v["accounting"] == "pld"
+        for key in ("epsilon", "epsilon_pure_bound", "epsilon_step", "epsilon_step_amplified"):
             assert c[key] == pytest.approx(want[key], rel=1e-12), key
     assert v["checkpoints"][0]["epsilon"] < v["checkpoints"][-1]["epsilon"]
 

@@ -11,7 +11,7 @@ from privtool.cli import app
 
 runner = CliRunner()
 FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2",
-        "--set", "train.batch_size=64"]
+        "--set", "train.batch_size=64", "--set", "train.noise_seed=from-seed"]
 
 
 def invoke(*args):
@@ -71,6 +71,36 @@ def test_gaussian_epsilon_target_and_epsilon_command_agree(tmp_path):
                  "--delta", str(m["delta"]), "--json")
     assert res.exit_code == 0
     assert json.loads(res.stdout)["epsilon"] == pytest.approx(m["epsilon"], rel=1e-9)
+
+
+def test_epsilon_from_epochs_counts_steps_as_train_does(tmp_path):
+    """n/b = 539/100 = 5.39 (odd): train runs round(n/b)·E = 15 steps for E = 3, and
+    `privtool epsilon --epochs 3` must give the ε of those steps (round(E/q) = 16 would not)."""
+    out = tmp_path / "g"
+    res = invoke("train", "--mech", "gaussian", "--dataset", "digits", "--model", "mlp",
+                 "--epochs", "3", "--set", "train.batch_size=100",
+                 "--set", "train.noise_multiplier=1.1", "--set", "train.checkpoint_every=0",
+                 "--device", "cpu", "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    acc = json.loads((out / "accountant.json").read_text())
+    assert acc["steps"] == 15 and round(3 / acc["sample_rate"]) == 16
+    res = invoke("epsilon", "--mech", "gaussian", "--noise-multiplier", "1.1",
+                 "--sample-rate", repr(acc["sample_rate"]), "--epochs", "3",
+                 "--delta", str(acc["delta"]), "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["steps"] == acc["steps"]
+    assert got["epsilon"] == pytest.approx(acc["epsilon"], rel=1e-9)
+
+
+def test_unit_mechanisms_count_epoch_steps_as_epsilon_does():
+    """class/subclass: an epoch is round(1/q) steps in train and in `privtool epsilon`."""
+    from privtool.epsilon import steps_from
+    from privtool.mechanisms.unit import UnitSchedule
+
+    for q, epochs in ((0.3, 3), (0.2, 4), (0.07, 5)):
+        sched = UnitSchedule(n=100, batch_size=1, epochs=epochs, unit_rate=q)
+        assert steps_from(steps=None, epochs=epochs, sample_rate=q) == sched.steps
 
 
 def test_same_seed_same_metrics(tmp_path):

@@ -19,6 +19,7 @@ from privtool.attacks.membership import (cross_entropy, evaluation_set, lira_off
                                          scaled_logit)
 from privtool.attacks.reference_store import KINDS, model_mask
 from privtool.cli import app
+from privtool.errors import PrivtoolError
 
 runner = CliRunner()
 MEMBERSHIP = ["lira", "loss", "reference", "shokri"]
@@ -58,7 +59,9 @@ def test_roc_exact_on_a_small_example_with_ties():
     roc = roc_curve(s, m)
     assert roc.fpr.tolist() == [0, 0, 0.5, 1, 1] and roc.tpr.tolist() == [0, 1 / 3, 2 / 3, 2 / 3, 1]
     assert auc(roc) == pytest.approx(roc_auc_score(m, s)) == pytest.approx(3.5 / 6)
-    assert tpr_at_fpr(roc, 0.0) == pytest.approx(1 / 3)
+    assert tpr_at_fpr(roc, 0.4) == pytest.approx(1 / 3)
+    # strict "<" on FPR (Carlini et al. 2022; LiRA's code): FPR 0.5 is not below 0.5
+    assert tpr_at_fpr(roc, 0.5) == pytest.approx(1 / 3) and tpr_at_fpr(roc, 0.51) == 2 / 3
     assert balanced_accuracy(roc) == pytest.approx(max((t + 1 - f) / 2 for f, t in
                                                        zip(roc.fpr, roc.tpr)))
 
@@ -85,6 +88,44 @@ def test_clopper_pearson_matches_scipy_exact_interval():
         ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
         assert float(lo) == pytest.approx(ci.low, abs=1e-9)
         assert float(hi) == pytest.approx(ci.high, abs=1e-9)
+
+
+def test_tpr_at_low_fpr_allows_no_false_positive_at_the_rate_itself():
+    """1,000 non-members, one scored above every member but one: at 0.1 % FPR (one false
+    positive would be FPR = 0.001, not below it) the TPR is that of the thresholds above the
+    false positive, as LiRA's ``tpr[np.where(fpr < .001)[0][-1]]`` computes it."""
+    n = 1000
+    s_in = np.r_[5.0, np.linspace(0, 1, n - 1)]
+    s_out = np.r_[4.0, np.linspace(-1, 0.5, n - 1)]
+    s, m = np.r_[s_in, s_out], np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    roc = roc_curve(s, m)
+    lira_code = roc.tpr[np.where(roc.fpr < .001)[0][-1]]
+    assert tpr_at_fpr(roc, 0.001) == lira_code == pytest.approx(1 / n)
+    assert score_attack(s, m, confidence=0.95, delta=1e-5)[0]["tpr_at_0.1pct_fpr"] == 1 / n
+
+
+def test_epsilon_lower_bound_is_one_sided_by_default_and_names_its_direction():
+    """Every member scores 1, half the non-members too: the ROC is (0,0), (½,1), (1,1). The
+    member test (TPR ≤ e^ε·FPR + δ) gives at most log 2; the non-member one (TNR ≤ e^ε·FNR + δ)
+    is limited only by the Clopper–Pearson bound on 0 false negatives. One-sided (default)
+    reports the first with its direction, two-sided the second, each its closed form."""
+    n, conf, delta = 200, 0.95, 1e-5
+    s = np.r_[np.ones(n), np.ones(n // 2), np.zeros(n // 2)]
+    m = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    roc = roc_curve(s, m)
+    sig = (1 - conf) / 2 / len(roc_hull(roc))
+    fpr_u = stats.beta.ppf(1 - sig, n // 2 + 1, n // 2)      # CP upper bound of (n/2) / n
+    fnr_u = 1 - sig ** (1 / n)                                 # CP upper bound of 0 / n
+    one = epsilon_lower_bound(roc, confidence=conf, delta=delta)
+    assert one["epsilon_lower_bound"] == pytest.approx(np.log((1 - delta - fnr_u) / fpr_u))
+    assert one["epsilon_lower_bound_sides"] == "one-sided"
+    assert one["epsilon_lower_bound_direction"] == "member: TPR/FPR"
+    two = epsilon_lower_bound(roc, confidence=conf, delta=delta, sides="two-sided")
+    assert two["epsilon_lower_bound"] == pytest.approx(np.log((1 - delta - fpr_u) / fnr_u))
+    assert two["epsilon_lower_bound_direction"] == "non-member: TNR/FNR"
+    assert two["epsilon_lower_bound"] > 2 > one["epsilon_lower_bound"]
+    with pytest.raises(PrivtoolError, match="epsilon_sides"):
+        epsilon_lower_bound(roc, confidence=conf, delta=delta, sides="both")
 
 
 def test_epsilon_lower_bound_of_perfect_separation_is_the_closed_form():
@@ -142,14 +183,33 @@ def test_reference_alpha_inverts_numpy_quantiles():
         else:
             assert alpha[j] == (0.0 if t[j] <= r.min() else 1.0)
     score, a = reference_scores(t, ref, out)
-    assert np.array_equal(a, alpha)
-    order = np.argsort(-score)                            # members first: α ascending
-    assert np.all(np.diff(alpha[order]) >= 0)
+    assert np.array_equal(a, alpha) and np.array_equal(score, -alpha)
     # exact ties in (α, loss) — e.g. losses rounded to 0 below every reference — tie in score:
     # an order-dependent tie-break would leak the evaluation set's in-then-out layout
     t2 = np.r_[np.zeros(5), t[5:]]
     s2, _ = reference_scores(t2, ref, out)
-    assert len(np.unique(s2[:5])) == 1 and (s2[5:] < s2[0]).all()
+    assert len(np.unique(s2[:5])) == 1 and (s2[5:] <= s2[0]).all()
+
+
+def test_reference_ties_in_alpha_are_neutral():
+    """Every target loss below every reference loss: α = 0 for all, the attack cannot tell
+    members apart and its AUC is exactly ½ (Mann–Whitney, ties one half), whatever the raw
+    losses say; a loss tie-break would report Yeom's AUC instead."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    n = 200
+    member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    t = np.r_[rng.uniform(0.0, 0.05, n), rng.uniform(0.02, 0.1, n)]   # members: lower loss
+    ref = rng.uniform(1.0, 2.0, size=(4, 2 * n))
+    score, alpha = reference_scores(t, ref, np.ones_like(ref, bool))
+    assert (alpha == 0).all()
+    assert score_attack(score, member, confidence=0.95, delta=1e-5)[0]["auc"] == 0.5
+    # mixed: α differs for some points and ties for the rest; AUC = Mann–Whitney on −α
+    t[::7] = 1.5
+    score, alpha = reference_scores(t, ref, np.ones_like(ref, bool))
+    got = score_attack(score, member, confidence=0.95, delta=1e-5)[0]["auc"]
+    assert got == pytest.approx(roc_auc_score(member, -alpha), abs=1e-12)
 
 
 def test_lira_and_reference_separate_a_known_shift():
@@ -209,6 +269,51 @@ def test_stacked_training_equals_one_by_one(optimizer, lr, momentum):
                           device=torch.device("cpu"))
         for k, v in out.model.state_dict().items():
             assert torch.allclose(state[k], v, atol=1e-5), k
+
+
+def test_stacked_and_one_by_one_differ_only_by_float_rounding():
+    """Why stacked (vmap) and per-process store logits differ (by up to ~0.03 after 30 epochs
+    of the overfit MLP recipe in float32): vmap's batched matmuls sum in another order than one
+    model's, a ~1e-7 relative rounding difference per step, which SGD at lr 0.5 amplifies over
+    many epochs. In float64 the same long recipe agrees to 1e-9 (the same algorithm, batch for
+    batch); in float32 a short recipe stays within 1e-4."""
+    from dataclasses import replace
+
+    from privtool.attacks.stacked import train_stacked
+    from privtool.config import TrainConfig
+    from privtool.data import load_dataset
+    from privtool.models import build_model
+    from privtool.training import seed_everything, train_model
+
+    d = load_dataset("digits")
+    sets = [np.arange(0, 600), np.arange(600, 1200)]
+    ev = torch.from_numpy(d.x[1200:1500])
+
+    def max_logit_gap(cfg, dtype):
+        x = d.x.astype(np.float64 if dtype == torch.float64 else np.float32)
+        stacked = train_stacked(cfg, [1, 2], sets, x, d.y, d.shape, 10, torch.device("cpu"))
+        gap = 0.0
+        for seed, tr, state in zip([1, 2], sets, stacked):
+            seed_everything(seed)
+            model = build_model(cfg.model, d.shape, 10)
+            xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(d.y[tr])
+            one = train_model(replace(cfg, seed=seed), model, xt, yt, xt[:2], yt[:2],
+                              device=torch.device("cpu")).model.eval()
+            twin = build_model(cfg.model, d.shape, 10)
+            twin.load_state_dict(state)
+            with torch.no_grad():
+                gap = max(gap, float((one(ev.to(dtype)) - twin.eval()(ev.to(dtype))).abs().max()))
+        return gap
+
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        long = TrainConfig(mech="none", model="mlp", epochs=30, batch_size=128, lr=0.5)
+        assert max_logit_gap(long, torch.float64) < 1e-9
+    finally:
+        torch.set_default_dtype(default)
+    short = TrainConfig(mech="none", model="mlp", epochs=2, batch_size=128, lr=0.5)
+    assert max_logit_gap(short, torch.float32) < 1e-4
 
 
 def test_evaluation_set_is_balanced_and_recorded_by_index():

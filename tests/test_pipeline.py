@@ -25,6 +25,7 @@ def shortened(params: dict) -> dict:
     params["select"]["finetune"]["epochs"] = 2
     params["select"]["curve"].update(budgets=[10], seeds=1)
     params["sweep"]["select"]["budgets"] = [10]
+    params["audit"]["canaries"] = 200
     return params
 
 
@@ -53,7 +54,7 @@ def test_dvc_repro_whole_pipeline_then_noop(tmp_path):
     cells = params["sweep"]["train"]
     for cell in cells:
         assert (proj / "runs" / "train" / cell / "model.pt").is_file(), cell
-        for attack in ("iga", "inversion", "loss", "reference", "lira"):
+        for attack in ("iga", "inversion", "loss", "reference", "lira", "rmia"):
             assert (proj / "runs" / "attack" / attack / cell / "metrics.json").is_file(), (attack, cell)
     cal = proj / "results" / "calibration"
     assert (cal / "calibration.md").is_file()
@@ -69,6 +70,9 @@ def test_dvc_repro_whole_pipeline_then_noop(tmp_path):
     meta = (proj / "runs" / "train" / "none" / "meta.json").read_bytes()
     assert train_rows["none"]["run_meta_sha256"] == hashlib.sha256(meta).hexdigest()
     assert any(r["stage"] == "select" for r in rows)
+    for cell in params["sweep"]["audit"]:  # the ε sandwich of every audited cell
+        assert (proj / "runs" / "audit" / cell / "audit.json").is_file(), cell
+        assert train_rows[cell]["audit_sandwich"] and "VIOLATED" not in train_rows[cell]["audit_sandwich"]
 
     again = run(sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in again

@@ -48,7 +48,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("select") / "g3"
     res = invoke("train", "--mech", "gaussian", "--epsilon", 3, "--dataset", "mnist-5k",
                  "--model", "lenet", "--epochs", 4, "--device", "cpu", "--seed", 0,
-                 "--set", "train.checkpoint_every=1", "--out", out, "--json")
+                 "--set", "train.checkpoint_every=1", "--set", "train.noise_seed=from-seed",
+                 "--out", out, "--json")
     assert res.exit_code == 0, res.output
     return out, json.loads(res.stdout)
 
@@ -149,13 +150,14 @@ def test_analyze_gauss_noise_is_symmetric_gaussian_with_sigma_over_epsilon():
     for eps in (0.2, 0.8):
         a, sigma, how = noisy_second_moment(x, epsilon=eps, delta=1e-5, rng=rng)
         noise = a - x.T @ x
-        assert np.allclose(noise, noise.T) and how.startswith("classic")
+        assert np.allclose(noise, noise.T) and how.startswith("analytic")
         upper = noise[np.triu_indices(60)]
-        assert sigma == pytest.approx(math.sqrt(2 * math.log(1.25e5)) / eps)
+        assert sigma == pytest.approx(gaussian_sigma(epsilon=eps, delta=1e-5)[0])
         # 1,830 draws: the sample sd is within 5% of σ with overwhelming probability
         assert upper.std() == pytest.approx(sigma, rel=0.05) and abs(upper.mean()) < 0.1 * sigma
         stds[eps] = upper.std()
-    assert stds[0.2] / stds[0.8] == pytest.approx(4.0, rel=0.1)
+    ratio = gaussian_sigma(epsilon=0.2, delta=1e-5)[0] / gaussian_sigma(epsilon=0.8, delta=1e-5)[0]
+    assert stds[0.2] / stds[0.8] == pytest.approx(ratio, rel=0.1)
     assert pca_sensitivity(ADD_REMOVE) == 1 and pca_sensitivity(REPLACE_ONE) == math.sqrt(2)
 
 
@@ -169,6 +171,26 @@ def test_gaussian_calibration_for_large_epsilon_is_exact():
         d = pld.from_gaussian_mechanism(sigma, sensitivity=1.0,
                                         value_discretization_interval=1e-4)
         assert d.get_delta_for_epsilon(eps) == pytest.approx(1e-5, rel=1e-3)
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.3, 0.9, 2.0])
+def test_dp_pca_uses_the_analytic_gaussian_mechanism_below_epsilon_one(eps):
+    """σ is the smallest σ with δ(ε; σ) ≤ δ, the Gaussian privacy profile of Balle & Wang 2018,
+    Thm. 8, written here with plain Φ: δ(σ) ≤ δ and δ(σ(1 − 1e-6)) > δ. Below ε = 1 the classic
+    calibration (Dwork & Roth, Thm. A.1) is 1.3–1.44× larger, so it is not what is used."""
+    from scipy.stats import norm
+
+    def profile(sigma, delta_sens=1.0):
+        a, b = delta_sens / (2 * sigma), eps * sigma / delta_sens
+        return norm.cdf(a - b) - math.exp(eps) * norm.cdf(-a - b)
+
+    for sens in (1.0, math.sqrt(2)):
+        sigma, how = gaussian_sigma(epsilon=eps, delta=1e-5, sensitivity=sens)
+        assert how.startswith("analytic")
+        assert profile(sigma, sens) <= 1e-5 * (1 + 1e-9) < profile(sigma * (1 - 1e-6), sens)
+    classic = math.sqrt(2 * math.log(1.25e5)) / eps
+    if eps < 1:
+        assert classic / gaussian_sigma(epsilon=eps, delta=1e-5)[0] > 1.3
 
 
 def test_dp_pca_recovers_a_strong_direction_and_degrades_with_less_epsilon():
@@ -206,12 +228,67 @@ def test_support_counts_get_laplace_noise_of_scale_sensitivity_over_epsilon():
     assert support_sensitivity(REPLACE_ONE, top_k=False) == 2
 
 
+def _neighbours(data, domain):
+    """Every add/remove and replace-one neighbour of the ordered data set ``data``."""
+    add_remove, replace_one = [], []
+    for i in range(len(data) + 1):
+        add_remove += [data[:i] + (r,) + data[i:] for r in domain]
+    for i in range(len(data)):
+        add_remove.append(data[:i] + data[i + 1:])
+        replace_one += [data[:i] + (r,) + data[i + 1:] for r in domain if r != data[i]]
+    return {ADD_REMOVE: add_remove, REPLACE_ONE: replace_one}
+
+
+@pytest.mark.parametrize("private_k", [None, 2, 3])
+def test_support_sensitivity_covers_every_neighbour_by_brute_force(private_k):
+    """Independent check of Δ₁: a record is (uncertainty level, nearest candidate); enumerate
+    every data set of size k − 1, k, k + 1 over a tiny domain (ties included) and every
+    neighbour, and compare the largest L1 change of the vote histogram with the sensitivity
+    the strategy uses, which must hold at every size and be reached (not pessimistic)."""
+    import itertools
+
+    from privtool.select.strategies import support_voters
+
+    domain = [(u, v) for u in (0.0, 1.0, 2.0) for v in (0, 1)]   # logits [u, 0]: margin −u
+
+    def hist(data):
+        if not data:
+            return np.zeros(2)
+        logits = np.array([[u, 0.0] for u, _ in data])
+        votes = np.array([v for _, v in data])[support_voters(logits, private_k, "margin")]
+        return np.bincount(votes, minlength=2)
+
+    k = private_k or 2
+    for relation in (ADD_REMOVE, REPLACE_ONE):
+        sens = support_sensitivity(relation, top_k=private_k is not None)
+        for n in (k - 1, k, k + 1):
+            worst = max(np.abs(hist(d) - hist(e)).sum()
+                        for d in itertools.product(domain, repeat=n)
+                        for e in _neighbours(d, domain)[relation])
+            assert worst <= sens, (relation, n)
+            if private_k is None or n >= k:
+                assert worst == sens, (relation, n)   # tight: the bound is reached
+
+
+def test_near_private_sensitivity_does_not_depend_on_the_private_data_size(parent):
+    """At n = private_k every private point votes, but the add-one neighbour (n + 1 > k) has
+    only k voters: the sensitivity must still be 2 (it was 1 when read off the data size)."""
+    cfg = SelectConfig()
+    pool = core.parent_pool(parent, cfg)
+    n = len(parent.target.splits["train"])
+    for k in (n - 1, n, n + 1):
+        c = replace(cfg, near_private=replace(cfg.near_private, private_k=k))
+        d = STRATEGIES.get("near-private")().select(task(parent, pool, c, 10)).details
+        assert d["support_sensitivity"] == 2.0 and d["n_private_voters"] == min(k, n)
+
+
 def test_near_private_records_its_noise(parent):
     cfg = SelectConfig()
     pool = core.parent_pool(parent, cfg)
     sel = STRATEGIES.get("near-private")().select(task(parent, pool, cfg, 10))
     d = sel.details
     assert d["dp_pca_sigma"] == pytest.approx(gaussian_sigma(epsilon=0.5, delta=1e-5)[0])
+    assert d["dp_pca_calibration"].startswith("analytic Gaussian (Balle & Wang 2018")
     assert d["support_laplace_scale"] == 2.0 and d["support_sensitivity"] == 1.0
     assert d["n_private_voters"] == len(parent.target.splits["train"])
     top = replace(cfg, near_private=replace(cfg.near_private, private_k=100))
@@ -416,3 +493,28 @@ def test_select_params_are_validated():
         load_params(None, ["select.near_private.x=1"])
     with pytest.raises(PrivtoolError, match="select.pollution.fraction"):
         load_params(None, ["select.pollution.fraction=1.5"])
+
+
+def test_curve_composes_every_near_private_release_and_warns_of_later_checkpoints(run,
+                                                                                 tmp_path):
+    """Issue 22: 1 budget × 2 seeds of NearPrivate from epoch 2 of a 4-epoch run: two DP-PCA
+    and two support-count releases on the same private data, composed with the parent."""
+    out, metrics = run
+    res = invoke("select", "--strategy", "near-private,random", "--budgets", 5, "--seeds", 2,
+                 "--target", f"{out}@2", "--out", tmp_path / "c", "--json", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)
+    cp2 = next(c for c in metrics["checkpoints"] if c["epoch"] == 2)
+    whole = m["whole_curve_privacy"]
+    assert whole["n_private_releases"] == 2
+    assert m["epsilon"]["near-private"] == pytest.approx(cp2["epsilon"] + 1.0)  # one cell
+    assert whole["epsilon_basic"] == pytest.approx(cp2["epsilon"] + 2 * 1.0)
+    assert m["epsilon"]["near-private"] < m["epsilon_whole_curve"] <= whole["epsilon_basic"]
+    assert m["delta_whole_curve"] == pytest.approx(cp2["delta"] + 1e-5)  # PLD: one cell's δ
+    rows = (tmp_path / "c" / "plots" / "curve_summary.csv").read_text().splitlines()
+    assert "epsilon_whole_curve" in rows[0].split(",")
+    assert "later checkpoints (epochs 3, 4)" in res.stderr
+    # the final model has no later checkpoint: no warning
+    res = invoke("select", "--strategy", "random", "--target", out, "--n-labeled", 5,
+                 "--out", tmp_path / "f", "--json", "--device", "cpu")
+    assert res.exit_code == 0 and "warning" not in res.stderr

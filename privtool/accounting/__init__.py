@@ -9,7 +9,7 @@ from privtool.accounting.gaussian import (ACCOUNTANTS, MAX_PRV_GRID_POINTS, Epsi
 from privtool.accounting.vmf import (amplify_without_replacement, compose_pure_dp,
                                      compose_pure_dp_delta, kappa_from_nominal, vmf_epsilon,
                                      vmf_kappa_for_epsilon, vmf_nominal_epsilon,
-                                     vmf_step_epsilon)
+                                     vmf_solve_kappa, vmf_step_epsilon)
 from privtool.accounting.unit import (fixed_unit_epsilon, paper3_theorem1, record_group_size,
                                       record_level, unit_epsilon, unit_noise_multiplier,
                                       units_per_step)
@@ -35,5 +35,6 @@ __all__ = [
     "vmf_epsilon",
     "vmf_kappa_for_epsilon",
     "vmf_nominal_epsilon",
+    "vmf_solve_kappa",
     "vmf_step_epsilon",
 ]

@@ -50,12 +50,20 @@ rounding left δ(ε) above δ). Basic composition T·ε0 is never smaller, and m
 returned anyway.
 
 Whole run: (ε, δ)-DP with ε = compose(ε', T, δ), ε' = amplify(2κm, b/n), replace-one relation.
+This is ``epsilon_pure_bound``.
+
+**Tight ε (the headline).** Given the parts' dimensions, :mod:`privtool.accounting.vmf_pld`
+computes the privacy-loss distribution of the same run (same relation, sampling and steps) and
+its ε for δ; the run's ``epsilon`` is min(PLD ε, pure bound), both sound, and ``accounting``
+says which accountant ran ("pld" with dimensions, "pure" without).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -203,17 +211,47 @@ def kappa_from_nominal(*, epsilon_v: float, parts: int) -> float:
     return e / (2.0 * math.sqrt(m))
 
 
+def _check_part_dims(part_dims: Sequence[int] | None, parts: int) -> tuple[int, ...] | None:
+    if part_dims is None:
+        return None
+    dims = tuple(int(d) for d in part_dims)
+    if not dims or any(d < 1 for d in dims):
+        raise PrivtoolError(f"part_dims={list(part_dims)!r} is not allowed: a non-empty list of "
+                            "integers >= 1 (one dimension per VMF part)")
+    if len(dims) != parts:
+        raise PrivtoolError(f"parts={parts} does not match part_dims ({len(dims)} parts); give "
+                            "one dimension per part")
+    return dims
+
+
 def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
-                delta: float) -> dict[str, float]:
+                delta: float, part_dims: Sequence[int] | None = None,
+                pld_grid: float | None = None) -> dict[str, Any]:
     """Every ε of a DirDP-SGD run: the whole-run (ε, δ) (replace-one, fixed-size batches without
-    replacement, optimal composition), per-step pure ε, amplified ε, nominal ε_V, metric κ."""
+    replacement), per-step pure ε, amplified ε, nominal ε_V, metric κ. ``epsilon`` is the tight
+    PLD figure (min with the pure bound) when ``part_dims`` gives each part's dimension, else the
+    pure bound; ``epsilon_pure_bound`` is always the pure bound. ``pld_grid``: the PLD grid step
+    (default: chosen for 1 % precision)."""
     k = _real("kappa", kappa, low=0.0, high=math.inf, high_open=True)
     m = _count("parts", parts, low=1)
     q, n, d = _check_run(sample_rate=sample_rate, steps=steps, delta=delta)
+    dims = _check_part_dims(part_dims, m)
     eps_step = vmf_step_epsilon(kappa=k, parts=m)
     eps_amp = amplify_without_replacement(epsilon=eps_step, sample_rate=q)
+    pure = compose_pure_dp(epsilon=eps_amp, steps=n, delta=d)
+    out: dict[str, Any] = {"epsilon": pure, "epsilon_pure_bound": pure, "accounting": "pure"}
+    if dims is not None:
+        from privtool.accounting.vmf_pld import GridTooLarge, pld_epsilon
+
+        try:
+            tight = pld_epsilon(kappa=k, part_dims=dims, sample_rate=q, steps=n, delta=d,
+                                h=pld_grid)
+        except GridTooLarge as e:  # κ·m so large that the loss grid does not fit: pure bound
+            out["note"] = f"pure bound only: {e}"
+        else:
+            out.update(epsilon=min(tight["epsilon_pld"], pure), accounting="pld", **tight)
     return {
-        "epsilon": compose_pure_dp(epsilon=eps_amp, steps=n, delta=d),
+        **out,
         "delta": d,
         "epsilon_step": eps_step,
         "epsilon_step_amplified": eps_amp,
@@ -226,17 +264,8 @@ def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
     }
 
 
-def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
-                          delta: float) -> float:
-    """Largest κ whose whole-run ε (:func:`vmf_epsilon`) is ≤ ``target_epsilon``; never above."""
-    target = _real("target_epsilon", target_epsilon, low=0.0, high=math.inf, low_open=True,
-                   high_open=True)
-    m = _count("parts", parts, low=1)
-    q, n, d = _check_run(sample_rate=sample_rate, steps=steps, delta=delta)
-    if n == 0:
-        raise PrivtoolError("steps=0 is not allowed here: an integer >= 1 (with no step every "
-                            "kappa gives epsilon=0, so there is no largest kappa)")
-
+def _kappa_pure(target: float, m: int, q: float, n: int, d: float) -> float:
+    """Largest κ whose pure bound is ≤ ``target``."""
     def excess(eps0: float) -> float:
         return compose_pure_dp(epsilon=eps0, steps=n, delta=d) - target
 
@@ -250,10 +279,140 @@ def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: flo
     kappa = _deamplify(eps0, q) / (2.0 * m)
 
     def whole_run(kap: float) -> float:
-        return vmf_epsilon(kappa=kap, parts=m, sample_rate=q, steps=n, delta=d)["epsilon"]
+        return vmf_epsilon(kappa=kap, parts=m, sample_rate=q, steps=n, delta=d)["epsilon_pure_bound"]
 
     shrink = 1e-13
     while kappa > 0 and whole_run(kappa) > target:  # rounding in the inverse: step down
         kappa *= 1 - shrink
         shrink *= 2
     return kappa
+
+
+def _kappa_tight(target: float, dims: tuple[int, ...], q: float, n: int, d: float,
+                 kappa_pure: float) -> tuple[float, float]:
+    """Largest κ (to 0.1 %) whose PLD ε on one fixed grid is ≤ ``target`` (each PLD ε is a sound
+    upper bound whatever the grid, so the κ returned is sound): Illinois regula falsi on log κ.
+    The grid is refined at the solution and the solve repeated if the grid changed (the first
+    grid comes from a rough κ). Returns (κ, grid)."""
+    from privtool.accounting.vmf_pld import dims_counter, epsilon_guess, refine_grid
+
+    counts = dims_counter(dims)
+    guess_at_1 = epsilon_guess(1.0, counts, q, n, d)   # μ-GDP limit: ε ∝ κ there
+    kappa = max(kappa_pure, min(target / guess_at_1, 1e3 * kappa_pure) if guess_at_1 > 0
+                else kappa_pure)
+    from privtool.accounting.vmf_pld import GridTooLarge
+
+    h = refine_grid(kappa, counts, q, n, d)
+    solved = None
+    for _ in range(6):
+        try:
+            kappa = _solve_on_grid(target, counts, q, n, d, h, kappa_pure, kappa)
+        except _TooFine as e:  # the search reached κ where this grid is too fine: coarsen
+            kappa, solved = e.kappa, None
+            h_new = refine_grid(kappa, counts, q, n, d)
+            if h_new <= h:
+                raise GridTooLarge(f"no grid fits kappa={kappa:g}") from None
+            h = h_new
+            continue
+        solved = (kappa, h)
+        h_new = refine_grid(kappa, counts, q, n, d)
+        if h_new >= h:
+            break
+        h = h_new
+    if solved is None:
+        raise GridTooLarge("the kappa search did not settle on a grid")
+    return solved
+
+
+class _TooFine(Exception):
+    def __init__(self, kappa: float) -> None:
+        super().__init__(kappa)
+        self.kappa = kappa
+
+
+def _solve_on_grid(target: float, counts: tuple[tuple[int, int], ...], q: float, n: int,
+                   d: float, h: float, kappa_pure: float, start: float) -> float:
+    from privtool.accounting.vmf_pld import GridTooLarge, _run_epsilon
+
+    def f(log_k: float) -> float:
+        try:
+            return _run_epsilon(math.exp(log_k), counts, q, n, d, h) - target
+        except GridTooLarge:
+            raise _TooFine(math.exp(log_k)) from None
+
+    # Bracket [lo, hi] with f(lo) ≤ 0 < f(hi), from ``start`` outwards (never below κ_pure).
+    floor = math.log(max(kappa_pure, 1e-300))
+    x = max(math.log(start), floor)
+    fx = f(x)
+    step = math.log(1.5)
+    if fx <= 0:
+        lo, f_lo = x, fx
+        hi, f_hi = x + step, f(x + step)
+        while f_hi <= 0:
+            lo, f_lo = hi, f_hi
+            step = math.log(2.0)
+            hi, f_hi = hi + step, f(hi + step)
+    else:
+        hi, f_hi = x, fx
+        lo = max(x - step, floor)
+        f_lo = f(lo)
+        while f_lo > 0 and lo > floor:
+            hi, f_hi = lo, f_lo
+            step *= 2
+            lo = max(lo - step, floor)
+            f_lo = f(lo)
+        if f_lo > 0:  # above the target even at the pure-bound κ: that κ is the answer
+            return kappa_pure
+    side = 0
+    for _ in range(60):
+        if hi - lo < 1e-3:
+            break
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        x = min(max(x, lo + 0.05 * (hi - lo)), hi - 0.05 * (hi - lo))
+        fx = f(x)
+        if fx <= 0:
+            lo, f_lo = x, fx
+            if side == -1:
+                f_hi /= 2
+            side = -1
+        else:
+            hi, f_hi = x, fx
+            if side == 1:
+                f_lo /= 2
+            side = 1
+    return math.exp(lo)
+
+
+def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
+                          delta: float, part_dims: Sequence[int] | None = None) -> float:
+    """Largest κ whose whole-run ε (:func:`vmf_epsilon`'s headline) is ≤ ``target_epsilon``:
+    against the tight PLD ε when ``part_dims`` is given (≤ target on the grid
+    :func:`vmf_solve_kappa` returns, within about 0.1 % in κ), else against the pure bound
+    (exact); never above the target."""
+    return vmf_solve_kappa(target_epsilon=target_epsilon, parts=parts, sample_rate=sample_rate,
+                           steps=steps, delta=delta, part_dims=part_dims)[0]
+
+
+def vmf_solve_kappa(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
+                    delta: float, part_dims: Sequence[int] | None = None
+                    ) -> tuple[float, float | None]:
+    """(κ, PLD grid) of :func:`vmf_kappa_for_epsilon`; pass the grid back to :func:`vmf_epsilon`
+    (``pld_grid``) to get the very ε the solve held below the target (None: pure bound)."""
+    target = _real("target_epsilon", target_epsilon, low=0.0, high=math.inf, low_open=True,
+                   high_open=True)
+    m = _count("parts", parts, low=1)
+    q, n, d = _check_run(sample_rate=sample_rate, steps=steps, delta=delta)
+    if n == 0:
+        raise PrivtoolError("steps=0 is not allowed here: an integer >= 1 (with no step every "
+                            "kappa gives epsilon=0, so there is no largest kappa)")
+    dims = _check_part_dims(part_dims, m)
+    kappa_pure = _kappa_pure(target, m, q, n, d)
+    if dims is None:
+        return kappa_pure, None
+    from privtool.accounting.vmf_pld import GridTooLarge
+
+    try:
+        kappa, grid = _kappa_tight(target, dims, q, n, d, kappa_pure)
+    except GridTooLarge:  # the tight ε needs too fine a grid at these κ: the pure-bound κ
+        return kappa_pure, None
+    return max(kappa_pure, kappa), grid

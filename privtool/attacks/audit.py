@@ -9,12 +9,18 @@ threshold test to satisfy ``TPR ≤ e^ε·FPR + δ`` and ``TNR ≤ e^ε·FNR + �
 2015), so with Clopper–Pearson upper bounds on FPR and FNR (each at significance
 (1 − confidence)/2),
 
+    one-sided (the default, as jax_privacy's ``one_sided=True``): the attack's claim
+    "member" tested, ε_lb = max_t log((1 − δ − FNR_u(t)) / FPR_u(t));
+    two-sided: also the second inequality, "non-member" as the positive class,
     ε_lb = max_t max( log((1 − δ − FNR_u(t)) / FPR_u(t)),  log((1 − δ − FPR_u(t)) / FNR_u(t)) ).
 
+The result names its sides and the direction that gave it (``epsilon_lower_bound_direction``).
+
 The maximum over thresholds is taken with a Bonferroni correction over the thresholds on the
-ROC's upper convex hull (jax_privacy's default), so the bound holds at the stated confidence
-for the chosen threshold too. Caveat (Steinke et al. 2023): in the one-run setting the
-D_in/D_out points share one training run, so they are not independent trials; the many-run
+ROC's upper convex hull (jax_privacy's default; both ratios peak there), so the bound holds at
+the stated confidence for the chosen threshold and direction too. Caveat (Steinke et al.
+2023): in the one-run setting the D_in/D_out points share one training run, so they are not
+independent trials; the many-run
 canary audit (:func:`audit_epsilon` over per-model scores of one point) is the exact one.
 """
 
@@ -75,9 +81,13 @@ def auc(roc: Roc) -> float:
 
 
 def tpr_at_fpr(roc: Roc, fpr: float) -> float:
-    """The largest TPR of a threshold whose FPR is at most ``fpr`` (Carlini et al. 2022's
-    "TPR at low FPR"; no interpolation between thresholds)."""
-    ok = roc.fpr <= fpr + 1e-12
+    """The largest TPR of a threshold whose FPR is strictly below ``fpr`` (Carlini et al.
+    2022's "TPR at low FPR", as LiRA's code computes it: ``tpr[np.where(fpr < .001)[0][-1]]``;
+    no interpolation between thresholds). With n non-members, "TPR at 0.1% FPR" thus allows no
+    false positive at n = 1000."""
+    if not 0 < fpr <= 1:
+        raise PrivtoolError(f"fpr={fpr!r} is not allowed: a number in (0, 1]")
+    ok = roc.fpr < fpr
     return float(roc.tpr[ok].max())
 
 
@@ -115,63 +125,81 @@ def roc_hull(roc: Roc) -> np.ndarray:
     return np.asarray(hull, dtype=np.int64)
 
 
-def _eps(tpr: np.ndarray, fpr: np.ndarray, tnr: np.ndarray, fnr: np.ndarray,
-         delta: float) -> np.ndarray:
-    """max(log((TPR − δ)/FPR), log((TNR − δ)/FNR)) per threshold, clipped at 0."""
+def _ratio(pos: np.ndarray, neg: np.ndarray, delta: float) -> np.ndarray:
+    """log((pos − δ)/neg) per threshold, clipped at 0 (0 where pos ≤ δ)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(tpr > delta, np.log(np.maximum(tpr - delta, 1e-300)) - np.log(fpr), 0.0)
-        b = np.where(tnr > delta, np.log(np.maximum(tnr - delta, 1e-300)) - np.log(fnr), 0.0)
-    return np.maximum(np.maximum(np.nan_to_num(a, nan=0.0, posinf=np.inf), 0.0),
-                      np.maximum(np.nan_to_num(b, nan=0.0, posinf=np.inf), 0.0))
+        a = np.where(pos > delta, np.log(np.maximum(pos - delta, 1e-300)) - np.log(neg), 0.0)
+    return np.maximum(np.nan_to_num(a, nan=0.0, posinf=np.inf), 0.0)
 
 
-def epsilon_lower_bound(roc: Roc, *, confidence: float, delta: float) -> dict[str, float | None]:
+#: the tests of each side: (direction label, uses (TPR, FPR) if True else (TNR, FNR))
+SIDES = {"one-sided": (("member: TPR/FPR", True),),
+         "two-sided": (("member: TPR/FPR", True), ("non-member: TNR/FNR", False))}
+
+
+def epsilon_lower_bound(roc: Roc, *, confidence: float, delta: float,
+                        sides: str = "one-sided") -> dict[str, float | str | None]:
     """Empirical ε lower bound (Jagielski et al. 2020) with a Clopper–Pearson interval.
 
     Returns ``epsilon_lower_bound`` (holds with probability ≥ ``confidence``), the point
     estimate from the raw rates at the same threshold (``epsilon_lower_bound_point``) and the
     upper end of the two-sided interval there (``epsilon_lower_bound_ci_high``; None = ∞), plus
-    that threshold's FPR/TPR.
+    that threshold's FPR/TPR, ``sides`` (one-sided: TPR ≤ e^ε·FPR + δ only; two-sided: also
+    TNR ≤ e^ε·FNR + δ) and the direction that gave the bound.
     """
     if not 0 < confidence < 1:
         raise PrivtoolError(f"confidence={confidence!r} is not allowed: a number in (0, 1)")
     if not 0 <= delta < 1:
         raise PrivtoolError(f"delta={delta!r} is not allowed: a number in [0, 1)")
+    if sides not in SIDES:
+        raise PrivtoolError(f"epsilon_sides={sides!r} is not allowed: {' or '.join(SIDES)}")
     idx = roc_hull(roc)
     sig = (1 - confidence) / 2 / len(idx)   # two rates, Bonferroni over the hull thresholds
     fp, tp = roc.fp[idx], roc.tp[idx]
     fn, tn = roc.n_in - tp, roc.n_out - fp
     fpr_lo, fpr_hi = clopper_pearson(fp, roc.n_out, sig)
     fnr_lo, fnr_hi = clopper_pearson(fn, roc.n_in, sig)
-    lower = _eps(1 - fnr_hi, fpr_hi, 1 - fpr_hi, fnr_hi, delta)
+    rates = {"lower": (fpr_hi, fnr_hi), "high": (fpr_lo, fnr_lo),
+             "point": (fp / roc.n_out, fn / roc.n_in)}
+
+    def side(kind: str, members: bool) -> np.ndarray:
+        f, g = rates[kind]
+        return _ratio(1 - g, f, delta) if members else _ratio(1 - f, g, delta)
+
+    # the first side wins ties, so a two-sided bound names the member side when they agree
+    direction, members = max(SIDES[sides], key=lambda d: side("lower", d[1]).max())
+    lower = side("lower", members)
     best = int(np.argmax(lower))
-    point = _eps(tp / roc.n_in, fp / roc.n_out, tn / roc.n_out, fn / roc.n_in, delta)[best]
-    high = _eps(1 - fnr_lo, fpr_lo, 1 - fpr_lo, fnr_lo, delta)[best]
+    point = side("point", members)[best]
+    high = side("high", members)[best]
     return {"epsilon_lower_bound": float(lower[best]),
             "epsilon_lower_bound_point": float(point) if np.isfinite(point) else None,
             "epsilon_lower_bound_ci_high": float(high) if np.isfinite(high) else None,
             "epsilon_lower_bound_fpr": float(roc.fpr[idx[best]]),
             "epsilon_lower_bound_tpr": float(roc.tpr[idx[best]]),
             "epsilon_lower_bound_confidence": float(confidence),
-            "epsilon_lower_bound_delta": float(delta)}
+            "epsilon_lower_bound_delta": float(delta),
+            "epsilon_lower_bound_sides": sides,
+            "epsilon_lower_bound_direction": direction}
 
 
 def audit_epsilon(scores_in: Any, scores_out: Any, *, confidence: float = 0.95,
-                  delta: float = 1e-5) -> float:
+                  delta: float = 1e-5, sides: str = "one-sided") -> float:
     """ε lower bound from scores of one canary in models trained with it (``scores_in``) and
     without it (``scores_out``): the classic many-run audit (Jagielski et al. 2020)."""
     s_in, s_out = np.asarray(scores_in, float).ravel(), np.asarray(scores_out, float).ravel()
     roc = roc_curve(np.r_[s_in, s_out], np.r_[np.ones(s_in.size, bool), np.zeros(s_out.size, bool)])
-    return epsilon_lower_bound(roc, confidence=confidence, delta=delta)["epsilon_lower_bound"]
+    return epsilon_lower_bound(roc, confidence=confidence, delta=delta,
+                               sides=sides)["epsilon_lower_bound"]
 
 
-def score_attack(scores: Any, member: Any, *, confidence: float,
-                 delta: float) -> tuple[dict[str, Any], Roc]:
+def score_attack(scores: Any, member: Any, *, confidence: float, delta: float,
+                 sides: str = "one-sided") -> tuple[dict[str, Any], Roc]:
     """Every number SPEC §6 asks of a membership attack, and the ROC they come from."""
     roc = roc_curve(scores, member)
     metrics: dict[str, Any] = {"auc": auc(roc), "balanced_accuracy": balanced_accuracy(roc)}
     metrics.update({k: tpr_at_fpr(roc, f) for k, f in LOW_FPRS.items()})
-    metrics.update(epsilon_lower_bound(roc, confidence=confidence, delta=delta))
+    metrics.update(epsilon_lower_bound(roc, confidence=confidence, delta=delta, sides=sides))
     metrics.update({"n_in": roc.n_in, "n_out": roc.n_out})
     return metrics, roc
 

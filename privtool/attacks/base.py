@@ -20,13 +20,17 @@ from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 from privtool.schema import Rule, build, seed_rule, settings, validate
 
+AUGMENTS = ("none", "mirror", "mirror-shift")  # attack.augment (privtool.attacks.queries)
+
 
 @settings("attack", n_models=Rule(ge=1), n_targets=Rule(ge=1), seed=seed_rule(),
           device=Rule(choices=("auto", "cpu", "cuda")), confidence=Rule(gt=0, lt=1),
           delta=Rule(gt=0, lt=1), store=Rule(allowed="a directory path or null"),
           workers=Rule(ge=0, allowed="an integer >= 0 (0: one per CPU core)"),
           backend=Rule(choices=("local", "ray")),
-          ray_address=Rule(allowed='null, "auto" or "ray://HOST:PORT"'))
+          ray_address=Rule(allowed='null, "auto" or "ray://HOST:PORT"'),
+          epsilon_sides=Rule(choices=("one-sided", "two-sided")),
+          augment=Rule(choices=AUGMENTS, allowed=" | ".join(AUGMENTS)))
 @dataclass(frozen=True)
 class AttackConfig:
     """Shared ``attack:`` keys. Each attack's own keys live in ``attack.<name>:``."""
@@ -38,10 +42,12 @@ class AttackConfig:
     device: str = "auto"
     confidence: float = 0.95   # Clopper–Pearson level of the empirical ε lower bound
     delta: float = 1e-5        # δ at which the empirical ε lower bound is stated
+    epsilon_sides: str = "one-sided"  # one-sided ("higher score = member") | two-sided (and reverse)
     store: str | None = None   # reference/shadow model store; null: runs/store/<dataset>-<model>-<hash>
     workers: int = 0           # processes training store models (0: one per CPU core)
     backend: str = "local"     # local (processes / stacked on CUDA) | ray (Ray tasks; SPEC §11)
     ray_address: str | None = None  # ray: null starts a local Ray; "auto" or "ray://host:port" joins a cluster
+    augment: str = "none"      # lira / rmia queries: none | mirror | mirror-shift (attacks.queries)
 
     def __post_init__(self) -> None:
         validate(self)

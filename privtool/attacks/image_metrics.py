@@ -4,8 +4,8 @@ Reconstruction attacks return images only; these functions compare them with the
 originals afterwards (as breaching's ``analysis.report``). Images are float arrays in [0, 1]
 of shape (C, H, W) (or stacks (N, C, H, W)), the layout of :class:`privtool.data.ImageData`.
 
-* SSIM (Wang et al. 2004) via scikit-image, MSE and PSNR for reconstructions (paper 1 §5.3.1:
-  mean SSIM, median MSE);
+* SSIM (Wang et al. 2004, Gaussian-weighted as the reconstruction papers use it) via
+  scikit-image, MSE and PSNR for reconstructions (paper 1 §5.3.1: mean SSIM, median MSE);
 * MIA distance (paper 3 §III): the minimum L2 distance (or minimum 1 − SSIM, for greyscale
   faces) between an inverted image and all training images of its class;
 * PNG grids with matplotlib's Agg backend (no display needed).
@@ -39,17 +39,39 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+#: Wang et al. 2004 §III.C: an 11×11 circular-symmetric Gaussian window with σ = 1.5 and
+#: population (biased) variances, as their reference ``ssim_index.m`` and breaching's and the
+#: reconstruction papers' SSIM compute it (scikit-image's default, a 7×7 uniform window with
+#: sample covariances, gives other numbers).
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5           # 11×11: scikit-image's int(3.5·σ + 0.5) at σ = 1.5
+SSIM_VARIANT = ("Gaussian-weighted (Wang et al. 2004: sigma 1.5, 11x11 window, population "
+                "covariance, data range 1)")
+
+
+def ssim_window(shape: Sequence[int]) -> int:
+    """The side of the Gaussian SSIM window for images of ``shape`` (…, H, W): 11, or the
+    largest odd side that fits images smaller than 11 pixels (the Gaussian then truncated)."""
+    side = min(shape[-2:])
+    win = min(2 * SSIM_RADIUS + 1, side if side % 2 else side - 1)
+    if win < 3:
+        raise PrivtoolError(f"SSIM needs images of at least 3×3 pixels, got {tuple(shape[-2:])}")
+    return win
+
+
 def ssim(a: Any, b: Any) -> float:
-    """Structural similarity of two images in [0, 1] (scikit-image, Gaussian-free 7×7 window,
-    shrunk to the largest odd size that fits images smaller than 7 pixels; channels averaged)."""
+    """Structural similarity of two images in [0, 1] (Wang et al. 2004, :data:`SSIM_VARIANT`,
+    via scikit-image with ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=1``; channels averaged). Images under 11 pixels a side keep the Gaussian
+    (scikit-image filters with reflected borders) and average the SSIM map over the pixels
+    at least (w − 1)/2 from the border for the largest odd w that fits (:func:`ssim_window`)."""
     from skimage.metrics import structural_similarity
 
     a, b = _pair(a, b)
-    side = min(a.shape[1:])
-    win = min(7, side if side % 2 else side - 1)
-    if win < 3:
-        raise PrivtoolError(f"SSIM needs images of at least 3×3 pixels, got {a.shape[1:]}")
-    return float(structural_similarity(a, b, data_range=1.0, channel_axis=0, win_size=win))
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=0,
+                                       gaussian_weights=True, sigma=SSIM_SIGMA,
+                                       win_size=ssim_window(a.shape),
+                                       use_sample_covariance=False))
 
 
 def mse(a: Any, b: Any) -> float:
@@ -105,6 +127,7 @@ def summarize_reconstructions(scores: dict[str, np.ndarray]) -> dict[str, float]
     and the spread of each."""
     s, m, p = (np.asarray(scores[k], dtype=np.float64).ravel() for k in ("ssim", "mse", "psnr"))
     return {"ssim": float(s.mean()), "ssim_median": float(np.median(s)), "ssim_std": float(s.std()),
+            "ssim_variant": SSIM_VARIANT,
             "mse": float(np.median(m)), "mse_mean": float(m.mean()),
             "psnr": float(p.mean()), "psnr_median": float(np.median(p))}
 

@@ -117,18 +117,14 @@ def reference_scores(target_loss: np.ndarray, ref_loss: np.ndarray,
                      ref_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MIA-R scores (higher = member) and the per-point α they come from.
 
-    The score orders points by −α; points tied in α (e.g. a target loss below every
-    reference loss, α = 0) are ordered by the target's loss, Yeom's score, so the ROC is not
-    cut to a few steps when reference models are few.
+    The score is −α, nothing else: points tied in α (e.g. a target loss below every reference
+    loss, α = 0) tie in score, so the ROC passes through a tie group on a straight segment and
+    the AUC counts each member/non-member pair in it one half (Mann–Whitney), as Ye et al.'s
+    attack — a threshold on α — does. Breaking such ties by the raw loss would mix in Yeom's
+    attack, which is not MIA-R (and scored lower on mnist-5k: issue 17).
     """
     alpha = reference_alpha(target_loss, ref_loss, ref_out)
-    loss = np.asarray(target_loss, float)
-    order = np.lexsort((loss, alpha))                    # by α, then by loss
-    a, l = alpha[order], loss[order]
-    new = np.r_[True, (a[1:] != a[:-1]) | (l[1:] != l[:-1])]
-    score = np.empty(len(alpha))
-    score[order] = -np.cumsum(new).astype(np.float64)    # equal (α, loss) -> equal score
-    return score, alpha
+    return 0.0 - alpha, alpha
 
 
 def _gauss_fit(phi: np.ndarray, mask: np.ndarray,
@@ -292,6 +288,12 @@ class MembershipAttack(Attack):
         """Attack-specific numbers, scored against the membership labels."""
         return {}
 
+    def more_signals(self, target: Target, signals: dict[str, Any],
+                     progress: Any = None) -> dict[str, Any]:
+        """Signals beyond the target's plain logits and the store (augmented queries, the
+        target on population points), computed once the store exists."""
+        return {}
+
     def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
         from privtool.stages.common import write_csv
 
@@ -314,20 +316,22 @@ class MembershipAttack(Attack):
             store = ensure_store(target, cfg, role=role, online=self.online, progress=progress)
             signals["store"] = store
             info = store.describe()
+        signals.update(self.more_signals(target, signals, progress))
         scores = self.scores(signals)
         seconds = time.time() - t0
 
         curves: dict[str, Roc] = {}
         metrics: dict[str, Any] = {}
         for i, (variant, s) in enumerate(scores.items()):
-            m, roc = score_attack(s, member, confidence=cfg.confidence, delta=cfg.delta)
+            m, roc = score_attack(s, member, confidence=cfg.confidence, delta=cfg.delta,
+                                  sides=cfg.epsilon_sides)
             curves[variant] = roc
             if i == 0:
                 metrics.update(m)
             if len(scores) > 1:
                 metrics.update({f"{variant}_{k}": v for k, v in m.items()
                                 if not k.startswith("n_")
-                                and not k.endswith(("_confidence", "_delta"))})
+                                and not k.endswith(("_confidence", "_delta", "_sides"))})
         metrics.update(self.extra_metrics(signals, scores, member))
         tr_loss = signals["loss"][member]
         te_loss = signals["loss"][~member]
@@ -351,6 +355,11 @@ class MembershipAttack(Attack):
         plot_roc(out / "roc.png", curves,
                  f"{self.name} vs {target.mechanism} ({_epsilon_label(target)}), "
                  f"{len(member) // 2} in / {len(member) // 2} out")
+        from privtool.attacks.views import write_views
+
+        metrics.update(write_views(out, scores[first], member, index, labels, target.data.x,
+                                   target.data.classes, f"{self.name} ({first}) vs "
+                                   f"{target.mechanism} ({_epsilon_label(target)})"))
         return metrics
 
 
@@ -410,7 +419,6 @@ class LiraOptions(MembershipOptions):
     section: ClassVar[str] = "attack.lira"
 
 
-
 @ATTACKS.register("lira")
 class LiraAttack(MembershipAttack):
     """LiRA online (headline metrics) and offline (``offline_*``), Carlini et al. 2022.
@@ -423,8 +431,21 @@ class LiraAttack(MembershipAttack):
     role = "reference"
     online = True
 
+    def more_signals(self, target: Target, signals: dict[str, Any],
+                     progress: Any = None) -> dict[str, Any]:
+        if self.cfg.augment == "none":
+            return {}
+        from privtool.attacks.queries import query_logits, store_query_logits
+
+        return {"query_logits": query_logits(target.build_model(), target.data.x,
+                                             signals["index"], self.cfg.augment, target.device),
+                "store_queries": store_query_logits(signals["store"], target, self.cfg.augment,
+                                                    build=not self.cfg.store, progress=progress)}
+
     def scores(self, signals: dict[str, Any]) -> dict[str, np.ndarray]:
         store, idx, y = signals["store"], signals["index"], signals["labels"]
+        if "query_logits" in signals:
+            return lira_queries(signals, self.options.global_variance)
         phi = scaled_logit(signals["logits"], y)
         off = store.signals_for(idx, kind="offline")
         on = store.signals_for(idx, kind="online")
@@ -432,6 +453,30 @@ class LiraAttack(MembershipAttack):
         return {"online": lira_online(phi, scaled_logit(on["logits"], y), on["in"], global_var=gv),
                 "offline": lira_offline(phi, scaled_logit(off["logits"], y), ~off["in"],
                                         global_var=gv)}
+
+    def extra_metrics(self, signals: dict[str, Any], scores: dict[str, np.ndarray],
+                      member: np.ndarray) -> dict[str, Any]:
+        return {"augment": self.cfg.augment,
+                "n_queries": int(signals["query_logits"].shape[0]) if "query_logits" in signals
+                else 1}
+
+
+def lira_queries(signals: dict[str, Any], global_var: bool) -> dict[str, np.ndarray]:
+    """LiRA over augmented queries (Carlini et al. 2022 §VI-A): one Gaussian fit per query, the
+    per-query scores averaged (their code's ``score.mean(1)``)."""
+    store, idx, y = signals["store"], signals["index"], signals["labels"]
+    pos = store.positions(idx)
+    phi = scaled_logit(signals["query_logits"], y)                          # (Q, n)
+    out: dict[str, np.ndarray] = {}
+    for kind in ("online", "offline"):
+        ref = scaled_logit(signals["store_queries"][kind][:, :, pos], y)   # (N, Q, n)
+        mask = store.signals_for(idx, kind=kind)["in"]
+        per_query = [lira_online(phi[q], ref[:, q], mask, global_var=global_var)
+                     if kind == "online" else
+                     lira_offline(phi[q], ref[:, q], ~mask, global_var=global_var)
+                     for q in range(phi.shape[0])]
+        out[kind] = np.mean(per_query, axis=0)
+    return out
 
 
 @settings(shadow=Rule(choices=("target", "reference")), n_estimators=Rule(ge=1),

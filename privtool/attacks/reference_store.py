@@ -61,7 +61,7 @@ SHIP_BYTES = 256 << 20  # datasets up to this size are sent to worker processes,
 # What a non-DP model's training depends on (the rest of TrainConfig is DP noise/accounting,
 # bookkeeping, or the per-model seed).
 NON_DP_KEYS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum")
-NOT_RECIPE = ("seed", "device", "eval_batch_size", "checkpoint_every")
+NOT_RECIPE = ("seed", "device", "eval_batch_size", "checkpoint_every", "noise_seed")
 
 
 # --------------------------------------------------------------------------- recipe and identity
@@ -176,7 +176,8 @@ def _job_cfg(job: dict[str, Any], device: Any) -> Any:
 
     cfg = TrainConfig(**job["recipe"])
     n_train = int(job["mask"].sum())
-    return replace(cfg, seed=job["seed"], device=str(device),
+    # store models are the attacker's simulations, never released: reproducible noise (resume)
+    return replace(cfg, seed=job["seed"], device=str(device), noise_seed="from-seed",
                    batch_size=min(cfg.batch_size, n_train))
 
 

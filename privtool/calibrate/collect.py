@@ -67,9 +67,11 @@ class Collection:
     attacks: list[AttackResult] = field(default_factory=list)
     curves: list[Artifact] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: canary audits (``privtool audit``), linked to their run like attacks
+    audits: list[AttackResult] = field(default_factory=list)
 
     def sources(self) -> list[Artifact]:
-        return [*self.runs, *self.attacks, *self.curves]
+        return [*self.runs, *self.attacks, *self.curves, *self.audits]
 
 
 def stage_dirs(root: Path) -> Iterator[Path]:
@@ -79,7 +81,8 @@ def stage_dirs(root: Path) -> Iterator[Path]:
         if "store.json" in filenames:
             dirnames[:] = []
         elif META in filenames:
-            dirnames[:] = []
+            # below a run only its audits (privtool audit's default RUN/audit)
+            dirnames[:] = [d for d in dirnames if d.startswith("audit")]
             yield Path(dirpath)
 
 
@@ -88,21 +91,22 @@ def load_artifact(path: Path) -> Artifact | None:
     meta = read_json(path / META, what="meta", remedy=f"re-run the stage that wrote {path} "
                      f"or delete it")
     stage = meta.get("stage")
-    if stage not in (*RUN_STAGES, "attack"):
+    if stage not in (*RUN_STAGES, "attack", "audit"):
         return None
     remedy = f"re-run `privtool {stage} --out {path}` or delete it"
     verify_outputs(path, meta, remedy, only_required=True)  # the rest: Artifact.verified
     metrics = read_json(path / METRICS, what="metrics", remedy=remedy)
     base = dict(dir=path, stage=stage, meta=meta, metrics=metrics,
                 meta_sha256=file_hash(path / META))
-    if stage != "attack":
+    if stage not in ("attack", "audit"):
         return Artifact(**base)
     target = (meta.get("inputs") or {}).get("target") or {}
-    name = ((meta.get("params") or {}).get("attack") or {}).get("name") or metrics.get("attack")
+    name = ("audit" if stage == "audit" else
+            ((meta.get("params") or {}).get("attack") or {}).get("name") or metrics.get("attack"))
     if not name or not target.get("dir"):
         raise PrivtoolError(f"{path / META} names no attack or no target (inputs.target.dir); "
                             f"{remedy}")
-    return AttackResult(**base, name=str(name), kind=str(metrics.get("kind", "")),
+    return AttackResult(**base, name=str(name), kind=str(metrics.get("kind", stage)),
                         target_dir=str(target["dir"]), target_epoch=target.get("epoch"),
                         target_meta_sha256=target.get("meta_sha256"))
 
@@ -127,7 +131,9 @@ def collect(root: str | Path) -> Collection:
         art = load_artifact(path)
         if art is None:
             continue
-        if isinstance(art, AttackResult):
+        if art.stage == "audit":
+            col.audits.append(art)
+        elif isinstance(art, AttackResult):
             if art.kind not in SCORES:
                 col.warnings.append(f"{path}: attack kind {art.kind!r} has no calibration "
                                     f"scores (known: {', '.join(SCORES)}); skipped")

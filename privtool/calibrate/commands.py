@@ -14,7 +14,7 @@ import yaml
 
 #: stage -> params sections it reads (and records in meta.json)
 STAGE_SECTIONS = {"train": ("data", "train", "pretrain"), "select": ("select",),
-                  "attack": ("attack",)}
+                  "attack": ("attack",), "audit": ("audit",)}
 #: keys a stage adds to its recorded params that are not settings
 _RECORDED_ONLY = {"attack": ("name",)}
 
@@ -63,6 +63,8 @@ def reproduce(stage: str, params: Mapping[str, Any], out: str, *,
         values = dict(params.get(section) or {})
         for k in _RECORDED_ONLY.get(section, ()):
             values.pop(k, None)
+        if section == "train" and values:  # runs before train.noise_seed drew noise from seed
+            values.setdefault("noise_seed", "from-seed")
         flags += set_flags(section, values)
     lines = [" ".join(shlex.quote(h) for h in head)]
     lines += [f"  --set {shlex.quote(f)}" for f in flags]

@@ -67,8 +67,10 @@ def tpr_interval(m: Mapping[str, Any], attack_dir: Path, confidence: float) -> I
 
 
 def epsilon_lb_interval(m: Mapping[str, Any], attack_dir: Path, confidence: float) -> Interval:
-    """The audit's own interval: the Clopper–Pearson lower bound and the two-sided upper end
-    at the same threshold (``epsilon_lower_bound_ci_high``; None = unbounded)."""
+    """The audit's own interval: the Clopper–Pearson lower bound (one-sided by default, the
+    test named by ``epsilon_lower_bound_sides`` / ``_direction``) and the upper end of the
+    two-sided confidence interval at the same threshold (``epsilon_lower_bound_ci_high``;
+    None = unbounded)."""
     return m.get("epsilon_lower_bound"), m.get("epsilon_lower_bound_ci_high")
 
 

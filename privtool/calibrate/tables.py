@@ -145,6 +145,7 @@ def _base_fields(*, run: str, meta_sha256: str | None, stage: str, epoch: int | 
     f.update({k: m[k] for k in sorted(m) if k.startswith("epsilon") and
               not isinstance(m[k], (dict, list, str))})
     f["delta"] = m.get("delta")
+    f["noise"] = top.get("noise")  # how the DP noise was drawn (privtool.release)
     f["test_accuracy"] = m.get("test_accuracy")
     tops = [k for k in sorted(m) if "top10" in k or "top_10" in k]
     f["test_top10_accuracy"] = m.get(tops[0]) if tops else None
@@ -246,11 +247,62 @@ def build_rows(col: Collection, cfg: CalibrateConfig) -> list[Row]:
                                 f"{row['target']} with {a.name}; using the newer, {a.dir}")
         row.attacks[a.name] = a
     col.runs.extend(outside.values())  # provenance of runs read from outside the root
+    _attach_audits(rows, col)
     out = list(rows.values())
     for row in out:
         for name in attack_order(row.attacks.values(), cfg):
             row.fields.update(attack_fields(row.attacks[name], cfg))
     return sorted(out, key=lambda r: row_order(r, cfg))
+
+
+def _attach_audits(rows: dict[tuple[str, int | None], Row], col: Collection) -> None:
+    """``audit_*`` fields of the row each canary audit names (by its run's meta.json hash, then
+    its path); the newest audit of a row wins."""
+    by_path = {(os.path.realpath(r["run"]), r["checkpoint"]): r for r in rows.values()}
+    for a in sorted(col.audits, key=_created):
+        row = rows.get((a.target_meta_sha256 or "", a.target_epoch))
+        if row is None:
+            row = by_path.get((os.path.realpath(a.target_dir), a.target_epoch))
+            if row is None or row["run_meta_sha256"] != a.target_meta_sha256:
+                col.warnings.append(f"{a.dir}: audited run {a.target_dir} not found or re-written "
+                                    f"since (meta.json hash differs); skipped")
+                continue
+        m = a.metrics
+        row.fields.update({f"audit_{k}": m.get(k) for k in AUDIT_KEYS})
+        row.fields["audit_dir"] = str(a.dir)
+        row.fields["audit_sandwich"] = sandwich_text(m.get("epsilon_lb"),
+                                                     m.get("epsilon_accounted"))
+
+
+AUDIT_KEYS = ("epsilon_lb", "epsilon_accounted", "confidence", "delta", "canary", "canaries",
+              "runs", "epsilon_lb_clopper_pearson", "epsilon_lb_gdp")
+SANDWICH = "audited ε (lower) ≤ accounted ε (upper)"
+
+
+def sandwich_text(lower: Any, upper: Any) -> str:
+    """"0.84 ≤ 8" — or, where the audit contradicts the accountant, "0.84 > 0.5 (VIOLATED)"."""
+    if lower is None:
+        return "—"
+    up = "∞" if upper is None else fmt(upper)
+    if upper is not None and lower > upper:
+        return f"{fmt(lower)} > {up} (VIOLATED)"
+    return f"{fmt(lower)} ≤ {up}"
+
+
+def sandwich_table(rows: Sequence[Row]) -> Table:
+    """The ε sandwich of every audited row: Gaussian and VMF (and the rest) side by side."""
+    cols = ["target", "series", "ε nominal", "canary", "M", "runs", "confidence", "δ",
+            "audited ε (lower)", "accounted ε (upper)", SANDWICH]
+    body = [[r["target"], r["series"], r["epsilon_nominal"], r["audit_canary"],
+             r["audit_canaries"], r["audit_runs"], r["audit_confidence"], r["audit_delta"],
+             r["audit_epsilon_lb"], r["audit_epsilon_accounted"], r["audit_sandwich"]]
+            for r in rows if r["audit_dir"]]
+    return Table("sandwich", "ε sandwich: canary audits against the accountant", cols, body,
+                 note="Audited ε: the one-run lower bound (Steinke, Nasr & Jagielski 2023) at "
+                      "the stated confidence and the run's δ, from M canaries each in with "
+                      "probability ½ in a re-training of the run's recipe (privtool audit). "
+                      "Accounted ε: the audit run's own accountant at the same δ. A lower bound "
+                      "above the upper one would mean an accounting (or implementation) bug.")
 
 
 def attack_order(attacks: Iterable[AttackResult], cfg: CalibrateConfig) -> list[str]:
@@ -292,12 +344,14 @@ def runs_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
     top10 = any(r["test_top10_accuracy"] is not None for r in rows)
     cols = ["target", "series", "model", "dataset", "ε nominal", "test acc"]
     cols += ["top-10 acc"] if top10 else []
-    cols += ["train gap"]
+    cols += ["train gap (not private)"]
     keys: list[tuple[str, Score]] = []
     for name, kind in attacks:
         for s in SCORES[kind]:
             keys.append((name, s))
             cols.append(f"{name} {s.label}")
+    audited = any(r["audit_dir"] for r in rows)
+    cols += [SANDWICH] if audited else []
     cols.append("meta sha256")
     body = []
     for r in rows:
@@ -306,13 +360,16 @@ def runs_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
         cells += [r["test_top10_accuracy"]] if top10 else []
         cells.append(r["train_gap"])
         cells += [r[f"{n}_{s.key}"] for n, s in keys]
+        cells += [r["audit_sandwich"] or "—"] if audited else []
         cells.append(_short(r["run_meta_sha256"]))
         body.append(cells)
     return Table("runs", "Runs and attacks (one row per attacked model)", cols, body,
                  note="Scores: membership AUC / TPR at 0.1 % FPR / empirical ε lower bound "
                       "(higher = more leakage); reconstruction SSIM mean (higher = more) and "
                       "MSE median (lower = more); inversion MIA distance (lower = more). "
-                      "`calibration.csv` / `.json` add each score's interval and attack dir.")
+                      "`calibration.csv` / `.json` add each score's interval and attack dir. "
+                      "Train gap is a diagnostic computed on the private training data "
+                      "without noise: not covered by ε, not private.")
 
 
 def epsilon_table(rows: Sequence[Row]) -> Table:
@@ -320,14 +377,15 @@ def epsilon_table(rows: Sequence[Row]) -> Table:
                    and k not in ("epsilon_nominal", "epsilon_nominal_source")
                    and not k.startswith("epsilon_lower_bound")
                    and not any(k.startswith(f"{a}_") for a in r.attacks)})
-    cols = ["target", "series", "ε nominal", "nominal from", *keys, "delta"]
+    cols = ["target", "series", "ε nominal", "nominal from", *keys, "delta", "noise"]
     body = [[r["target"], r["series"], r["epsilon_nominal"], r["epsilon_nominal_source"],
-             *[r[k] for k in keys], r["delta"]] for r in rows]
+             *[r[k] for k in keys], r["delta"], r["noise"]] for r in rows]
     return Table("epsilon", "Every ε field of each run, named by its kind", cols, body,
                  note="ε fields are not comparable across mechanisms: Gaussian `epsilon` is "
                       "(ε, δ)-DP of the whole run; VMF `epsilon_v_nominal` is paper 1's "
                       "per-update ε_V and `epsilon` its composed whole-run ε-DP; class/subclass "
-                      "ε is per unit (`epsilon_record` per record).")
+                      "ε is per unit (`epsilon_record` per record). ε holds only with secret "
+                      "noise: a `reproducible` run's noise follows from its recorded seed.")
 
 
 def _mean(vals: list[float]) -> float | None:
@@ -607,6 +665,7 @@ class Calibration:
         return {"n_rows": len(self.rows),
                 "n_runs": sum(1 for s in self.sources if s["stage"] in ("train", "select")),
                 "n_attack_results": sum(1 for s in self.sources if s["stage"] == "attack"),
+                "n_audits": sum(1 for s in self.sources if s["stage"] == "audit"),
                 "n_equivalent": len(self.equivalent),
                 "n_accuracy_matched": len(self.accuracy_matched),
                 "n_warnings": len(self.warnings)}
@@ -616,7 +675,11 @@ def source_record(a: Artifact) -> dict[str, Any]:
     """Provenance of one input directory and the command that remakes it."""
     rec: dict[str, Any] = {"dir": str(a.dir), "stage": a.stage, "meta_sha256": a.meta_sha256,
                            "created": a.meta.get("created")}
-    if isinstance(a, AttackResult):
+    if a.stage == "audit" and isinstance(a, AttackResult):
+        target = a.target_dir if a.target_epoch is None else f"{a.target_dir}@{a.target_epoch}"
+        rec.update({"kind": "audit", "target": target, "target_meta_sha256": a.target_meta_sha256,
+                    "command": reproduce("audit", a.params, str(a.dir), target=target)})
+    elif isinstance(a, AttackResult):
         target = a.target_dir if a.target_epoch is None else f"{a.target_dir}@{a.target_epoch}"
         rec.update({"attack": a.name, "kind": a.kind, "target": target,
                     "target_meta_sha256": a.target_meta_sha256,
@@ -631,8 +694,10 @@ def source_record(a: Artifact) -> dict[str, Any]:
         rec.update({"mechanism": a.metrics.get("mechanism"),
                     "command": reproduce("train", a.params, str(a.dir))})
     sections = {"train": ("data", "train", "pretrain"), "select": ("select",),
-                "attack": ("attack",)}[a.stage]
+                "attack": ("attack",), "audit": ("audit",)}[a.stage]
     rec["settings"] = {k: a.params.get(k) for k in sections if k in a.params}
+    if a.stage in ("train", "select") and a.metrics.get("noise"):
+        rec["noise"] = a.metrics["noise"]  # secret or reproducible (privtool.release)
     return rec
 
 
@@ -655,7 +720,12 @@ def build(col: Collection, cfg: CalibrateConfig) -> Calibration:
               table5_membership(rows, cfg), table6_reconstruction(rows, cfg),
               table7_delta(rows, cfg), equivalent_table(eq, cfg),
               accuracy_matched_table(matched, cfg)]
+    from privtool.calibrate.views import membership_views_table
+
+    tables.append(membership_views_table(rows, cfg))
+    if col.audits:
+        tables.insert(2, sandwich_table(rows))
     return Calibration(root=col.root, settings=cfg, rows=rows, tables=tables, equivalent=eq,
                        accuracy_matched=matched,
-                       sources=[source_record(a) for a in [*col.runs, *col.attacks, *col.curves]],
+                       sources=[source_record(a) for a in col.sources()],
                        curves=[str(c.dir) for c in col.curves], warnings=list(col.warnings))

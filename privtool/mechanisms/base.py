@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from privtool.config import TrainConfig
+from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 
@@ -43,7 +44,7 @@ class Schedule:
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, round(self.n / self.batch_size))
+        return epoch_steps(self.n / self.batch_size)
 
     @property
     def steps(self) -> int:
@@ -108,6 +109,10 @@ class Mechanism(ABC):
     def settings(self) -> dict[str, Any]:
         """The noise and sampling settings to record in metrics.json."""
         return {"sample_rate": self.schedule.sample_rate, "batch_size": self.schedule.batch_size}
+
+    def delta_population(self) -> tuple[int, str]:
+        """(n, what): the count δ is compared with (the records of the guarantee's relation)."""
+        return self.schedule.n, "training records"
 
     def artifacts(self) -> dict[str, Any]:
         """Extra arrays to save in the run directory ({file name: numpy array})."""

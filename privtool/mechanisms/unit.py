@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privtool.accounting.unit import unit_epsilon, unit_noise_multiplier, units_per_step
+from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper
 
@@ -42,7 +43,7 @@ class UnitSchedule(Schedule):
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, round(1 / self.unit_rate))
+        return epoch_steps(1 / self.unit_rate)
 
 
 def form_units(y: np.ndarray, *, k_sub: int, seed: int,
@@ -249,6 +250,10 @@ class _UnitBase(Mechanism):
                 "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.cfg.max_grad_norm,
                 "batch_size": self.cfg.batch_size,
                 "largest_unit": int(max(len(m) for m in self.members))}
+
+    def delta_population(self) -> tuple[int, str]:
+        """Unit-level DP: δ is compared with the number of units K (known after calibrate)."""
+        return self.n_units, f"{self.kind} units"
 
     def artifacts(self) -> dict[str, np.ndarray]:
         """Unit id of every training record (in train-split order), saved as units.npy."""

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from privtool.accounting import (kappa_from_nominal, vmf_epsilon, vmf_kappa_for_epsilon,
-                                 vmf_nominal_epsilon)
+from privtool.accounting import (kappa_from_nominal, vmf_epsilon, vmf_nominal_epsilon,
+                                 vmf_solve_kappa)
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper, fixed_size_batches
 from privtool.mechanisms.gaussian import opacus_stepper
@@ -29,11 +29,21 @@ from privtool.mechanisms.vmf_sampler import sample_vmf
 
 def count_parts(params: list[torch.Tensor], partition: str) -> int:
     """Number m of VMF parts per per-sample gradient for ``partition``."""
+    return len(part_dims(params, partition))
+
+
+def part_dims(params: list[torch.Tensor] | list[torch.Size], partition: str) -> list[int]:
+    """Dimension of every VMF part for ``partition`` (what :func:`_part_view` cuts): ``whole``
+    one part of all parameters; ``layer`` one per tensor; ``row`` one per output row of each
+    weight (dimension: the rest of its shape), one per bias. The tight accountant needs them."""
+    shapes = [tuple(p.shape) if hasattr(p, "shape") else tuple(p) for p in params]
+    sizes = [int(np.prod(s)) for s in shapes]
     if partition == "whole":
-        return 1
+        return [sum(sizes)]
     if partition == "layer":
-        return len(params)
-    return sum(p.shape[0] if p.dim() >= 2 else 1 for p in params)
+        return sizes
+    return [d for s, n in zip(shapes, sizes)
+            for d in ([n // s[0]] * s[0] if len(s) >= 2 else [n])]
 
 
 def _part_view(g: torch.Tensor, partition: str) -> torch.Tensor:
@@ -122,15 +132,18 @@ class VMF(Mechanism):
     def calibrate(self, model: nn.Module) -> None:
         cfg, s = self.cfg, self.schedule
         params = [p for p in model.parameters() if p.requires_grad]
-        self.parts = count_parts(params, cfg.partition)
+        self.part_dims = part_dims(params, cfg.partition)
+        self.parts = len(self.part_dims)
+        self.pld_grid = None
         if cfg.epsilon is not None and cfg.kappa is not None:
             raise PrivtoolError("vmf noise is set twice (train.epsilon and train.kappa); give "
                                 "only one of them")
         # Precedence: a whole-run ε target, then κ, then paper 1's per-update ε_V (the default).
         if cfg.epsilon is not None:
-            self.kappa = vmf_kappa_for_epsilon(target_epsilon=cfg.epsilon, parts=self.parts,
-                                               sample_rate=s.sample_rate, steps=s.steps,
-                                               delta=cfg.delta)
+            # Against the tight ε; the grid of the solve is kept so privacy() reports that ε.
+            self.kappa, self.pld_grid = vmf_solve_kappa(
+                target_epsilon=cfg.epsilon, parts=self.parts, sample_rate=s.sample_rate,
+                steps=s.steps, delta=cfg.delta, part_dims=self.part_dims)
         elif cfg.kappa is not None:
             self.kappa = float(cfg.kappa)
         elif cfg.epsilon_v is not None:
@@ -151,11 +164,15 @@ class VMF(Mechanism):
     def privacy(self, steps: int) -> dict[str, Any]:
         s = self.schedule
         fields = vmf_epsilon(kappa=self.kappa, parts=self.parts, sample_rate=s.sample_rate,
-                             steps=steps, delta=self.cfg.delta)
+                             steps=steps, delta=self.cfg.delta, part_dims=self.part_dims,
+                             pld_grid=self.pld_grid)
         out = {k: v for k, v in fields.items() if k not in ("kappa", "parts", "sample_rate", "steps")}
         out["epsilon_v_nominal"] = vmf_nominal_epsilon(kappa=self.kappa, parts=self.parts)
         return out
 
     def settings(self) -> dict[str, Any]:
+        from privtool.accounting.vmf_pld import format_part_dims
+
         return {**super().settings(), "kappa": self.kappa, "parts": self.parts,
+                "part_dims": format_part_dims(self.part_dims),
                 "partition": self.cfg.partition, "sampling": "fixed-size without replacement"}

@@ -166,7 +166,7 @@ def select_and_finetune(parent: Parent, pool: PublicPool, plan_: Plan, cfg: Sele
     rng = np.random.default_rng([seed, 2024])
     task = Task(n_labeled=n_labeled, public=parent.pool_signals(pool), cfg=cfg, rng=rng,
                 relation=relation, private=parent.private_signals if cls.uses_private else None,
-                epsilon_support=eps_support)
+                epsilon_support=eps_support, noise_rng=_noise_rng(parent))
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small dense algebra: avoid oversubscription
@@ -187,6 +187,48 @@ def select_and_finetune(parent: Parent, pool: PublicPool, plan_: Plan, cfg: Sele
         metrics["pollution_selected_fraction"] = pool.pollution_fraction(idx)
         metrics["pollution_pool_fraction"] = float(pool.polluted.mean())
     return Outcome(strategy, n_labeled, seed, selection, labels, tuned, metrics)
+
+
+def _noise_rng(parent: Parent) -> np.random.Generator | None:
+    """Secret DP noise for NearPrivate's releases unless the parent run's noise is reproducible
+    (train.noise_seed=from-seed): then the selection seed drives it too (privtool.release)."""
+    from privtool.release import secret_numpy_rng
+
+    if parent.target.params.train.noise_seed == "from-seed":
+        return None
+    return secret_numpy_rng()
+
+
+def noise_label(parent: Parent) -> str:
+    """The ``noise`` field of a selection: its parent's (NearPrivate's noise follows it)."""
+    from privtool.release import noise_label as label
+
+    return label(parent.target.params.train)
+
+
+def later_checkpoints_warning(plan_: Plan) -> str | None:
+    """A warning when the parent is a checkpoint with later ones (or model.pt) in its run: the
+    parent's ε holds only while they stay private."""
+    from privtool.artifacts import load_run
+
+    epoch = plan_.candidate.epoch
+    if epoch is None:
+        return None
+    run_dir = plan_.candidate.spec.rpartition("@")[0]
+    m = load_run(run_dir, stage="train")["metrics"]
+    later = [int(c["epoch"]) for c in m.get("checkpoints") or [] if int(c["epoch"]) > epoch]
+    final = _final_epsilon(m)
+    if not later and m.get("epochs") == epoch:
+        return None
+    what = f"its later checkpoints (epochs {', '.join(map(str, later))}) and" if later else "its"
+    return (f"the parent {plan_.candidate.spec}'s ε holds only while {what} final model.pt in "
+            f"{run_dir} stay private; releasing them all costs the run's final ε "
+            f"{'∞' if final is None else f'{final:.4g}'} (see `privtool export`)")
+
+
+def _final_epsilon(m: dict[str, Any]) -> Any:
+    mech = str(m.get("mechanism"))
+    return m.get(f"epsilon_{mech}", m.get("epsilon"))
 
 
 def privacy_metrics(plan_: Plan) -> dict[str, Any]:

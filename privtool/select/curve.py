@@ -22,6 +22,7 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                                "test_accuracy_mean": float(acc.mean()),
                                "test_accuracy_sd": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
                                "epsilon": rs[0].get("epsilon"),
+                               "epsilon_whole_curve": rs[0].get("epsilon_whole_curve"),
                                "parent_epoch": rs[0].get("parent_epoch")}
         pol = [r["pollution_selected_fraction"] for r in rs
                if r.get("pollution_selected_fraction") is not None]

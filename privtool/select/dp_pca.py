@@ -5,15 +5,33 @@ Analyze Gauss (Dwork, Talwar, Thakurta & Zhang 2014, Alg. 1): rows scaled to ‖
 A = XᵀX + E with E symmetric, its upper triangle (diagonal included) i.i.d. N(0, σ²), and take
 the top-p eigenvectors of A. One added/removed row moves XᵀX by xxᵀ, ‖xxᵀ‖_F = ‖x‖² ≤ 1, so the
 L2 sensitivity Δ of the upper triangle is 1 (√2 when one row is replaced by another:
-‖xxᵀ − x'x'ᵀ‖_F ≤ √2). σ = Δ·√(2 ln(1.25/δ))/ε (Dwork & Roth 2014, Thm. A.1), which that theorem
-proves for ε < 1; for ε ≥ 1 privtool uses the analytic Gaussian mechanism (Balle & Wang 2018,
-Thm. 8), exact for every ε, and says so.
+‖xxᵀ − x'x'ᵀ‖_F ≤ √2). σ is the analytic Gaussian mechanism's (Balle & Wang 2018, Thm. 8): the
+smallest σ with Φ(Δ/2σ − εσ/Δ) − e^ε Φ(−Δ/2σ − εσ/Δ) ≤ δ, exact for every ε (dp_accounting's
+``get_sigma_gaussian``, rounded up). Dwork et al. state Analyze Gauss with the classic
+σ = Δ·√(2 ln(1.25/δ))/ε (Dwork & Roth 2014, Thm. A.1, proved for ε < 1 only), 1.3–1.44× larger
+below ε = 1 at δ = 1e-5 for the same guarantee; :func:`classic_gaussian_sigma` keeps it for
+comparison. The release records which calibration it used.
 
 Support counts (Alg. 2 lines 5–10): each voting private point adds 1 to the count of its nearest
 uncertain public point; Laplace(Δ₁/ε_support) per count (Dwork & Roth 2014, Thm. 3.6) makes the
-whole histogram ε_support-DP. Δ₁ = 1 when every private point votes under add/remove; 2 when only
-the k most uncertain vote (one added point can enter the top k and push another out) or when
-neighbours replace a point (one vote moves).
+whole histogram ε_support-DP. A point's vote depends only on that point (its embedding, the
+released DP-PCA and the public data), so the histogram H(D) = Σ_{x ∈ V(D)} e_{vote(x)} over the
+voters V(D), and Δ₁ = max over neighbours of |V(D) △ V(D')| — chosen from the configuration and
+the relation only, never from the private data's size (which neighbours change):
+
+- every point votes (``private_k`` null), add/remove: V(D') = V(D) ∪ {x}, Δ₁ = 1;
+- every point votes, replace-one: V(D') = V(D) − {y} ∪ {x}, one vote moves, Δ₁ = 2;
+- top-k filter configured (``private_k`` = k, V = the k most uncertain, all of D when |D| ≤ k;
+  ties by position, which neighbours keep in order), add/remove: with S = D, D' = S ∪ {x},
+  top-k(D') is top-k(S) (x not in it), top-k(S) ∪ {x} (|S| < k), or top-k(S) − {s_k} ∪ {x}
+  (s_k the k-th of S, pushed out): Δ₁ ≤ 2, reached at |D| ≥ k — in particular at |D| = k,
+  where D has every point voting and D' only k of k + 1;
+- top-k filter, replace-one: with S = D − {y}, each of top-k(S ∪ {y}) and top-k(S ∪ {x}) is
+  top-k(S) or top-(k−1)(S) plus the new point (S plus it when |S| < k), so they differ in at
+  most one point each way: Δ₁ ≤ 2.
+
+So Δ₁ = 1 only for add/remove with every point voting, and 2 otherwise (tests enumerate every
+neighbour of small data sets, |D| = k − 1, k, k + 1, against this).
 """
 
 from __future__ import annotations
@@ -43,51 +61,52 @@ def pca_sensitivity(relation: str) -> float:
 
 
 def support_sensitivity(relation: str, *, top_k: bool) -> float:
-    """L1 sensitivity of the neighbour-count histogram (see top)."""
+    """L1 sensitivity of the neighbour-count histogram (see top): ``top_k`` is whether a
+    top-k voter filter is configured (``near_private.private_k`` not null), whatever the size
+    of the private data."""
     _check_relation(relation)
     return 2.0 if (top_k or relation == REPLACE_ONE) else 1.0
 
 
 def classic_gaussian_sigma(*, epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
-    """σ = Δ·√(2 ln(1.25/δ))/ε, the Gaussian mechanism of Dwork & Roth 2014 Thm. A.1 (ε < 1)."""
+    """σ = Δ·√(2 ln(1.25/δ))/ε, the Gaussian mechanism of Dwork & Roth 2014 Thm. A.1 (ε < 1);
+    not used by privtool's releases (the analytic σ is smaller for the same guarantee)."""
     return sensitivity * math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
 
 
 def analytic_gaussian_sigma(*, epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
-    """The smallest σ whose Gaussian mechanism is (ε, δ)-DP (Balle & Wang 2018, Thm. 8):
-    Φ(Δ/2σ − εσ/Δ) − e^ε Φ(−Δ/2σ − εσ/Δ) ≤ δ, solved by bisection on σ."""
+    """The smallest σ whose Gaussian mechanism with L2 sensitivity Δ is (ε, δ)-DP (Balle & Wang
+    2018, Thm. 8), from dp_accounting's ``get_sigma_gaussian`` (root of the exact privacy
+    profile, to 1e-12) at Δ = 1, scaled by Δ. Pessimistic: the root is moved up until the
+    exact profile at it is ≤ δ, so the solver's tolerance never makes σ too small."""
+    from dp_accounting.gaussian_mechanism import get_sigma_gaussian
     from scipy.special import log_ndtr
 
-    def excess(sigma: float) -> float:
-        a, b = sensitivity / (2 * sigma), epsilon * sigma / sensitivity
-        first = math.exp(log_ndtr(a - b))
-        second = math.exp(epsilon + log_ndtr(-a - b))
-        return first - second - delta
+    def log_delta(sigma: float) -> float:   # Balle & Wang 2018, Thm. 8, at Δ = 1, in logs
+        a, b = 1 / (2 * sigma), epsilon * sigma
+        x, y = log_ndtr(a - b), epsilon + log_ndtr(-a - b)
+        return x + math.log1p(-math.exp(y - x)) if y < x else -math.inf
 
-    lo, hi = 1e-6 * sensitivity, sensitivity
-    while excess(hi) > 0:
-        hi *= 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if excess(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    sigma = float(get_sigma_gaussian(epsilon, delta, tol=1e-12))
+    step = 1e-12 + 1e-12 * sigma
+    while log_delta(sigma) > math.log(delta):
+        sigma += step
+        step *= 2
+    return sigma * sensitivity
+
+
+CALIBRATION = "analytic Gaussian (Balle & Wang 2018, Thm. 8)"
 
 
 def gaussian_sigma(*, epsilon: float, delta: float, sensitivity: float = 1.0) -> tuple[float, str]:
-    """σ for an (ε, δ) Gaussian release and which calibration gave it (classic for ε < 1, as
-    Analyze Gauss states it; analytic otherwise, where the classic bound is not proved)."""
+    """σ for an (ε, δ) Gaussian release and which calibration gave it (the analytic one, for
+    every ε; see top)."""
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise PrivtoolError(f"epsilon_pca={epsilon!r} is not allowed: a number > 0")
     if not 0 < delta < 1:
         raise PrivtoolError(f"delta_pca={delta!r} is not allowed: a number in (0, 1)")
-    if epsilon < 1:
-        return classic_gaussian_sigma(epsilon=epsilon, delta=delta, sensitivity=sensitivity), \
-            "classic (Dwork & Roth 2014, Thm. A.1)"
     return analytic_gaussian_sigma(epsilon=epsilon, delta=delta, sensitivity=sensitivity), \
-        "analytic (Balle & Wang 2018; the classic bound needs epsilon < 1)"
+        CALIBRATION
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:

@@ -35,6 +35,12 @@ class Task:
     relation: str                                  # the parent's record-level relation
     private: Callable[[], Signals] | None = None
     epsilon_support: float | None = None           # overrides cfg (budget planning)
+    noise_rng: np.random.Generator | None = None   # DP noise of private releases; None: rng
+
+    @property
+    def noise(self) -> np.random.Generator:
+        """The generator of DP noise (secret unless the parent's noise is from-seed)."""
+        return self.rng if self.noise_rng is None else self.noise_rng
 
     @property
     def n_pool(self) -> int:
@@ -174,6 +180,16 @@ class DiversePublic(Strategy):
                                               "n_components": comps.shape[1]})
 
 
+def support_voters(logits: np.ndarray, private_k: int | None, kind: str) -> np.ndarray:
+    """The private points that vote for a support count: the ``private_k`` most uncertain
+    (all of them when there are at most ``private_k``), or every one when ``private_k`` is
+    null. Whether a top-k filter applies is configuration, never the data's size: the Laplace
+    sensitivity (:func:`~privtool.select.dp_pca.support_sensitivity`) is chosen from it alone."""
+    if private_k is None:
+        return np.arange(len(logits))
+    return most_uncertain(logits, private_k, kind)
+
+
 @STRATEGIES.register("near-private")
 class NearPrivate(Strategy):
     """Paper 2, Alg. 2: DP-PCA (Analyze Gauss, ε_dpPCA, δ_dpPCA) of the private training
@@ -218,20 +234,18 @@ class NearPrivate(Strategy):
         x_priv = normalise_rows((private.embeddings - mean) @ comps)
         x_pub = normalise_rows((task.public.embeddings - mean) @ comps)
         dp = analyze_gauss(x_priv, n_components=min(cfg.n_components, x_priv.shape[1]),
-                           epsilon=np_cfg.epsilon_pca, delta=np_cfg.delta_pca, rng=task.rng,
+                           epsilon=np_cfg.epsilon_pca, delta=np_cfg.delta_pca, rng=task.noise,
                            relation=task.relation)
-        top_k = np_cfg.private_k is not None and np_cfg.private_k < len(x_priv)
-        voters = (most_uncertain(private.logits, np_cfg.private_k, cfg.uncertainty) if top_k
-                  else np.arange(len(x_priv)))
+        voters = support_voters(private.logits, np_cfg.private_k, cfg.uncertainty)
         k = np_cfg.public_k if np_cfg.public_k is not None else max(task.k, -(-task.n_pool // 2))
         if k < task.n_labeled:
             raise PrivtoolError(f"select.near_private.public_k={k} is not allowed: at least "
                                 f"n_labeled={task.n_labeled}")
         cand = most_uncertain(task.public.logits, min(k, task.n_pool), cfg.uncertainty)
         votes = nearest(dp.project(x_priv[voters]), dp.project(x_pub[cand]))
-        sens = support_sensitivity(task.relation, top_k=top_k)
+        sens = support_sensitivity(task.relation, top_k=np_cfg.private_k is not None)
         noisy, _, scale = noisy_support(votes, len(cand), epsilon=float(eps_s),
-                                        sensitivity=sens, rng=task.rng)
+                                        sensitivity=sens, rng=task.noise)
         order = np.lexsort((np.arange(len(cand)), -noisy))[:task.n_labeled]
         return Selection(cand[order], costs=self.costs(cfg, task.relation, eps_s), details={
             "dp_pca_sigma": dp.sigma, "dp_pca_calibration": dp.calibration,

@@ -13,6 +13,7 @@ import numpy as np
 from privtool.artifacts import MODEL, SPLITS, check_out, staged_dir
 from privtool.config import Params
 from privtool.errors import PrivtoolError
+from privtool.release import with_split
 from privtool.stages.common import finish_run, write_csv
 from privtool.training import NullProgress, evaluate, resolve_device
 
@@ -46,7 +47,10 @@ def run(params: Params, target: str, out: str | Path, *, epsilon_limit: float | 
     metrics = {**_common(plan, parent), **outcome.metrics,
                "parent_test_accuracy": parent_acc,
                "accuracy_gain": outcome.metrics["test_accuracy"] - parent_acc,
-               "labels_revealed": pool.revealed, **core.privacy_metrics(plan)}
+               "labels_revealed": pool.revealed, **core.privacy_metrics(plan),
+               "noise": core.noise_label(parent)}
+    metrics = with_split(metrics)
+    warning = core.later_checkpoints_warning(plan)
     rows = [{"rank": r, "pool_index": int(i),
              "source": pool.record["pollution"]["dataset"] if pool.polluted[i]
              else pool.record["dataset"],
@@ -67,8 +71,9 @@ def run(params: Params, target: str, out: str | Path, *, epsilon_limit: float | 
                            "public_pool": pool.record},
                    extra={"privacy": plan.record(),
                           "train_params": parent.target.meta.get("params"),
-                          "seconds": round(outcome.finetuned.seconds, 3)})
-    return metrics
+                          "seconds": round(outcome.finetuned.seconds, 3),
+                          "warnings": [warning] if warning else []})
+    return {**metrics, "warnings": [warning] if warning else []}
 
 
 def run_curve(params: Params, target: str, out: str | Path, *, strategies: Sequence[str],
@@ -77,6 +82,7 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
     """Every strategy × budget × seed from the same run (each strategy from the checkpoint its
     budget plan picks under ``epsilon_limit``); writes per-seed and mean ± sd CSVs and a PNG."""
     from privtool.select import STRATEGIES, core
+    from privtool.select.compose import compose_curve, curve_parent
     from privtool.select.curve import plot_curve, summarise
 
     cfg = params.select
@@ -102,6 +108,7 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
     progress = progress or NullProgress()
     progress.start(len(strategies) * len(budgets) * seeds, "select curve")
     rows: list[dict[str, Any]] = []
+    private_cells: list[dict[str, Any]] = []  # NearPrivate releases, composed below
     try:
         for s in strategies:
             plan = plans[s]
@@ -122,18 +129,31 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
                            "pollution_selected_fraction": o.metrics.get(
                                "pollution_selected_fraction")}
                     rows.append(row)
+                    if STRATEGIES.get(s).uses_private:
+                        private_cells.append(o.metrics)
                     progress.advance(strategy=s, n=n, seed=seed, acc=row["test_accuracy"])
     finally:
         progress.stop()
+    private = [s for s in strategies if STRATEGIES.get(s).uses_private]
+    whole = compose_curve(
+        curve_parent(list(plans.values()), first.target.metrics, record_level=bool(private)),
+        list(plans[private[0]].extra) if private else [], private_cells)
+    for r in rows:
+        r["epsilon_whole_curve"] = whole["epsilon_composed"]
     summary = summarise(rows)
     metrics: dict[str, Any] = {
         **{k: v for k, v in _common(plans[strategies[0]], first).items()
            if k not in ("parent", "parent_epoch")},
         "budgets": list(budgets), "seeds": seeds, "strategies": list(strategies),
+        "noise": core.noise_label(first),
         "n_pool": len(pool),
         "parent_test_accuracy": {spec: acc for spec, acc in baselines.items()},
         "parent": {s: p.candidate.spec for s, p in plans.items()},
         "epsilon": {s: core.privacy_metrics(p)["epsilon"] for s, p in plans.items()},
+        # every private release of the whole curve composed (privtool.select.compose)
+        "epsilon_whole_curve": whole["epsilon_composed"],
+        "delta_whole_curve": whole["delta_composed"],
+        "whole_curve_privacy": whole,
         "test_accuracy": {s: {str(r["n_labeled"]): r["test_accuracy_mean"]
                               for r in summary if r["strategy"] == s} for s in strategies},
         "test_accuracy_sd": {s: {str(r["n_labeled"]): r["test_accuracy_sd"]
@@ -146,7 +166,8 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
     title = (f"{metrics['mechanism']} {metrics['model']} on {metrics['dataset']}: "
              f"{seeds} seed{'s' if seeds > 1 else ''}, mean ± sd"
              + (f", pool polluted {pool.polluted.mean():.0%} with "
-                f"{pool.record['pollution']['dataset']}" if pool.polluted.any() else ""))
+                f"{pool.record['pollution']['dataset']}" if pool.polluted.any() else "")
+             + _whole_label(whole))
     with staged_dir(out) as tmp:
         write_csv(tmp / "plots" / "curve.csv", rows)
         write_csv(tmp / "plots" / "curve_summary.csv", summary)
@@ -164,5 +185,13 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
                            "data": (first.target.meta.get("inputs") or {}).get("data"),
                            "public_pool": pool.record},
                    extra={"privacy": {s: p.record() for s, p in plans.items()},
-                          "mode": "curve"})
-    return metrics
+                          "whole_curve_privacy": whole, "mode": "curve"})
+    warnings = sorted({w for p in plans.values() if (w := core.later_checkpoints_warning(p))})
+    return {**metrics, "warnings": warnings}
+
+
+def _whole_label(whole: dict[str, Any]) -> str:
+    eps = whole.get("epsilon_composed")
+    return (f"\nwhole curve: ε = {'∞' if eps is None else f'{eps:.3g}'} "
+            f"({whole['n_private_releases']} NearPrivate releases composed; "
+            f"legend: ε of one cell)")

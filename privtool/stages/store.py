@@ -35,6 +35,11 @@ def run(target_spec: str, out: str | Path | None, raw_params: dict[str, Any], *,
     check_out(out)
     target = load_target(target_spec, resolve_device(cfg.device))
     store = ensure_store(target, cfg, role=role, online=online, build=True, progress=progress)
+    if cfg.augment != "none":  # lira / rmia augmented queries, once per model (attacks.queries)
+        from privtool.attacks.queries import store_query_logits
+
+        store_query_logits(store, target, cfg.augment, build=True, progress=progress)
     return {"role": role, "online": online, "target_mechanism": target.mechanism,
             "dataset": target.data.name, "model": target.params.train.model,
-            "store_seconds": round(store.seconds, 3), **store.describe()}
+            "store_seconds": round(store.seconds, 3), "augment": cfg.augment,
+            **store.describe()}

@@ -10,6 +10,7 @@ import numpy as np
 
 from privtool.artifacts import ACCOUNTANT, MODEL, SPLITS, check_out, dumps, staged_dir
 from privtool.config import Params
+from privtool.release import with_split
 from privtool.stages.common import finish_run, load_data_and_splits, split_record, write_csv
 from privtool.training import ProgressSink, resolve_device, seed_everything, train_model
 
@@ -70,6 +71,10 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
         metrics["checkpoint_every"] = cfg.checkpoint_every
         metrics["checkpoints"] = [checkpoint_entry(r, delta=delta) for r in outcome.curve
                                   if r["epoch"] in keep]
+        # a checkpoint's ε holds only while the later ones stay private (issue 22)
+        final_eps = metrics.get(outcome.mechanism.epsilon_key)
+        for c in metrics["checkpoints"]:
+            c["epsilon_if_all_checkpoints_released"] = final_eps
         curve = [{**r, "checkpoint": checkpoint_file(r["epoch"]) if r["epoch"] in keep else None}
                  for r in outcome.curve]
         torch.save(cpu_state(), tmp / MODEL)
@@ -79,6 +84,7 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
         for name, array in extra_files.items():
             np.save(tmp / name, array)
         write_csv(tmp / "plots" / "curve.csv", curve)
+        metrics = with_split(metrics)
         finish_run(tmp, stage="train", params=params.as_dict(), metrics=metrics,
                    inputs=inputs, device=str(device),
                    payload=[MODEL, SPLITS, ACCOUNTANT, *extra_files, *saved],
