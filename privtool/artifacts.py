@@ -45,18 +45,65 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _unwritable(path: Path, e: OSError) -> PrivtoolError:
+    """An OSError while creating ``path`` (or its folders) -> one line naming it."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return PrivtoolError(f"cannot write {path}: {blocker} is a file, not a folder; "
+                                 f"choose another --out")
+    reason = e.strerror or type(e).__name__
+    return PrivtoolError(f"cannot write {path}: {reason.lower()}; choose a writable --out")
+
+
+def check_out(out: str | Path | None) -> None:
+    """Refuse, before any work, an ``--out`` that cannot be written: a file on its way (or at
+    it), or an unwritable nearest existing folder. Creates nothing."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PrivtoolError(f"--out {out} exists and is not a directory; choose another path")
+    for p in out.parents:
+        if p.exists():
+            if not p.is_dir():
+                raise PrivtoolError(f"cannot write {out}: {p} is a file, not a folder; "
+                                    f"choose another --out")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise PrivtoolError(f"cannot write {out}: {p} is not writable; choose a "
+                                    f"writable --out")
+            return
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(folder, e) from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename (readers see the
+    old file or the new one, never a part); an unwritable place is a one-line error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _mkdir(path.parent)
+    if path.is_dir():
+        raise PrivtoolError(f"cannot write {path}: it is a folder; choose another --out")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _unwritable(path, e) from None
         raise
 
 
@@ -76,24 +123,27 @@ def file_hash(path: str | Path) -> str:
 def staged_dir(out: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``out``; on success it replaces ``out`` whole.
 
-    On any exception the temporary directory is removed and ``out`` is left as it was.
+    Concurrency and crash safety (:mod:`privtool.runlock`): a lock on ``out`` is held
+    throughout, so a second writer to the same ``out`` fails in one line instead of racing;
+    partial folders left by dead processes (SIGKILL, power loss) are removed first; the swap
+    leaves the old or the new run at ``out`` at every instant. On any exception (SIGINT and,
+    through the CLI, SIGTERM included) the temporary directory is removed and ``out`` is left
+    as it was.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # deepest first
+    _mkdir(out.parent)
     if out.exists() and not out.is_dir():
         raise PrivtoolError(f"--out {out} exists and is not a directory; choose another path")
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
-        yield tmp
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with _locked_stage(out) as tmp:
+            yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:  # folders made for --out go too: a failed stage leaves nothing new
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
 
 
@@ -106,6 +156,43 @@ def scratch_dir() -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _locked_stage(out: Path) -> Iterator[Path]:
+    from privtool.runlock import clean_stale, out_lock, swap_into
+
+    with out_lock(out):
+        clean_stale(out)
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.",
+                                        suffix=".partial"))
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would ignore the user's umask
+        except OSError as e:
+            raise _unwritable(out, e) from None
+        try:
+            yield tmp
+            swap_into(tmp, out)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and _names(e, tmp, out):
+                raise _unwritable(out, e) from None
+            raise
+
+
+def _names(e: OSError, *paths: Path) -> bool:
+    """Whether ``e`` is about one of ``paths`` or something inside them."""
+    for name in (e.filename, e.filename2):
+        if name is not None and any(str(name) == str(p) or str(name).startswith(f"{p}{os.sep}")
+                                    for p in paths):
+            return True
+    return False
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def versions() -> dict[str, str]:
@@ -151,21 +238,55 @@ def load_run(run_dir: str | Path, *, stage: str = "train") -> dict[str, Any]:
     """
     run = Path(run_dir)
     remedy = f"make it with `privtool {stage} --out {run}`"
+    if run.exists() and not run.is_dir():
+        raise PrivtoolError(f"{run} is a file, not a run folder; pass the folder `privtool "
+                            f"{stage} --out` wrote")
     if not run.is_dir():
         raise PrivtoolError(f"run {run} does not exist; {remedy}")
     meta = read_json(run / META, what="meta", remedy=remedy)
     if meta.get("stage") != stage:
         raise PrivtoolError(f"{run} was written by stage {meta.get('stage')!r}, not {stage!r}; "
-                            f"{remedy}")
+                            f"pass a folder written by `privtool {stage}` (keep {run} as it is)")
+    verify_outputs(run, meta, remedy)
     metrics = read_json(run / METRICS, what="metrics", remedy=remedy)
-    for name, digest in (meta.get("outputs") or {}).items():
-        f = run / name
+    return {"dir": run, "meta": meta, "metrics": metrics}
+
+
+def verify_outputs(run: Path, meta: dict[str, Any], remedy: str,
+                   required: tuple[str, ...] = (METRICS,), *, only_required: bool = False) -> None:
+    """Check every file ``meta.json: outputs`` lists (or, ``only_required``, just the
+    ``required`` ones) against its SHA-256; the ``required`` files (those a later stage reads
+    whatever else it does) must be listed. One-line error naming the file."""
+    outputs = meta.get("outputs")
+    if not isinstance(outputs, dict):
+        raise PrivtoolError(f"{run / META} lists no output hashes; {remedy}")
+    for name in required:
+        if name not in outputs:
+            raise PrivtoolError(f"{run / name} is not covered by the hashes in {run / META} "
+                                f"(written by an older privtool, or edited); {remedy}")
+    for name, digest in outputs.items():
+        if only_required and name not in required:
+            continue
+        f = inside(run, name)
         if not f.is_file():
             raise PrivtoolError(f"{f} is missing; {remedy}")
         if file_hash(f) != digest:
             raise PrivtoolError(f"{f} does not match the hash in {run / META} (truncated or "
                                 f"modified); {remedy}")
-    return {"dir": run, "meta": meta, "metrics": metrics}
+
+
+def inside(run: Path, name: Any) -> Path:
+    """``run/name`` for a relative ``name`` that stays inside ``run`` (no absolute paths, no
+    ``..``, no symlink leading out); anything else is a one-line error naming it."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise PrivtoolError(f"{run / META}: file {name!r} is not a path inside the run; the run "
+                            f"was edited, re-run the stage that wrote {run}")
+    path = run / name
+    root = os.path.realpath(run)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise PrivtoolError(f"{path} leads outside {run}; the run was edited, re-run the stage "
+                            f"that wrote {run}")
+    return path
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from privtool.artifacts import MODEL, load_run, load_state_dict, parse_target
+from privtool.artifacts import MODEL, inside, load_run, load_state_dict, parse_target
 from privtool.errors import PrivtoolError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -89,5 +89,9 @@ def load_checkpoint(target: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
                                 f"epochs: {avail} (e.g. --target {run_dir}@{entries[-1]['epoch']})")
         info = dict(found[0])
     info["run"] = str(run_dir)
-    state = load_state_dict(Path(run_dir) / str(info["file"]))
+    path = inside(Path(run_dir), info.get("file"))
+    if info.get("file") not in (run["meta"].get("outputs") or {}):
+        raise PrivtoolError(f"{path} is not covered by the hashes in {Path(run_dir) / 'meta.json'}"
+                            f"; re-run `privtool train --out {run_dir}`")
+    state = load_state_dict(path)
     return state, info

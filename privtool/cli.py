@@ -715,7 +715,16 @@ def data_verify(name: str, root: Optional[Path] = RootOpt, as_json: bool = JsonO
           "source": d.source}, as_json, f"verified {name}")
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (DVC, CI, ``kill``) ends a stage like Ctrl-C: the staged output is removed and
+    ``--out`` keeps its previous run."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 

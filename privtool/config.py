@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
 from privtool.errors import PrivtoolError
+from privtool.schema import (Rule, build, check_field, field_type, invalid, section_of, seed_rule,
+                             settings, validate)
 
 DEFAULT_SPLITS = {"train": 0.5, "test": 0.2, "shadow": 0.2, "public": 0.1}
 
 
-def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
+_POS = Rule(ge=1)
+_FRACTION = Rule(gt=0, lt=1)
+_DEVICE = Rule(choices=("auto", "cpu", "cuda"))
+_OPTIMIZER = Rule(choices=("sgd", "adam"))
 
 
+@settings("data", dataset=Rule(help="a dataset name (see `privtool data list`)"),
+          image_size=_POS, split_seed=seed_rule("seed of the train/test/shadow/public split"),
+          splits=Rule(each=Rule(gt=0, lt=1, allowed="a fraction in (0, 1)")))
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset, where it lives, and how it is split (split seed kept apart from the
@@ -37,23 +43,38 @@ class DataConfig:
     splits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SPLITS))
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.dataset, str) and bool(self.dataset), "data.dataset",
-               self.dataset, "a dataset name (see `privtool data list`)")
-        _check(self.image_size is None or (isinstance(self.image_size, int) and self.image_size > 0),
-               "data.image_size", self.image_size, "a positive integer or null")
-        _check(isinstance(self.splits, Mapping) and "train" in self.splits and "test" in self.splits,
-               "data.splits", self.splits, "a mapping with at least 'train' and 'test' fractions")
-        for k, v in self.splits.items():
-            _check(isinstance(v, (int, float)) and 0 < v < 1, f"data.splits.{k}", v,
-                   "a fraction in (0, 1)")
-        _check(sum(self.splits.values()) <= 1 + 1e-9, "data.splits", dict(self.splits),
-               "fractions summing to at most 1")
+        validate(self)
+        splits = dict(self.splits)
+        if "train" not in splits or "test" not in splits:
+            raise invalid("data.splits", splits,
+                          "a mapping with at least 'train' and 'test' fractions")
+        if sum(splits.values()) > 1 + 1e-9:
+            raise invalid("data.splits", splits, "fractions summing to at most 1")
 
 
 # privtool.mechanisms.vmf_modes.VMF_MODES' names (a test keeps them equal; no torch import here)
 VMF_MODE_NAMES = ("alg2", "opacus-add-unit", "opacus-add-scaled", "opacus-add-sample")
 
 
+@settings(
+    "train", epochs=_POS, batch_size=_POS, optimizer=_OPTIMIZER, lr=Rule(gt=0),
+    momentum=Rule(ge=0, lt=1), seed=seed_rule(), device=_DEVICE,
+    epsilon=Rule(gt=0, allowed="a number > 0 (the whole-run privacy target) or null"),
+    delta=_FRACTION, noise_multiplier=Rule(ge=0), max_grad_norm=Rule(gt=0),
+    accountant=Rule(choices=("rdp", "prv")),
+    grad_sample_mode=Rule(choices=("ghost", "hooks", "functorch")),
+    kappa=Rule(ge=0, allowed="a number >= 0 (VMF concentration) or null"),
+    epsilon_v=Rule(gt=0, allowed="a number > 0 (paper 1's per-update ε_V) or null"),
+    partition=Rule(choices=("whole", "layer", "row")), eval_batch_size=_POS,
+    k_sub=Rule(ge=1, allowed="an integer >= 1 (subclasses per class)"),
+    unit_sample_rate=Rule(gt=0, le=1), unit_sampling=Rule(choices=("poisson", "fixed")),
+    subclass_features=Rule(choices=("pixels", "embeddings")),
+    checkpoint_every=Rule(ge=0, allowed="an integer >= 0 (0 keeps no per-epoch checkpoints)"),
+    noise_seed=Rule(choices=("secret", "from-seed"),
+                    allowed="secret (noise drawn from the OS, for releases) or from-seed "
+                            "(reproducible)"),
+    vmf_mode=Rule(choices=VMF_MODE_NAMES),
+    distributed=Rule(choices=("none", "ddp"), allowed="none or ddp (under torchrun)"))
 @dataclass(frozen=True)
 class TrainConfig:
     """How ``privtool train`` trains: mechanism, model, optimiser and privacy knobs.
@@ -91,61 +112,16 @@ class TrainConfig:
     distributed: str = "none"        # none | ddp: one training across torchrun processes (README)
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.epochs, int) and self.epochs >= 1, "train.epochs", self.epochs,
-               "an integer >= 1")
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "train.batch_size",
-               self.batch_size, "an integer >= 1")
-        _check(self.optimizer in ("sgd", "adam"), "train.optimizer", self.optimizer, "sgd or adam")
-        _check(_num(self.lr) and self.lr > 0, "train.lr", self.lr, "a number > 0")
-        _check(_num(self.momentum) and 0 <= self.momentum < 1, "train.momentum", self.momentum,
-               "a number in [0, 1)")
-        _check(self.device in ("auto", "cpu", "cuda"), "train.device", self.device,
-               "auto, cpu or cuda")
-        _check(self.epsilon is None or (_num(self.epsilon) and self.epsilon > 0), "train.epsilon",
-               self.epsilon, "a number > 0 (the whole-run privacy target) or null")
-        _check(_num(self.delta) and 0 < self.delta < 1, "train.delta", self.delta,
-               "a number in (0, 1)")
-        _check(_num(self.noise_multiplier) and self.noise_multiplier >= 0,
-               "train.noise_multiplier", self.noise_multiplier, "a number >= 0")
-        _check(_num(self.max_grad_norm) and self.max_grad_norm > 0, "train.max_grad_norm",
-               self.max_grad_norm, "a number > 0")
-        _check(self.accountant in ("rdp", "prv"), "train.accountant", self.accountant, "rdp or prv")
-        _check(self.grad_sample_mode in ("ghost", "hooks", "functorch"), "train.grad_sample_mode",
-               self.grad_sample_mode, "ghost, hooks or functorch")
-        _check(self.kappa is None or (_num(self.kappa) and self.kappa >= 0), "train.kappa",
-               self.kappa, "a number >= 0 (VMF concentration) or null")
-        _check(self.epsilon_v is None or (_num(self.epsilon_v) and self.epsilon_v > 0),
-               "train.epsilon_v", self.epsilon_v, "a number > 0 (paper 1's per-update ε_V) or null")
-        _check(self.partition in ("whole", "layer", "row"), "train.partition", self.partition,
-               "whole, layer or row")
-        _check(self.vmf_mode in VMF_MODE_NAMES, "train.vmf_mode", self.vmf_mode,
-               " | ".join(VMF_MODE_NAMES))
-        _check(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1,
-               "train.eval_batch_size", self.eval_batch_size, "an integer >= 1")
-        _check(isinstance(self.k_sub, int) and self.k_sub >= 1, "train.k_sub", self.k_sub,
-               "an integer >= 1 (subclasses per class)")
-        _check(_num(self.unit_sample_rate) and 0 < self.unit_sample_rate <= 1,
-               "train.unit_sample_rate", self.unit_sample_rate, "a number in (0, 1]")
-        _check(self.unit_sampling in ("poisson", "fixed"), "train.unit_sampling",
-               self.unit_sampling, "poisson or fixed")
-        _check(self.subclass_features in ("pixels", "embeddings"), "train.subclass_features",
-               self.subclass_features, "pixels or embeddings")
-        _check(isinstance(self.checkpoint_every, int) and not isinstance(self.checkpoint_every, bool)
-               and self.checkpoint_every >= 0, "train.checkpoint_every", self.checkpoint_every,
-               "an integer >= 0 (0 keeps no per-epoch checkpoints)")
-        _check(self.noise_seed in ("secret", "from-seed"), "train.noise_seed", self.noise_seed,
-               "secret (noise drawn from the OS, for releases) or from-seed (reproducible)")
-        _check(self.distributed in ("none", "ddp"), "train.distributed", self.distributed,
-               "none or ddp (under torchrun)")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        validate(self)
 
 
 PRETRAIN_METHODS = ("rotation",)
 
 
+@settings("pretrain", method=Rule(choices=PRETRAIN_METHODS),
+          dataset=Rule(allowed="null (the private dataset) or a dataset name"),
+          split=Rule(allowed="null, a split name of data.splits, or all"), epochs=_POS,
+          batch_size=_POS, optimizer=_OPTIMIZER, lr=Rule(gt=0), holdout=_FRACTION)
 @dataclass(frozen=True)
 class PretrainConfig:
     """Self-supervised pre-training of the model's feature layers on public data before DP
@@ -167,56 +143,16 @@ class PretrainConfig:
     holdout: float = 0.1             # fraction of the public images kept aside to score it
 
     def __post_init__(self) -> None:
-        _check(self.method is None or self.method in PRETRAIN_METHODS, "pretrain.method",
-               self.method, f"null or one of {', '.join(PRETRAIN_METHODS)}")
-        _check(self.dataset is None or (isinstance(self.dataset, str) and bool(self.dataset)),
-               "pretrain.dataset", self.dataset, "null (the private dataset) or a dataset name")
-        _check(self.split is None or (isinstance(self.split, str) and bool(self.split)),
-               "pretrain.split", self.split, "null, a split name of data.splits, or all")
-        _check(isinstance(self.epochs, int) and self.epochs >= 1, "pretrain.epochs", self.epochs,
-               "an integer >= 1")
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "pretrain.batch_size",
-               self.batch_size, "an integer >= 1")
-        _check(self.optimizer in ("sgd", "adam"), "pretrain.optimizer", self.optimizer,
-               "sgd or adam")
-        _check(_num(self.lr) and self.lr > 0, "pretrain.lr", self.lr, "a number > 0")
-        _check(_num(self.holdout) and 0 < self.holdout < 1, "pretrain.holdout", self.holdout,
-               "a fraction in (0, 1)")
+        validate(self)
 
 
-def _sub(cls: type, name: str, value: Any) -> Any:
-    """A nested settings group (``select.finetune: {...}``) -> its frozen dataclass; unknown
-    keys name the key and the valid ones, missing keys take their defaults."""
-    if isinstance(value, cls):
-        return value
-    if value is None:
-        return cls()
-    if not isinstance(value, Mapping):
-        raise PrivtoolError(f"{name}={value!r} is not allowed: a mapping of key: value")
-    valid = [f.name for f in fields(cls)]
-    unknown = [k for k in value if k not in valid]
-    if unknown:
-        raise PrivtoolError(f"unknown params key {name}.{unknown[0]}; valid keys in '{name}': "
-                            f"{', '.join(valid)}")
-    return cls(**{k: _numeric(f, value[k]) for f in fields(cls) for k in [f.name] if k in value})
-
-
-def _numeric(f: Any, v: Any) -> Any:
-    """YAML 1.1 reads 1e-5 as a string: accept numeric strings for number fields."""
-    if isinstance(v, str) and ("float" in str(f.type) or "int" in str(f.type)):
-        try:
-            return int(v) if "int" in str(f.type) and v.lstrip("-").isdigit() else float(v)
-        except ValueError:
-            return v
-    if isinstance(v, float) and "int" in str(f.type) and "float" not in str(f.type) and v.is_integer():
-        return int(v)
-    return v
-
-
-def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
+@settings("select.near_private", epsilon_pca=Rule(gt=0), delta_pca=_FRACTION,
+          epsilon_support=Rule(gt=0, allowed="a number > 0, or null (the rest of "
+                               "select.epsilon_limit)"),
+          private_k=Rule(ge=1, allowed="an integer >= 1 or null (every private point)"),
+          public_k=Rule(ge=1, allowed="an integer >= 1 or null (half the pool)"),
+          public_dims=Rule(ge=1, allowed="an integer >= 1 or null (DP-PCA on the raw "
+                           "embeddings)"))
 @dataclass(frozen=True)
 class NearPrivateConfig:
     """NearPrivate's privacy knobs (paper 2, Alg. 2): DP-PCA of the private embeddings by
@@ -232,24 +168,12 @@ class NearPrivateConfig:
     public_dims: int | None = 32     # public-PCA dimensions DP-PCA works in; null: the raw width
 
     def __post_init__(self) -> None:
-        n = "select.near_private"
-        _check(_num(self.epsilon_pca) and self.epsilon_pca > 0, f"{n}.epsilon_pca",
-               self.epsilon_pca, "a number > 0")
-        _check(_num(self.delta_pca) and 0 < self.delta_pca < 1, f"{n}.delta_pca",
-               self.delta_pca, "a number in (0, 1)")
-        _check(self.epsilon_support is None or (_num(self.epsilon_support)
-                                                and self.epsilon_support > 0),
-               f"{n}.epsilon_support", self.epsilon_support,
-               "a number > 0, or null (the rest of select.epsilon_limit)")
-        _check(self.private_k is None or (_count(self.private_k) and self.private_k >= 1),
-               f"{n}.private_k", self.private_k, "an integer >= 1 or null (every private point)")
-        _check(self.public_k is None or (_count(self.public_k) and self.public_k >= 1),
-               f"{n}.public_k", self.public_k, "an integer >= 1 or null (half the pool)")
-        _check(self.public_dims is None or (_count(self.public_dims) and self.public_dims >= 1),
-               f"{n}.public_dims", self.public_dims,
-               "an integer >= 1 or null (DP-PCA on the raw embeddings)")
+        validate(self)
 
 
+@settings("select.pollution",
+          dataset=Rule(allowed="null (no pollution) or a dataset name"),
+          fraction=Rule(gt=0, lt=1, allowed="a fraction in (0, 1) of the mixed pool"))
 @dataclass(frozen=True)
 class PollutionConfig:
     """Out-of-distribution images mixed into the public pool (paper 2 §4.3): ``fraction`` of
@@ -259,12 +183,11 @@ class PollutionConfig:
     fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        _check(self.dataset is None or (isinstance(self.dataset, str) and bool(self.dataset)),
-               "select.pollution.dataset", self.dataset, "null (no pollution) or a dataset name")
-        _check(_num(self.fraction) and 0 < self.fraction < 1, "select.pollution.fraction",
-               self.fraction, "a fraction in (0, 1) of the mixed pool")
+        validate(self)
 
 
+@settings("select.finetune", epochs=Rule(ge=0), batch_size=_POS, optimizer=_OPTIMIZER,
+          lr=Rule(gt=0), momentum=Rule(ge=0, lt=1))
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tuning the DP checkpoint on the labelled public points: plain (non-private)
@@ -277,17 +200,10 @@ class FinetuneConfig:
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        n = "select.finetune"
-        _check(_count(self.epochs) and self.epochs >= 0, f"{n}.epochs", self.epochs,
-               "an integer >= 0")
-        _check(_count(self.batch_size) and self.batch_size >= 1, f"{n}.batch_size",
-               self.batch_size, "an integer >= 1")
-        _check(self.optimizer in ("sgd", "adam"), f"{n}.optimizer", self.optimizer, "sgd or adam")
-        _check(_num(self.lr) and self.lr > 0, f"{n}.lr", self.lr, "a number > 0")
-        _check(_num(self.momentum) and 0 <= self.momentum < 1, f"{n}.momentum", self.momentum,
-               "a number in [0, 1)")
+        validate(self)
 
 
+@settings("select.curve", seeds=_POS)
 @dataclass(frozen=True)
 class CurveConfig:
     """The accuracy-versus-labels sweep (``privtool select --strategy all``): every strategy
@@ -298,12 +214,14 @@ class CurveConfig:
     seeds: int = 5                   # paper 2 averages 5 runs
 
     def __post_init__(self) -> None:
+        validate(self)
         s = self.strategies
         if isinstance(s, str) and s != "all":
             s = [t.strip() for t in s.split(",") if t.strip()]
-        _check(s == "all" or (isinstance(s, (list, tuple)) and len(s) > 0
-                              and all(isinstance(t, str) and t for t in s)),
-               "select.curve.strategies", self.strategies, "all or a list of strategy names")
+        if not (s == "all" or (isinstance(s, (list, tuple)) and len(s) > 0
+                               and all(isinstance(t, str) and t for t in s))):
+            raise invalid("select.curve.strategies", self.strategies,
+                          "all or a list of strategy names")
         object.__setattr__(self, "strategies", s if s == "all" else list(s))
         b = self.budgets
         if isinstance(b, str):
@@ -311,16 +229,23 @@ class CurveConfig:
                 b = [int(t) for t in b.split(",") if t.strip()]
             except ValueError:
                 pass
-        if _count(b):
+        if isinstance(b, int) and not isinstance(b, bool):
             b = [b]
-        _check(isinstance(b, (list, tuple)) and len(b) > 0
-               and all(_count(t) and t >= 1 for t in b),
-               "select.curve.budgets", self.budgets, "a list of integers >= 1, e.g. [10, 20, 50]")
+        if not (isinstance(b, (list, tuple)) and len(b) > 0
+                and all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in b)):
+            raise invalid("select.curve.budgets", self.budgets,
+                          "a list of integers >= 1, e.g. [10, 20, 50]")
         object.__setattr__(self, "budgets", sorted(set(int(t) for t in b)))
-        _check(_count(self.seeds) and self.seeds >= 1, "select.curve.seeds", self.seeds,
-               "an integer >= 1")
 
 
+@settings("select", strategy=Rule(allowed="a strategy name (privtool select --help lists them)"),
+          n_labeled=_POS, seed=seed_rule(), device=_DEVICE,
+          public_dataset=Rule(allowed="null (the private dataset's public split) or a dataset "
+                              "name"),
+          public_split=Rule(allowed="null, a split name, or all"),
+          uncertainty=Rule(choices=("entropy", "margin")),
+          k=Rule(ge=1, allowed="an integer >= 1 or null (4 × n_labeled)"), n_components=_POS,
+          n_each=_POS, epsilon_limit=Rule(gt=0))
 @dataclass(frozen=True)
 class SelectConfig:
     """How ``privtool select`` picks public points and fine-tunes (paper 2, Alg. 1 and 2).
@@ -348,33 +273,7 @@ class SelectConfig:
     curve: CurveConfig = field(default_factory=CurveConfig)
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.strategy, str) and bool(self.strategy), "select.strategy",
-               self.strategy, "a strategy name (privtool select --help lists them)")
-        _check(_count(self.n_labeled) and self.n_labeled >= 1, "select.n_labeled",
-               self.n_labeled, "an integer >= 1")
-        _check(_count(self.seed), "select.seed", self.seed, "an integer")
-        _check(self.device in ("auto", "cpu", "cuda"), "select.device", self.device,
-               "auto, cpu or cuda")
-        _check(self.public_dataset is None or (isinstance(self.public_dataset, str)
-                                               and bool(self.public_dataset)),
-               "select.public_dataset", self.public_dataset,
-               "null (the private dataset's public split) or a dataset name")
-        _check(self.public_split is None or (isinstance(self.public_split, str)
-                                             and bool(self.public_split)),
-               "select.public_split", self.public_split, "null, a split name, or all")
-        _check(self.uncertainty in ("entropy", "margin"), "select.uncertainty",
-               self.uncertainty, "entropy or margin")
-        _check(self.k is None or (_count(self.k) and self.k >= 1), "select.k", self.k,
-               "an integer >= 1 or null (4 × n_labeled)")
-        _check(_count(self.n_components) and self.n_components >= 1, "select.n_components",
-               self.n_components, "an integer >= 1")
-        _check(_count(self.n_each) and self.n_each >= 1, "select.n_each", self.n_each,
-               "an integer >= 1")
-        _check(self.epsilon_limit is None or (_num(self.epsilon_limit) and self.epsilon_limit > 0),
-               "select.epsilon_limit", self.epsilon_limit, "a number > 0 or null")
-        for name, cls in (("near_private", NearPrivateConfig), ("pollution", PollutionConfig),
-                          ("finetune", FinetuneConfig), ("curve", CurveConfig)):
-            object.__setattr__(self, name, _sub(cls, f"select.{name}", getattr(self, name)))
+        validate(self)
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "pretrain": PretrainConfig,
@@ -397,14 +296,19 @@ def _parse_value(text: str) -> Any:
         return text
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            return value
+        return number if math.isfinite(number) else value
     return value
 
 
-def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (value parsed as YAML, so 1e-5 is a float)."""
+def apply_overrides(params: dict[str, Any], overrides: list[str],
+                    replaced: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as YAML, so 1e-5 is a float).
+
+    ``replaced(dotted_key, old_value)`` is called for every value an override replaces, so
+    the caller can validate it too (a bad value is an error even when a flag overrides it)."""
     out = copy.deepcopy(params)
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
@@ -421,31 +325,66 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
             nested = target.setdefault(outer, {})
             if not isinstance(nested, dict):
                 raise PrivtoolError(f"--set {item!r}: {section}.{outer} is not a mapping")
+            if replaced is not None and inner in nested:
+                replaced(dotted.strip(), nested[inner])
             nested[inner] = value
         else:
+            if replaced is not None and key in target:
+                replaced(dotted.strip(), target[key])
             target[key] = value
     return out
 
 
-def _coerce(cls: type, section: str, raw: Mapping[str, Any]) -> Any:
-    valid = [f.name for f in fields(cls)]
-    unknown = [k for k in raw if k not in valid]
-    if unknown:
-        raise PrivtoolError(f"unknown params key {section}.{unknown[0]}; valid keys in "
-                            f"'{section}': {', '.join(valid)}")
-    kwargs = dict(raw)
-    # YAML reads 1e-5 as a string under YAML 1.1; accept numeric strings for float fields.
-    for f in fields(cls):
-        v = kwargs.get(f.name)
-        if isinstance(v, str) and ("float" in str(f.type) or "int" in str(f.type)):
-            try:
-                kwargs[f.name] = int(v) if "int" in str(f.type) and v.lstrip("-").isdigit() else float(v)
-            except ValueError:
-                pass
-        if isinstance(kwargs.get(f.name), float) and "int" in str(f.type) and "float" not in str(f.type):
-            if kwargs[f.name].is_integer():
-                kwargs[f.name] = int(kwargs[f.name])
-    return cls(**kwargs)
+#: Typed sections that later stages build themselves (``module:Class``), resolved lazily so
+#: loading params stays cheap; used to check values an override replaces.
+LATER_SECTIONS = {"attack": "privtool.attacks.base:AttackConfig",
+                  "calibrate": "privtool.calibrate.settings:CalibrateConfig",
+                  "report": "privtool.report:ReportConfig",
+                  "audit": "privtool.audit.run:AuditConfig"}
+
+
+def _section_class(section: str) -> type | None:
+    if section in SECTIONS:
+        return SECTIONS[section]
+    if section in LATER_SECTIONS:
+        import importlib
+
+        module, _, name = LATER_SECTIONS[section].partition(":")
+        return getattr(importlib.import_module(module), name)
+    return None
+
+
+def check_key(dotted: str, value: Any) -> None:
+    """Validate one ``section.key[.key]`` value on its own, as its settings class would
+    (through :mod:`privtool.schema`); untyped places (``sweep``, free mappings) pass."""
+    section, *path = dotted.split(".")
+    cls = _section_class(section)
+    while cls is not None and path:
+        name = path.pop(0)
+        names = {f.name for f in fields(cls)}
+        if name not in names:
+            if section == "attack" and not path:
+                return
+            if section == "attack":  # attack.<name>.key: that attack's own options
+                import privtool.attacks  # noqa: F401  (registers every attack)
+                from privtool.attacks.base import ATTACKS
+
+                if name not in ATTACKS:
+                    return
+                cls = ATTACKS.get(name).Options
+                continue
+            valid = ", ".join(sorted(names))
+            raise PrivtoolError(f"unknown params key {dotted}; valid keys in "
+                                f"'{section_of(cls)}': {valid}")
+        tp = field_type(cls, name)
+        if path and is_dataclass(tp):
+            cls = tp
+            continue
+        if path:  # a key inside a mapping field (data.splits.train)
+            check_field(cls, name, {path[0]: value})
+        else:
+            check_field(cls, name, value)
+        return
 
 
 @dataclass(frozen=True)
@@ -502,13 +441,16 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
         if not isinstance(values, dict):
             raise PrivtoolError(f"params section {section!r} must be a mapping of key: value")
         merged.setdefault(section, {}).update(values)
-    merged = apply_overrides(merged, overrides or [])
+    def replaced(dotted: str, old: Any) -> None:
+        check_key(dotted, old)  # the overridden value must be valid too
+
+    merged = apply_overrides(merged, overrides or [], replaced)
     for section in merged:
         if section not in SECTIONS and section not in OTHER_SECTIONS:
             valid = ", ".join(list(SECTIONS) + list(OTHER_SECTIONS))
             raise PrivtoolError(f"unknown params section {section!r}; valid sections: {valid}")
-    data = _coerce(DataConfig, "data", merged["data"])
-    train = _coerce(TrainConfig, "train", merged["train"])
-    pretrain = _coerce(PretrainConfig, "pretrain", merged["pretrain"])
-    select = _coerce(SelectConfig, "select", merged["select"])
+    data = build(DataConfig, merged["data"], "data")
+    train = build(TrainConfig, merged["train"], "train")
+    pretrain = build(PretrainConfig, merged["pretrain"], "pretrain")
+    select = build(SelectConfig, merged["select"], "select")
     return Params(data=data, train=train, raw=merged, pretrain=pretrain, select=select)

@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from privtool.errors import PrivtoolError
+from privtool.schema import Rule, settings, validate
+
+
+@settings("", noise_multiplier=Rule(ge=0, allowed="a number >= 0"),
+          sample_rate=Rule(gt=0, le=1, allowed="a number in (0, 1]"),
+          steps=Rule(ge=0, allowed="an integer >= 0"), epochs=Rule(gt=0, allowed="a number > 0"),
+          delta=Rule(gt=0, lt=1), accountant=Rule(choices=("rdp", "prv")),
+          kappa=Rule(ge=0, allowed="a number >= 0"), parts=Rule(ge=1),
+          units=Rule(ge=1, allowed="an integer >= 1 (the number of classes or subclasses)"),
+          unit_sampling=Rule(choices=("poisson", "fixed")), k_sub=Rule(ge=1))
+@dataclass(frozen=True)
+class EpsilonQuery:
+    """``privtool epsilon``'s flags, checked by :mod:`privtool.schema` like every setting
+    (errors name the setting: ``units=0 is not allowed: an integer >= 1 ...``)."""
+
+    mech: str
+    sample_rate: float | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    delta: float = 1e-5
+    noise_multiplier: float | None = None
+    accountant: str = "rdp"
+    kappa: float | None = None
+    parts: int = 1
+    units: int | None = None
+    unit_sampling: str = "poisson"
+    k_sub: int = 1
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def steps_per_epoch(batches_per_epoch: float) -> int:
@@ -112,6 +143,9 @@ def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = 
     ``vmf_mode`` with no DP guarantee is refused (it has no ε)."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
 
+    EpsilonQuery(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
+                 noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
+                 parts=parts, units=n_units, unit_sampling=unit_sampling, k_sub=k_sub)
     if part_dims is not None and mech != "vmf":
         raise PrivtoolError(f"--part-dims/--model are for --mech vmf, not --mech {mech}")
     if mech == "none":

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from privtool.artifacts import atomic_write_bytes, read_json
-from privtool.config import _check, _coerce
 from privtool.errors import PrivtoolError
+from privtool.schema import build, settings, validate
 
 CALIBRATION = "calibration.json"
 
 
+@settings("report")
 @dataclass(frozen=True)
 class ReportConfig:
     """``params.yaml: report:``."""
@@ -34,15 +35,13 @@ class ReportConfig:
     markdown: bool = True            # also write FILE.md beside FILE.html
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.title, str) and bool(self.title), "report.title", self.title,
-               "a non-empty string")
-        _check(isinstance(self.markdown, bool), "report.markdown", self.markdown, "true or false")
+        validate(self)
 
 
 def report_settings(raw: Mapping[str, Any] | None) -> ReportConfig:
     if raw is not None and not isinstance(raw, Mapping):
         raise PrivtoolError("params section 'report' must be a mapping of key: value")
-    return _coerce(ReportConfig, "report", dict(raw or {}))
+    return build(ReportConfig, dict(raw or {}), "report")
 
 
 # --------------------------------------------------------------------------------- inputs
@@ -147,6 +146,9 @@ def render(folder: str | Path, out: str | Path, *, raw_params: Mapping[str, Any]
     folder, out = Path(folder), Path(out)
     raw_params = raw_params or {}
     cfg = report_settings(raw_params.get("report"))
+    if folder.exists() and not folder.is_dir():
+        raise PrivtoolError(f"{folder} is a file, not a folder; pass a folder written by "
+                            f"`privtool calibrate --out DIR` or one holding train/attack runs")
     if not folder.is_dir():
         raise PrivtoolError(f"{folder} does not exist; pass a folder written by `privtool "
                             f"calibrate --out DIR` or one holding train/attack runs")

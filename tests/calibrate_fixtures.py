@@ -48,9 +48,9 @@ def write_stage(out: Path, meta: dict[str, Any], metrics: dict[str, Any],
             (out / name).write_bytes(data)
         else:
             write_csv(out / name, data)
-    meta = {**meta, "created": _created(),
-            "outputs": {name: file_hash(out / name) for name in sorted(files)}}
     (out / "metrics.json").write_text(dumps(metrics))
+    meta = {**meta, "created": _created(),
+            "outputs": {name: file_hash(out / name) for name in sorted([*files, "metrics.json"])}}
     (out / "meta.json").write_text(dumps(meta))
     return out
 

@@ -18,10 +18,19 @@ import numpy as np
 
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
+from privtool.schema import Rule, build, seed_rule, settings, validate
 
 AUGMENTS = ("none", "mirror", "mirror-shift")  # attack.augment (privtool.attacks.queries)
 
 
+@settings("attack", n_models=Rule(ge=1), n_targets=Rule(ge=1), seed=seed_rule(),
+          device=Rule(choices=("auto", "cpu", "cuda")), confidence=Rule(gt=0, lt=1),
+          delta=Rule(gt=0, lt=1), store=Rule(allowed="a directory path or null"),
+          workers=Rule(ge=0, allowed="an integer >= 0 (0: one per CPU core)"),
+          backend=Rule(choices=("local", "ray")),
+          ray_address=Rule(allowed='null, "auto" or "ray://HOST:PORT"'),
+          epsilon_sides=Rule(choices=("one-sided", "two-sided")),
+          augment=Rule(choices=AUGMENTS, allowed=" | ".join(AUGMENTS)))
 @dataclass(frozen=True)
 class AttackConfig:
     """Shared ``attack:`` keys. Each attack's own keys live in ``attack.<name>:``."""
@@ -41,32 +50,7 @@ class AttackConfig:
     augment: str = "none"      # lira / rmia queries: none | mirror | mirror-shift (attacks.queries)
 
     def __post_init__(self) -> None:
-        def bad(name: str, value: Any, allowed: str) -> PrivtoolError:
-            return PrivtoolError(f"attack.{name}={value!r} is not allowed: {allowed}")
-
-        if not isinstance(self.n_models, int) or self.n_models < 1:
-            raise bad("n_models", self.n_models, "an integer >= 1")
-        if not isinstance(self.n_targets, int) or self.n_targets < 1:
-            raise bad("n_targets", self.n_targets, "an integer >= 1")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise bad("device", self.device, "auto, cpu or cuda")
-        if not 0 < self.confidence < 1:
-            raise bad("confidence", self.confidence, "a number in (0, 1)")
-        if not 0 < self.delta < 1:
-            raise bad("delta", self.delta, "a number in (0, 1)")
-        if self.epsilon_sides not in ("one-sided", "two-sided"):
-            raise bad("epsilon_sides", self.epsilon_sides, "one-sided or two-sided")
-        if self.store is not None and (not isinstance(self.store, str) or not self.store):
-            raise bad("store", self.store, "a directory path or null")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise bad("workers", self.workers, "an integer >= 0 (0: one per CPU core)")
-        if self.backend not in ("local", "ray"):
-            raise bad("backend", self.backend, "local or ray")
-        if self.ray_address is not None and (not isinstance(self.ray_address, str)
-                                             or not self.ray_address):
-            raise bad("ray_address", self.ray_address, 'null, "auto" or "ray://HOST:PORT"')
-        if self.augment not in AUGMENTS:
-            raise bad("augment", self.augment, " | ".join(AUGMENTS))
+        validate(self)
 
 
 def attack_settings(section: Mapping[str, Any] | None, name: str) -> tuple[AttackConfig, dict]:
@@ -85,7 +69,10 @@ def attack_settings(section: Mapping[str, Any] | None, name: str) -> tuple[Attac
                             f"({', '.join(ATTACKS.names())}) holding that attack's options")
     if not isinstance(own, Mapping):
         raise PrivtoolError(f"params attack.{name} must be a mapping of that attack's options")
-    cfg = AttackConfig(**{**{k: v for k, v in raw.items() if k in shared}, "name": name})
+    for other in ATTACKS.names():  # every attack's options are checked, not just this one's
+        if other != name and raw.get(other) is not None:
+            build(ATTACKS.get(other).Options, raw[other], f"attack.{other}")
+    cfg = build(AttackConfig, {**{k: v for k, v in raw.items() if k in shared}, "name": name})
     return cfg, dict(own)
 
 
@@ -139,16 +126,8 @@ class Attack(ABC):
         """This attack's own settings (override in subclasses)."""
 
     def __init__(self, cfg: Any, options: Mapping[str, Any] | None = None) -> None:
-        from dataclasses import fields
-
         self.cfg = cfg
-        raw = dict(options or {})
-        valid = [f.name for f in fields(self.Options)]
-        unknown = [k for k in raw if k not in valid]
-        if unknown:
-            raise PrivtoolError(f"unknown params key attack.{self.name}.{unknown[0]}; valid keys: "
-                                f"{', '.join(valid) or '(none)'}")
-        self.options = self.Options(**raw)
+        self.options = build(self.Options, dict(options or {}), f"attack.{self.name}")
 
     def check(self, target: Target) -> None:
         """Refuse (PrivtoolError) a target this attack cannot use."""

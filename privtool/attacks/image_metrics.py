@@ -208,11 +208,12 @@ def mechanism_grid(attack_dirs: Iterable[str | Path], path: str | Path, *,
     """Paper 1 Figs. 2–3: originals in the first row, then one row of reconstructions per
     attacked run (mechanism / ε), from each attack directory's ``reconstructions.npz``. All
     directories must have attacked the same target images."""
-    from privtool.artifacts import read_json
+    from privtool.artifacts import load_run
 
     rows: list[tuple[str, Sequence[np.ndarray]]] = []
     first: np.ndarray | None = None
     for d in map(Path, attack_dirs):
+        m = load_run(d, stage="attack")["metrics"]  # every file checked against meta.json
         f = d / "reconstructions.npz"
         if not f.is_file():
             raise PrivtoolError(f"{f} is missing; run `privtool attack --attack iga --target RUN "
@@ -225,7 +226,6 @@ def mechanism_grid(attack_dirs: Iterable[str | Path], path: str | Path, *,
         elif not np.array_equal(idx, first):
             raise PrivtoolError(f"{d} attacked other images than the first directory; use the "
                                 f"same attack.seed and attack.n_targets for every run")
-        m = read_json(d / "metrics.json", what="metrics", remedy="re-run `privtool attack`")
         rows.append((_row_label(m), list(rec.reshape(-1, *rec.shape[2:])[:n_images])))
     return save_grid(path, rows)
 

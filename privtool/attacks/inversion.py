@@ -28,6 +28,7 @@ from privtool.attacks.gradients import flush_denormals
 from privtool.attacks.image_metrics import MIA_DISTANCES, mia_distance, save_grid
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
+from privtool.schema import Rule, settings, validate
 
 Regularizer = Callable[[torch.Tensor, "InversionOptions"], torch.Tensor]
 REGULARIZERS: Registry[Regularizer] = Registry("inversion regulariser")
@@ -76,19 +77,11 @@ def bilateral_tv(x: torch.Tensor, opt: "InversionOptions") -> torch.Tensor:
     return _reduce(total, x, opt)
 
 
-def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
+@settings("attack.inversion", variant=Rule(choices=("enhanced", "plain")),
+          regularizer=Rule(registry=REGULARIZERS), iterations=Rule(ge=1), lr=Rule(gt=0),
+          beta1=Rule(ge=0, lt=1), beta2=Rule(ge=0, lt=1), tau=Rule(gt=0), lam=Rule(ge=0),
+          btv_window=Rule(ge=1), reduction=Rule(choices=("sum", "mean")),
+          btv_decay=Rule(gt=0, le=1), distance=Rule(choices=("auto", *MIA_DISTANCES)))
 @dataclass(frozen=True)
 class InversionOptions:
     """``attack.inversion``; defaults are paper 3 §V-A (MNIST): T = 5000, β₁ = 0.9,
@@ -110,29 +103,7 @@ class InversionOptions:
     distance: str = "auto"        # MIA distance: l2 | ssim | auto (ssim for face data, else l2)
 
     def __post_init__(self) -> None:
-        s = "attack.inversion"
-        _check(self.variant in ("enhanced", "plain"), f"{s}.variant", self.variant,
-               "enhanced or plain")
-        if self.regularizer not in REGULARIZERS:
-            raise PrivtoolError(f"unknown {s}.regularizer {self.regularizer!r}; valid: "
-                                f"{', '.join(REGULARIZERS.names())}")
-        _check(_int(self.iterations) and self.iterations >= 1, f"{s}.iterations",
-               self.iterations, "an integer >= 1")
-        _check(_num(self.lr) and self.lr > 0, f"{s}.lr", self.lr, "a number > 0")
-        for k in ("beta1", "beta2"):
-            v = getattr(self, k)
-            _check(_num(v) and 0 <= v < 1, f"{s}.{k}", v, "a number in [0, 1)")
-        _check(_num(self.tau) and self.tau > 0, f"{s}.tau", self.tau, "a number > 0")
-        _check(_num(self.lam) and self.lam >= 0, f"{s}.lam", self.lam, "a number >= 0")
-        _check(_int(self.btv_window) and self.btv_window >= 1, f"{s}.btv_window",
-               self.btv_window, "an integer >= 1")
-        _check(self.reduction in ("sum", "mean"), f"{s}.reduction", self.reduction,
-               "sum | mean")
-        _check(_num(self.btv_decay) and 0 < self.btv_decay <= 1, f"{s}.btv_decay",
-               self.btv_decay, "a number in (0, 1]")
-        _check(isinstance(self.tanh, bool), f"{s}.tanh", self.tanh, "true or false")
-        _check(self.distance in ("auto", *MIA_DISTANCES), f"{s}.distance", self.distance,
-               f"auto, {', '.join(MIA_DISTANCES)}")
+        validate(self)
 
 
 def _ticker(progress: Any, total: int, description: str) -> Callable[[int, torch.Tensor], None]:

@@ -33,6 +33,7 @@ import numpy as np
 from privtool.attacks.audit import Roc, plot_roc, roc_rows, score_attack
 from privtool.attacks.base import ATTACKS, Attack, Target
 from privtool.errors import PrivtoolError
+from privtool.schema import Rule, settings, validate
 
 # --------------------------------------------------------------------------- signals
 
@@ -197,15 +198,6 @@ def shokri_scores(shadow_logits: np.ndarray, shadow_in: np.ndarray, shadow_label
 # --------------------------------------------------------------------------- the frame
 
 
-def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def evaluation_set(splits: dict[str, np.ndarray], n_eval: int | None,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Paper 1 §5.2: D_in = target training points, D_out = as many held-out (test) points.
@@ -249,6 +241,7 @@ def _epsilon_label(target: Target) -> str:
     return ", ".join(f"ε{k[len('epsilon'):]} = {v:.3g}" for k, v in list(fields.items())[:2])
 
 
+@settings(n_eval=Rule(ge=1))
 @dataclass(frozen=True)
 class MembershipOptions:
     """Keys every membership attack has under ``attack.<name>:``."""
@@ -258,8 +251,7 @@ class MembershipOptions:
     section: ClassVar[str] = "attack.<membership attack>"
 
     def __post_init__(self) -> None:
-        _check(self.n_eval is None or (_is_int(self.n_eval) and self.n_eval >= 1),
-               f"{self.section}.n_eval", self.n_eval, "an integer >= 1 or null")
+        validate(self)
 
 
 class MembershipAttack(Attack):
@@ -426,11 +418,6 @@ class LiraOptions(MembershipOptions):
 
     section: ClassVar[str] = "attack.lira"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(isinstance(self.global_variance, bool), f"{self.section}.global_variance",
-               self.global_variance, "true or false")
-
 
 @ATTACKS.register("lira")
 class LiraAttack(MembershipAttack):
@@ -492,6 +479,8 @@ def lira_queries(signals: dict[str, Any], global_var: bool) -> dict[str, np.ndar
     return out
 
 
+@settings(shadow=Rule(choices=("target", "reference")), n_estimators=Rule(ge=1),
+          num_leaves=Rule(ge=2), learning_rate=Rule(gt=0, le=1))
 @dataclass(frozen=True)
 class ShokriOptions(MembershipOptions):
     shadow: str = "target"         # target: shadow models use the target's own recipe (DP
@@ -502,20 +491,6 @@ class ShokriOptions(MembershipOptions):
     correct_only: bool = True      # train attack models on correctly classified points only
 
     section: ClassVar[str] = "attack.shokri"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        s = self.section
-        _check(self.shadow in ("target", "reference"), f"{s}.shadow", self.shadow,
-               "target or reference")
-        _check(_is_int(self.n_estimators) and self.n_estimators >= 1, f"{s}.n_estimators",
-               self.n_estimators, "an integer >= 1")
-        _check(_is_int(self.num_leaves) and self.num_leaves >= 2, f"{s}.num_leaves",
-               self.num_leaves, "an integer >= 2")
-        _check(isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate <= 1,
-               f"{s}.learning_rate", self.learning_rate, "a number in (0, 1]")
-        _check(isinstance(self.correct_only, bool), f"{s}.correct_only", self.correct_only,
-               "true or false")
 
 
 @ATTACKS.register("shokri")

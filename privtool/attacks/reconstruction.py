@@ -41,6 +41,7 @@ from privtool.attacks.image_metrics import (save_grid, score_reconstructions,
                                             summarize_reconstructions)
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
+from privtool.schema import Rule, settings, validate
 
 # --------------------------------------------------------------------------- objectives
 
@@ -110,15 +111,8 @@ def labels_from_gradient(model: torch.nn.Module, observed: Grads, n_classes: int
 # --------------------------------------------------------------------------- options
 
 
-def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
+@settings(at=Rule(choices=("trained", "init")), batch_size=Rule(ge=1), iterations=Rule(ge=1),
+          lr=Rule(gt=0))
 @dataclass(frozen=True)
 class GradientOptions:
     """Keys every gradient attack has under ``attack.<name>:``."""
@@ -131,13 +125,7 @@ class GradientOptions:
     section: ClassVar[str] = "attack.<gradient attack>"
 
     def __post_init__(self) -> None:
-        s = self.section
-        _check(self.at in ("trained", "init"), f"{s}.at", self.at, "trained or init")
-        _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
-               and self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")
-        _check(isinstance(self.iterations, int) and not isinstance(self.iterations, bool)
-               and self.iterations >= 1, f"{s}.iterations", self.iterations, "an integer >= 1")
-        _check(_num(self.lr) and self.lr > 0, f"{s}.lr", self.lr, "a number > 0")
+        validate(self)
 
 
 @dataclass
@@ -469,6 +457,10 @@ IGA_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 IGA_INITS = ("randn", "rand")
 
 
+@settings(tv=Rule(ge=0), restarts=Rule(ge=1), chunk=Rule(ge=1),
+          objective=Rule(choices=lambda: OBJECTIVES.names()),
+          optimizer=Rule(choices=tuple(IGA_OPTIMIZERS)), init=Rule(choices=IGA_INITS),
+          restart_scoring=Rule(choices=lambda: (*OBJECTIVES.names(), "objective")))
 @dataclass(frozen=True)
 class IGAOptions(GradientOptions):
     """``attack.iga``: Inverting Gradients with the reference set-up paper 1 adopts (Scheliga et
@@ -517,23 +509,6 @@ class IGAOptions(GradientOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        s = self.section
-        _check(_num(self.tv) and self.tv >= 0, f"{s}.tv", self.tv, "a number >= 0")
-        _check(isinstance(self.restarts, int) and not isinstance(self.restarts, bool)
-               and self.restarts >= 1, f"{s}.restarts", self.restarts, "an integer >= 1")
-        for key in ("signed", "lr_decay", "boxed", "keep_best"):
-            _check(isinstance(getattr(self, key), bool), f"{s}.{key}", getattr(self, key),
-                   "true or false")
-        _check(self.objective in OBJECTIVES.names(), f"{s}.objective", self.objective,
-               " or ".join(OBJECTIVES.names()))
-        _check(self.optimizer in IGA_OPTIMIZERS, f"{s}.optimizer", self.optimizer,
-               " or ".join(IGA_OPTIMIZERS))
-        _check(self.init in IGA_INITS, f"{s}.init", self.init, " or ".join(IGA_INITS))
-        _check(self.restart_scoring in (*OBJECTIVES.names(), "objective"),
-               f"{s}.restart_scoring", self.restart_scoring,
-               " or ".join((*OBJECTIVES.names(), "objective")))
-        _check(isinstance(self.chunk, int) and not isinstance(self.chunk, bool)
-               and self.chunk >= 1, f"{s}.chunk", self.chunk, "an integer >= 1")
 
 
 @ATTACKS.register("iga")

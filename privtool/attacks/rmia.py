@@ -51,10 +51,10 @@ from privtool.attacks.base import ATTACKS, Target
 from privtool.attacks.membership import (
     MembershipAttack,
     MembershipOptions,
-    _check,
     log_softmax,
 )
 from privtool.errors import PrivtoolError
+from privtool.schema import Rule, settings
 
 A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_A = 0.3
@@ -153,6 +153,13 @@ def tune_offline_a(logp_pool: np.ndarray, in_pool: np.ndarray, logp_pop: np.ndar
 # --------------------------------------------------------------------------- the attack
 
 
+def _a(v: Any) -> bool:
+    return v == "tune" or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and bool(np.isfinite(v)) and 0 <= v <= 1)
+
+
+@settings(gamma=Rule(gt=0), temperature=Rule(gt=0),
+          offline_a=Rule(check=_a, allowed="a number in [0, 1] or tune"))
 @dataclass(frozen=True)
 class RmiaOptions(MembershipOptions):
     gamma: float = 2.0              # γ: LR(x, z) ≥ γ counts z as dominated (paper's default 2)
@@ -161,21 +168,6 @@ class RmiaOptions(MembershipOptions):
     online: bool = True             # also RMIA-online (needs the store's online models)
 
     section: ClassVar[str] = "attack.rmia"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        s = self.section
-
-        def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-
-        _check(number(self.gamma) and self.gamma > 0, f"{s}.gamma", self.gamma,
-               "a number > 0")
-        _check(self.offline_a == "tune" or (number(self.offline_a) and 0 <= self.offline_a <= 1),
-               f"{s}.offline_a", self.offline_a, "a number in [0, 1] or tune")
-        _check(number(self.temperature) and self.temperature > 0, f"{s}.temperature",
-               self.temperature, "a number > 0")
-        _check(isinstance(self.online, bool), f"{s}.online", self.online, "true or false")
 
 
 @ATTACKS.register("rmia")

@@ -32,8 +32,16 @@ from privtool.audit.canaries import (
 )
 from privtool.audit.estimators import epsilon_many_runs, epsilon_one_run
 from privtool.errors import PrivtoolError
+from privtool.schema import Rule, build, invalid, seed_rule, settings, validate
 
 
+@settings("audit", canary=Rule(choices=("input", "gradient")), canaries=Rule(ge=2),
+          runs=Rule(ge=1), confidence=Rule(gt=0, lt=1),
+          guesses=Rule(ge=1, allowed="null (a grid) or an integer in [1, audit.canaries]"),
+          direction=Rule(choices=("dirac", "random")), score=Rule(choices=("sum", "spikes")),
+          split=Rule(check=lambda v: v != "train",
+                     allowed="a split the run does not train on (shadow, public, test)"),
+          seed=seed_rule(), device=Rule(choices=("auto", "cpu", "cuda")), workers=Rule(ge=0))
 @dataclass(frozen=True)
 class AuditConfig:
     """``params.yaml: audit:`` — how ``privtool audit`` builds and scores its canaries."""
@@ -52,41 +60,15 @@ class AuditConfig:
     workers: int = 0             # processes for runs > 1 (0: one per CPU core)
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, allowed: str) -> None:
-            if not ok:
-                raise PrivtoolError(f"audit.{key}={getattr(self, key)!r} is not allowed: {allowed}")
-
-        def count(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        need(self.canary in ("input", "gradient"), "canary", "input or gradient")
-        need(count(self.canaries) and self.canaries >= 2, "canaries", "an integer >= 2")
-        need(count(self.runs) and self.runs >= 1, "runs", "an integer >= 1")
-        need(isinstance(self.confidence, (int, float)) and 0 < self.confidence < 1,
-             "confidence", "a number in (0, 1)")
-        need(self.guesses is None or (count(self.guesses) and 1 <= self.guesses <= self.canaries),
-             "guesses", "null (a grid) or an integer in [1, audit.canaries]")
-        need(isinstance(self.two_sided, bool), "two_sided", "true or false")
-        need(self.direction in ("dirac", "random"), "direction", "dirac or random")
-        need(self.score in ("sum", "spikes"), "score", "sum or spikes")
-        need(isinstance(self.split, str) and self.split != "train", "split",
-             "a split the run does not train on (shadow, public, test)")
-        need(count(self.seed), "seed", "an integer")
-        need(self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
-        need(count(self.workers) and self.workers >= 0, "workers", "an integer >= 0")
+        validate(self)
+        if self.guesses is not None and self.guesses > self.canaries:
+            raise invalid("audit.guesses", self.guesses,
+                          "null (a grid) or an integer in [1, audit.canaries]")
 
 
 def audit_settings(section: dict[str, Any] | None) -> AuditConfig:
     """``params.yaml: audit:`` -> :class:`AuditConfig`; unknown keys name the valid ones."""
-    from dataclasses import fields
-
-    raw = dict(section or {})
-    valid = [f.name for f in fields(AuditConfig)]
-    unknown = [k for k in raw if k not in valid]
-    if unknown:
-        raise PrivtoolError(f"unknown params key audit.{unknown[0]}; valid keys in 'audit': "
-                            f"{', '.join(valid)}")
-    return AuditConfig(**raw)
+    return build(AuditConfig, dict(section or {}), "audit")
 
 
 @dataclass

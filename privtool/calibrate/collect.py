@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from privtool.artifacts import META, METRICS, file_hash, read_json
+from privtool.artifacts import META, METRICS, file_hash, read_json, verify_outputs
 from privtool.errors import PrivtoolError
 
 RUN_STAGES = ("train", "select")
@@ -94,6 +94,7 @@ def load_artifact(path: Path) -> Artifact | None:
     if stage not in (*RUN_STAGES, "attack", "audit"):
         return None
     remedy = f"re-run `privtool {stage} --out {path}` or delete it"
+    verify_outputs(path, meta, remedy, only_required=True)  # the rest: Artifact.verified
     metrics = read_json(path / METRICS, what="metrics", remedy=remedy)
     base = dict(dir=path, stage=stage, meta=meta, metrics=metrics,
                 meta_sha256=file_hash(path / META))
@@ -118,6 +119,9 @@ def collect(root: str | Path) -> Collection:
     from privtool.calibrate.scores import SCORES
 
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise PrivtoolError(f"--runs {root} is a file, not a folder; point it at the folder "
+                            f"holding train and attack directories (e.g. runs/)")
     if not root.is_dir():
         raise PrivtoolError(f"--runs {root} does not exist; point it at the folder holding "
                             f"train and attack directories (e.g. runs/, made by `privtool train "

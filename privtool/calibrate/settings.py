@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from privtool.config import _check, _coerce, _num
 from privtool.errors import PrivtoolError
+from privtool.schema import Rule, build, invalid, settings, validate
 
 #: attack kind -> the attack whose score is the papers' view (paper 1: MIA-R, IGA; paper 3:
 #: the enhanced model inversion)
@@ -19,6 +19,15 @@ DEFAULT_JUDGED_BY = {"membership": "auc", "reconstruction": "mse", "inversion": 
 DEFAULT_NOMINAL = {"vmf": "epsilon_v_nominal"}
 
 
+def _mechanisms() -> list[str]:
+    from privtool.mechanisms import MECHANISMS
+
+    return MECHANISMS.names()
+
+
+@settings("calibrate", baseline=Rule(choices=_mechanisms),
+          accuracy_tolerance=Rule(ge=0, le=1), confidence=Rule(gt=0, lt=1),
+          epsilon_rtol=Rule(ge=0, lt=1))
 @dataclass(frozen=True)
 class CalibrateConfig:
     """How ``privtool calibrate`` joins runs and attacks into tables.
@@ -36,29 +45,18 @@ class CalibrateConfig:
     epsilon_rtol: float = 0.01         # nominal ε counted "equal" for the Δ tables
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.baseline, str) and bool(self.baseline), "calibrate.baseline",
-               self.baseline, "a mechanism name (gaussian, vmf, class, subclass, none)")
-        for name in ("headline", "judged_by", "nominal"):
-            value = getattr(self, name)
-            _check(isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str)
-                                                      for k, v in value.items()),
-                   f"calibrate.{name}", value, "a mapping of name: name")
+        validate(self)
         from privtool.calibrate.scores import SCORES
 
         for kind in (*self.headline, *self.judged_by):
-            _check(kind in SCORES, f"calibrate.{kind}", kind,
-                   f"an attack kind: {', '.join(SCORES)}")
+            if kind not in SCORES:
+                raise invalid(f"calibrate.{kind}", kind, f"an attack kind: {', '.join(SCORES)}")
         for kind, key in self.judged_by.items():
             valid = [s.key for s in SCORES[kind]]
-            _check(key in valid, f"calibrate.judged_by.{kind}", key, f"one of {', '.join(valid)}")
+            if key not in valid:
+                raise invalid(f"calibrate.judged_by.{kind}", key, f"one of {', '.join(valid)}")
         for name, default in (("headline", DEFAULT_HEADLINE), ("judged_by", DEFAULT_JUDGED_BY)):
             object.__setattr__(self, name, {**default, **getattr(self, name)})
-        _check(_num(self.accuracy_tolerance) and 0 <= self.accuracy_tolerance <= 1,
-               "calibrate.accuracy_tolerance", self.accuracy_tolerance, "a number in [0, 1]")
-        _check(_num(self.confidence) and 0 < self.confidence < 1, "calibrate.confidence",
-               self.confidence, "a number in (0, 1)")
-        _check(_num(self.epsilon_rtol) and 0 <= self.epsilon_rtol < 1, "calibrate.epsilon_rtol",
-               self.epsilon_rtol, "a number in [0, 1)")
 
 
 def calibrate_settings(raw: Mapping[str, Any] | None) -> CalibrateConfig:
@@ -66,4 +64,4 @@ def calibrate_settings(raw: Mapping[str, Any] | None) -> CalibrateConfig:
     unknown keys name the key and the valid ones."""
     if raw is not None and not isinstance(raw, Mapping):
         raise PrivtoolError("params section 'calibrate' must be a mapping of key: value")
-    return _coerce(CalibrateConfig, "calibrate", dict(raw or {}))
+    return build(CalibrateConfig, dict(raw or {}), "calibrate")

@@ -712,6 +712,16 @@ def source_record(a: Artifact) -> dict[str, Any]:
 def build(col: Collection, cfg: CalibrateConfig) -> Calibration:
     """Rows, paper views, equivalent ε and the accuracy-matched comparison of ``col``."""
     rows = build_rows(col, cfg)
+    for r in rows:
+        eps = r["epsilon_nominal"]
+        if r["mechanism"] != "none" and not (isinstance(eps, (int, float))
+                                             and not isinstance(eps, bool)
+                                             and math.isfinite(eps) and eps > 0):
+            col.warnings.append(f"{r['target']}: no valid ε in its metrics "
+                                f"({r['epsilon_nominal_source'] or 'no ε field'} = {eps!r}); "
+                                f"its row has no nominal ε and no {cfg.baseline} comparison "
+                                f"uses it as a reference point")
+            r.fields["epsilon_nominal"] = None
     eq = equivalent_rows(rows, cfg)
     matched = accuracy_matched_rows(rows, cfg)
     tables = [runs_table(rows, cfg), epsilon_table(rows), table4_accuracy(rows, cfg),

@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +162,35 @@ def _to_float(x: np.ndarray, scale: float) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32) / np.float32(scale)
 
 
+def _fetch_or_undo(dataset: Any, root: Path) -> None:
+    """``dataset.fetch(root)``; when it fails, whatever it created under ``root`` (and
+    ``root`` itself, if it made it) is removed, so a failed download leaves nothing behind."""
+    made = [p for p in [root, *root.parents] if not p.exists()]
+    before = {Path(d) / n for d, ds, fs in os.walk(root) for n in [*ds, *fs]} if root.exists() else set()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in [root, *root.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e)).lower()
+        raise PrivtoolError(f"cannot create the data root {root}: {why}; pass another --root")
+    try:
+        dataset.fetch(root)
+    except BaseException:
+        for d, ds, fs in os.walk(root, topdown=False):
+            for n in fs:
+                if Path(d) / n not in before:
+                    (Path(d) / n).unlink(missing_ok=True)
+            for n in ds:
+                if Path(d) / n not in before:
+                    shutil.rmtree(Path(d) / n, ignore_errors=True)
+        for p in made:  # deepest first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def _download_failed(name: str, root: Path, e: Exception) -> PrivtoolError:
     return PrivtoolError(
         f"could not download {name} into {root} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
@@ -227,8 +258,7 @@ class DatasetSpec:
                 raise PrivtoolError(
                     f"downloading {self.name} needs a data root: set PRIVTOOL_DATA or data.root (e.g. ./data)"
                 )
-            root.mkdir(parents=True, exist_ok=True)
-            self.fetch(root)
+            _fetch_or_undo(self, root)
             f = self.find(root)
         if not f.available:
             prefix = "" if root is not None else "no data root is set; "

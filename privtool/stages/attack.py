@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from privtool.artifacts import file_hash, staged_dir
+from privtool.artifacts import check_out, file_hash, staged_dir
 from privtool.attacks import ATTACKS, attack_settings
 from privtool.stages.common import finish_run
 from privtool.training import resolve_device
@@ -18,6 +18,7 @@ def run(name: str, target_spec: str, out: str | Path, raw_params: dict[str, Any]
     from privtool.attacks.target import load_target
 
     cfg, options = attack_settings(raw_params.get("attack"), name)
+    check_out(out)
     attack = ATTACKS.get(name)(cfg, options)
     target = load_target(target_spec, resolve_device(cfg.device))
     attack.check(target)

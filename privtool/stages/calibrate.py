@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from privtool.artifacts import staged_dir
+from privtool.artifacts import check_out, staged_dir
 from privtool.calibrate import build, calibrate_settings, collect
 from privtool.calibrate.output import write_outputs
 from privtool.stages.common import finish_run
@@ -19,6 +19,7 @@ def run(runs: str | Path, out: str | Path, raw_params: Mapping[str, Any]) -> dic
     ``warnings`` for the command line to print.
     """
     cfg = calibrate_settings(raw_params.get("calibrate"))
+    check_out(out)
     col = collect(runs)
     cal = build(col, cfg)
     metrics = cal.metrics()

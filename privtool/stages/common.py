@@ -57,7 +57,7 @@ def finish_run(tmp: Path, *, stage: str, params: Mapping[str, Any], metrics: Map
     meta = {"stage": stage, "params": params, "inputs": inputs, "device": device,
             "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": socket.gethostname(),
-            "outputs": {name: file_hash(tmp / name) for name in payload}}
+            "outputs": {name: file_hash(tmp / name) for name in dict.fromkeys([METRICS, *payload])}}
     if extra:
         meta.update(extra)
     (tmp / META).write_text(dumps(meta))

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from privtool.artifacts import MODEL, SPLITS, staged_dir
+from privtool.artifacts import MODEL, SPLITS, check_out, staged_dir
 from privtool.config import Params
 from privtool.errors import PrivtoolError
 from privtool.release import with_split
@@ -36,6 +36,7 @@ def run(params: Params, target: str, out: str | Path, *, epsilon_limit: float | 
     from privtool.select import core
 
     cfg = params.select
+    check_out(out)
     plan = core.plan(cfg.strategy, target, cfg, epsilon_limit=epsilon_limit)
     parent = core.load_parent(plan.candidate.spec, resolve_device(cfg.device))
     pool = core.parent_pool(parent, cfg)
@@ -85,6 +86,7 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
     from privtool.select.curve import plot_curve, summarise
 
     cfg = params.select
+    check_out(out)
     for s in strategies:
         STRATEGIES.get(s)
     plans = {s: core.plan(s, target, cfg, epsilon_limit=epsilon_limit) for s in strategies}

@@ -23,6 +23,7 @@ def run(target_spec: str, out: str | Path | None, raw_params: dict[str, Any], *,
     from dataclasses import replace
 
     from privtool.attacks.reference_store import ensure_store
+    from privtool.artifacts import check_out
     from privtool.attacks.target import load_target
     from privtool.errors import PrivtoolError
 
@@ -31,6 +32,7 @@ def run(target_spec: str, out: str | Path | None, raw_params: dict[str, Any], *,
                             f"without DP) or shadow (the target's own recipe)")
     cfg, _ = attack_settings(raw_params.get("attack"), "store")
     cfg = replace(cfg, store=None if out is None else str(out))
+    check_out(out)
     target = load_target(target_spec, resolve_device(cfg.device))
     store = ensure_store(target, cfg, role=role, online=online, build=True, progress=progress)
     if cfg.augment != "none":  # lira / rmia augmented queries, once per model (attacks.queries)

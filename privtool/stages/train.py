@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from privtool.artifacts import ACCOUNTANT, MODEL, SPLITS, dumps, scratch_dir, staged_dir
+from privtool.artifacts import ACCOUNTANT, MODEL, SPLITS, check_out, dumps, scratch_dir, staged_dir
 from privtool.config import Params
 from privtool.distributed import Session, ddp_session
 from privtool.release import with_split
@@ -42,6 +42,7 @@ def _run(params: Params, out: str | Path, session: Session, device: Any,
     from privtool.models import build_model
 
     cfg = params.train
+    check_out(out)
     data, splits = load_data_and_splits(params.data)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.shape, data.n_classes)
