@@ -251,6 +251,7 @@ def test_reproduce_command_round_trips_the_recorded_params(fixture_runs):
     meta = json.loads((runs["v50"] / "meta.json").read_text())
     meta["params"]["train"].setdefault("noise_seed", "from-seed")  # recorded before the key
     meta["params"]["train"].setdefault("vmf_mode", "alg2")  # recorded before the key
+    meta["params"]["train"].setdefault("distributed", "none")  # recorded before the key
     for section in ("data", "train", "pretrain"):
         assert got[section] == meta["params"][section], section
     att = next(s for s in cal.sources if s.get("attack") == "iga")
