@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from privtool.errors import PrivtoolError
 
@@ -301,3 +301,20 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # torch raises several types for truncated/corrupt zips
         raise PrivtoolError(f"checkpoint {path} is corrupt ({type(e).__name__}); re-run "
                             f"`privtool train` to rewrite it") from None
+
+
+def write_csv(path: Path, rows: list[Mapping[str, Any]]) -> None:
+    """``rows`` as a CSV with the union of their keys as columns (None written empty)."""
+    import csv
+    import io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    path.write_text(buf.getvalue())

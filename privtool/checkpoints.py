@@ -42,11 +42,6 @@ def checkpoint_entry(row: Mapping[str, Any], *, delta: float | None) -> dict[str
     return out
 
 
-def list_checkpoints(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The checkpoints a (verified) train run lists, oldest first."""
-    return list(load_run(run_dir, stage="train")["metrics"].get("checkpoints") or [])
-
-
 def resolve_target(target: str, checkpoint: int | None) -> str:
     """``--target RUN`` plus ``--checkpoint N`` -> ``RUN@N`` (both at once must agree)."""
     if checkpoint is None:

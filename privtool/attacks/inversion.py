@@ -205,7 +205,7 @@ class Inversion(Attack):
                                 f"per class ({tuple(out.shape)}); model inversion needs them")
 
     def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
-        from privtool.stages.common import write_csv
+        from privtool.artifacts import write_csv
 
         opt, data = self.options, target.data
         model = target.build_model()

@@ -268,7 +268,7 @@ class GradientAttack(Attack):
         raise NotImplementedError
 
     def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
-        from privtool.stages.common import write_csv
+        from privtool.artifacts import write_csv
 
         opt, cfg = self.options, self.cfg
         device = target.device

@@ -259,7 +259,7 @@ def _save_model(job: dict[str, Any], cfg: Any, state: dict[str, Any], model: Any
     complete); return its record."""
     import torch
 
-    from privtool.attacks.membership import cross_entropy
+    from privtool.attacks.signals import cross_entropy
 
     points, mask = job["points"], job["mask"]
     logits = predict_logits(model, data.x, points, device)

@@ -26,7 +26,7 @@ def load_target(spec: str | Path, device: Any) -> Target:
     """``RUN_DIR`` or ``RUN_DIR@EPOCH`` -> :class:`Target` with model weights, the same data
     and splits the run trained on (fingerprint and index hashes verified)."""
     from privtool.data import index_hash
-    from privtool.stages.common import load_data_and_splits
+    from privtool.data.recorded import load_data_and_splits
 
     run_dir, epoch = parse_target(spec)
     run = load_run(run_dir, stage="train")

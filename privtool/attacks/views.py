@@ -93,7 +93,7 @@ def write_views(out: Path, scores: np.ndarray, member: np.ndarray, index: np.nda
     """Write per_class.csv, records.csv, exposed.csv and grid.png into ``out``; return the
     metrics they summarise (``per_class``, the worst class, the records caught at 0.1 % FPR,
     the top-k record indices)."""
-    from privtool.stages.common import write_csv
+    from privtool.artifacts import write_csv
 
     rows = per_class_metrics(scores, member, labels, range(len(classes)))
     for r in rows:

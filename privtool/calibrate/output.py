@@ -17,7 +17,7 @@ JSON = "calibration.json"
 
 
 def _csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    from privtool.stages.common import write_csv
+    from privtool.artifacts import write_csv
 
     write_csv(path, rows)
 

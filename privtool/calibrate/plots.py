@@ -27,7 +27,7 @@ def _plt() -> Any:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    from privtool.stages.common import write_csv
+    from privtool.artifacts import write_csv
 
     write_csv(path, rows)
 

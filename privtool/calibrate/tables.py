@@ -45,11 +45,6 @@ class Table:
         return {"name": self.name, "title": self.title, "columns": self.columns,
                 "rows": self.rows, "note": self.note}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Table":
-        return cls(name=d["name"], title=d["title"], columns=list(d["columns"]),
-                   rows=[list(r) for r in d["rows"]], note=d.get("note", ""))
-
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, r)) for r in self.rows]
 

@@ -7,7 +7,6 @@ Per-sample gradients and the DP optimizer plumbing come from Opacus.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
@@ -125,8 +124,3 @@ class Mechanism(ABC):
 
 
 MECHANISMS: Registry[type[Mechanism]] = Registry("mechanism")
-
-
-def finite_or_none(x: float) -> float | None:
-    """metrics.json is strict JSON: infinite ε is written as null."""
-    return float(x) if math.isfinite(x) else None
