@@ -74,7 +74,8 @@ VMF_MODE_NAMES = ("alg2", "opacus-add-unit", "opacus-add-scaled", "opacus-add-sa
                     allowed="secret (noise drawn from the OS, for releases) or from-seed "
                             "(reproducible)"),
     vmf_mode=Rule(choices=VMF_MODE_NAMES),
-    distributed=Rule(choices=("none", "ddp"), allowed="none or ddp (under torchrun)"))
+    distributed=Rule(choices=("none", "ddp"), allowed="none or ddp (under torchrun)"),
+    threads=Rule(ge=1, allowed="an integer >= 1 (torch intra-op threads) or null (torch's default)"))
 @dataclass(frozen=True)
 class TrainConfig:
     """How ``privtool train`` trains: mechanism, model, optimiser and privacy knobs.
@@ -110,6 +111,7 @@ class TrainConfig:
     checkpoint_every: int = 1        # keep checkpoints/epoch-N.pt every N epochs (+ the last); 0: none
     noise_seed: str = "secret"       # secret: DP noise/sampling from os.urandom | from-seed: seed+1/+2
     distributed: str = "none"        # none | ddp: one training across torchrun processes (README)
+    threads: int | None = None       # torch intra-op threads (null: torch's default, one per core)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -123,6 +123,8 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
 
     from privtool.mechanisms import MECHANISMS, Schedule
 
+    if cfg.threads is not None:  # small models on a loaded machine: fewer threads contend less
+        torch.set_num_threads(cfg.threads)
     progress = progress or NullProgress()
     schedule = Schedule(n=len(x_train), batch_size=cfg.batch_size, epochs=cfg.epochs)
     mech = (make_mechanism or MECHANISMS.get(cfg.mech))(cfg, schedule)

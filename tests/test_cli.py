@@ -164,3 +164,19 @@ def test_data_list_json_marks_availability():
     assert not rows["cifar10"]["available"] or rows["cifar10"]["n_examples"]
     if not rows["cifar10"]["available"]:
         assert rows["cifar10"]["missing"]
+
+
+def test_train_threads_sets_torchs_intra_op_threads(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        res = invoke("train", "--mech", "none", *FAST, "--epochs", "1", "--set", "train.threads=1",
+                     "--out", str(tmp_path / "run"))
+        assert res.exit_code == 0, res.output
+        assert torch.get_num_threads() == 1
+        bad = invoke("train", "--mech", "none", *FAST, "--set", "train.threads=0",
+                     "--out", str(tmp_path / "bad"))
+        assert bad.exit_code == 1 and "train.threads" in bad.output
+        assert not (tmp_path / "bad").exists()
+    finally:
+        torch.set_num_threads(before)
