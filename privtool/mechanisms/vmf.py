@@ -26,7 +26,7 @@ from privtool.accounting import (kappa_from_nominal, vmf_epsilon, vmf_nominal_ep
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper, fixed_size_batches
 from privtool.mechanisms.gaussian import opacus_stepper
-from privtool.mechanisms.vmf_modes import VMFMode, make_mode
+from privtool.mechanisms.vmf_modes import VMF_MODES, VMFMode, make_mode
 from privtool.mechanisms.vmf_sampler import sample_vmf
 
 
@@ -128,7 +128,8 @@ class VMF(Mechanism):
 
     def batches(self, epoch: int, rng: np.random.Generator):
         s = self.schedule
-        if self.mode.poisson:  # Opacus' sampling, "left unchanged" (paper 1 §3.4)
+        # the sampling is the mode's class attribute, known before calibrate() solves κ
+        if VMF_MODES.get(self.cfg.vmf_mode).poisson:  # Opacus' sampling, "left unchanged" (§3.4)
             return super().batches(epoch, rng)
         return fixed_size_batches(s.n, s.batch_size, s.steps_per_epoch, rng)
 
