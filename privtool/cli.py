@@ -83,8 +83,13 @@ class RichProgress:
     def start(self, total: int, description: str) -> None:
         if not self.enabled:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20),
                              MofNCompleteColumn(), TimeElapsedColumn(),

@@ -16,8 +16,17 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from privtool.errors import PrivtoolError
-from privtool.schema import (Rule, build, check_field, field_type, invalid, section_of, seed_rule,
-                             settings, validate)
+from privtool.schema import (
+    Rule,
+    build,
+    check_field,
+    field_type,
+    invalid,
+    section_of,
+    seed_rule,
+    settings,
+    validate,
+)
 
 DEFAULT_SPLITS = {"train": 0.5, "test": 0.2, "shadow": 0.2, "public": 0.1}
 

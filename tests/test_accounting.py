@@ -12,10 +12,19 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from privtool.accounting import (EpsilonResult, amplify_without_replacement, compose_pure_dp,
-                                 compose_pure_dp_delta, gaussian_epsilon,
-                                 gaussian_noise_multiplier, kappa_from_nominal, vmf_epsilon,
-                                 vmf_kappa_for_epsilon, vmf_nominal_epsilon, vmf_step_epsilon)
+from privtool.accounting import (
+    EpsilonResult,
+    amplify_without_replacement,
+    compose_pure_dp,
+    compose_pure_dp_delta,
+    gaussian_epsilon,
+    gaussian_noise_multiplier,
+    kappa_from_nominal,
+    vmf_epsilon,
+    vmf_kappa_for_epsilon,
+    vmf_nominal_epsilon,
+    vmf_step_epsilon,
+)
 from privtool.accounting import gaussian as gaussian_module
 from privtool.errors import PrivtoolError
 

@@ -3,8 +3,14 @@ import json
 import pytest
 import torch
 
-from privtool.artifacts import (dumps, load_run, load_state_dict, parse_target, staged_dir,
-                                write_json)
+from privtool.artifacts import (
+    dumps,
+    load_run,
+    load_state_dict,
+    parse_target,
+    staged_dir,
+    write_json,
+)
 from privtool.errors import PrivtoolError
 from privtool.stages.common import finish_run
 

@@ -8,12 +8,18 @@ import shlex
 
 import numpy as np
 import pytest
+from calibrate_fixtures import (
+    auc_signal,
+    make_attack,
+    make_train,
+    standard_runs,
+    template,
+    write_stage,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from calibrate_fixtures import (auc_signal, make_attack, make_train, standard_runs,
-                                write_stage, template)
 from privtool.artifacts import file_hash
 from privtool.calibrate import build, calibrate_settings, collect
 from privtool.calibrate.equivalent import equivalent_epsilon, isotonic
@@ -326,8 +332,9 @@ def test_fixture_templates_are_real_stage_outputs():
 
 def test_full_profile_overlay_gives_valid_params_with_the_papers_grid(tmp_path):
     """params-full.yaml applied as README "Reproducing the papers" says."""
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     top = Path(__file__).resolve().parents[1]
     base = yaml.safe_load((top / "params.yaml").read_text())

@@ -8,11 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from privtool.accounting.vmf_pld import parse_part_dims
 from privtool.artifacts import MODEL, load_run, load_state_dict
 from privtool.checkpoints import checkpoint_epochs, load_checkpoint, resolve_target
 from privtool.cli import app
 from privtool.config import load_params
-from privtool.accounting.vmf_pld import parse_part_dims
 from privtool.epsilon import compute_epsilon
 from privtool.errors import PrivtoolError
 

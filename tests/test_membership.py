@@ -11,12 +11,26 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from privtool.attacks import ATTACKS
-from privtool.attacks.audit import (audit_epsilon, auc, balanced_accuracy, clopper_pearson,
-                                    epsilon_lower_bound, roc_curve, roc_hull, score_attack,
-                                    tpr_at_fpr)
-from privtool.attacks.membership import (cross_entropy, evaluation_set, lira_offline,
-                                         lira_online, reference_alpha, reference_scores,
-                                         scaled_logit)
+from privtool.attacks.audit import (
+    auc,
+    audit_epsilon,
+    balanced_accuracy,
+    clopper_pearson,
+    epsilon_lower_bound,
+    roc_curve,
+    roc_hull,
+    score_attack,
+    tpr_at_fpr,
+)
+from privtool.attacks.membership import (
+    cross_entropy,
+    evaluation_set,
+    lira_offline,
+    lira_online,
+    reference_alpha,
+    reference_scores,
+    scaled_logit,
+)
 from privtool.attacks.reference_store import KINDS, model_mask
 from privtool.cli import app
 from privtool.errors import PrivtoolError

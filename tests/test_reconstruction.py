@@ -9,13 +9,30 @@ import torch
 from typer.testing import CliRunner
 
 from privtool.attacks import ATTACKS
-from privtool.attacks.gradients import (RELEASES, gradient_function, make_release,
-                                        parameters_of, per_sample_gradients, release_gradient)
-from privtool.attacks.image_metrics import (match_batch, mechanism_grid, mia_distance, mse,
-                                            psnr, score_reconstructions, ssim)
+from privtool.attacks.gradients import (
+    RELEASES,
+    gradient_function,
+    make_release,
+    parameters_of,
+    per_sample_gradients,
+    release_gradient,
+)
+from privtool.attacks.image_metrics import (
+    match_batch,
+    mechanism_grid,
+    mia_distance,
+    mse,
+    psnr,
+    score_reconstructions,
+    ssim,
+)
 from privtool.attacks.inversion import REGULARIZERS, InversionOptions, bilateral_tv
-from privtool.attacks.reconstruction import (OBJECTIVES, attacked_model, labels_from_gradient,
-                                             total_variation)
+from privtool.attacks.reconstruction import (
+    OBJECTIVES,
+    attacked_model,
+    labels_from_gradient,
+    total_variation,
+)
 from privtool.cli import app
 from privtool.data import load_dataset
 from privtool.errors import PrivtoolError
@@ -245,9 +262,10 @@ BREACHING_IGA = {"objective": "cosine", "optimizer": "adam", "lr": 0.1, "signed"
 def test_iga_defaults_are_breachings_inverting_gradients_and_each_is_settable():
     from dataclasses import asdict
 
+    import yaml
+
     from privtool.attacks.base import attack_settings
     from privtool.attacks.reconstruction import IGAOptions
-    import yaml
 
     got = asdict(IGAOptions())
     assert {k: got[k] for k in BREACHING_IGA} == BREACHING_IGA

@@ -196,9 +196,9 @@ def test_whole_curve_composition_is_between_independent_bounds():
 def test_repo_params_keep_secret_noise_and_the_pipeline_cells_opt_into_from_seed():
     """A plain `privtool train` in the repo draws secret noise; only dvc.yaml's train cells
     (a research simulation DVC caches) ask for reproducible noise, through sweep.noise_seed."""
-    import yaml
-
     from pathlib import Path
+
+    import yaml
 
     top = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((top / "params.yaml").read_text())

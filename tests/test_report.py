@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from calibrate_fixtures import standard_runs
 from typer.testing import CliRunner
 
-from calibrate_fixtures import standard_runs
 from privtool.cli import app
 
 runner = CliRunner()

@@ -20,11 +20,25 @@ from privtool.config import SelectConfig, load_params
 from privtool.data import index_hash
 from privtool.errors import PrivtoolError
 from privtool.select import STRATEGIES, Task, core
-from privtool.select.budget import (Candidate, Cost, choose_parent, compose, parent_cost,
-                                    record_relation)
-from privtool.select.dp_pca import (ADD_REMOVE, REPLACE_ONE, analyze_gauss,
-                                    gaussian_sigma, noisy_second_moment, noisy_support,
-                                    normalise_rows, pca_sensitivity, support_sensitivity)
+from privtool.select.budget import (
+    Candidate,
+    Cost,
+    choose_parent,
+    compose,
+    parent_cost,
+    record_relation,
+)
+from privtool.select.dp_pca import (
+    ADD_REMOVE,
+    REPLACE_ONE,
+    analyze_gauss,
+    gaussian_sigma,
+    noisy_second_moment,
+    noisy_support,
+    normalise_rows,
+    pca_sensitivity,
+    support_sensitivity,
+)
 from privtool.select.pool import build_pool
 
 runner = CliRunner()

@@ -23,7 +23,8 @@ from privtool.models import MODELS, build_model
 
 def exact_gaussian_epsilon(mu: float, delta: float) -> float:
     """Tight ε of a μ-GDP mechanism (Balle & Wang 2018 / Dong et al. 2019)."""
-    f = lambda e: norm.cdf(-e / mu + mu / 2) - math.exp(e) * norm.cdf(-e / mu - mu / 2) - delta
+    def f(e):
+        return norm.cdf(-e / mu + mu / 2) - math.exp(e) * norm.cdf(-e / mu - mu / 2) - delta
     return brentq(f, 0.0, 500.0) if f(0.0) > 0 else 0.0
 
 

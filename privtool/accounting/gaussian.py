@@ -107,8 +107,10 @@ def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
     """Size of the grid Opacus' PRVAccountant would discretise on (its ``_get_domain``: a
     safe half-width L from RDP, mesh eps_error / √(T·log(12/delta_error)/2); Gopi et al. 2021,
     Remark 5.6). Cheap: RDP calls only."""
-    from opacus.accountants.analysis.prv import (PoissonSubsampledGaussianPRV,
-                                                 compute_safe_domain_size)
+    from opacus.accountants.analysis.prv import (
+        PoissonSubsampledGaussianPRV,
+        compute_safe_domain_size,
+    )
 
     delta_error = delta / 1000
     half_width = compute_safe_domain_size(

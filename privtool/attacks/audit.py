@@ -156,7 +156,7 @@ def epsilon_lower_bound(roc: Roc, *, confidence: float, delta: float,
     idx = roc_hull(roc)
     sig = (1 - confidence) / 2 / len(idx)   # two rates, Bonferroni over the hull thresholds
     fp, tp = roc.fp[idx], roc.tp[idx]
-    fn, tn = roc.n_in - tp, roc.n_out - fp
+    fn = roc.n_in - tp
     fpr_lo, fpr_hi = clopper_pearson(fp, roc.n_out, sig)
     fnr_lo, fnr_hi = clopper_pearson(fn, roc.n_in, sig)
     rates = {"lower": (fpr_hi, fnr_hi), "high": (fpr_lo, fnr_lo),

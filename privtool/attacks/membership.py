@@ -41,7 +41,6 @@ from privtool.attacks.signals import (  # noqa: F401  (re-exported for attacks a
 from privtool.errors import PrivtoolError
 from privtool.schema import Rule, settings, validate
 
-
 # --------------------------------------------------------------------------- the attacks (pure)
 
 

@@ -24,7 +24,6 @@ touches no attack.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import time
 from dataclasses import dataclass
@@ -35,10 +34,19 @@ import numpy as np
 import torch
 
 from privtool.attacks.base import ATTACKS, Attack, Target
-from privtool.attacks.gradients import (Grads, Release, flush_denormals, gradient_function,
-                                        make_release, parameters_of)
-from privtool.attacks.image_metrics import (save_grid, score_reconstructions,
-                                            summarize_reconstructions)
+from privtool.attacks.gradients import (
+    Grads,
+    Release,
+    flush_denormals,
+    gradient_function,
+    make_release,
+    parameters_of,
+)
+from privtool.attacks.image_metrics import (
+    save_grid,
+    score_reconstructions,
+    summarize_reconstructions,
+)
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 from privtool.schema import Rule, settings, validate

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from privtool.calibrate.scores import SCORES, Score
-from privtool.calibrate.tables import Row, all_attacks, fmt, row_order
 from privtool.calibrate.settings import CalibrateConfig
+from privtool.calibrate.tables import Row, all_attacks, fmt, row_order
 
 
 def _plt() -> Any:

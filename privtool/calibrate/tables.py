@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from privtool.artifacts import META, file_hash
 from privtool.calibrate.collect import Artifact, AttackResult, Collection, load_artifact
 from privtool.calibrate.commands import reproduce
 from privtool.calibrate.equivalent import equivalent_epsilon
 from privtool.calibrate.scores import SCORES, Score, score
 from privtool.calibrate.settings import CalibrateConfig
-from privtool.artifacts import META, file_hash
 
 KIND_ORDER = tuple(SCORES)
 #: metrics of a select run worth a column (generic: whatever of these the stage wrote)

@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from privtool.data.folder import image_mode, npz_shape, read_image_folder, read_npz, scan_image_folder
+from privtool.data.folder import (
+    image_mode,
+    npz_shape,
+    read_image_folder,
+    read_npz,
+    scan_image_folder,
+)
 from privtool.data.idx import find_idx, read_idx_pair
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry

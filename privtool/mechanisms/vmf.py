@@ -21,8 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from privtool.accounting import (kappa_from_nominal, vmf_epsilon, vmf_nominal_epsilon,
-                                 vmf_solve_kappa)
+from privtool.accounting import (
+    kappa_from_nominal,
+    vmf_epsilon,
+    vmf_nominal_epsilon,
+    vmf_solve_kappa,
+)
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper, fixed_size_batches
 from privtool.mechanisms.gaussian import opacus_stepper

@@ -18,8 +18,13 @@ from privtool.config import SelectConfig
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 from privtool.select.budget import Cost
-from privtool.select.dp_pca import (analyze_gauss, nearest, noisy_support, normalise_rows,
-                                    support_sensitivity)
+from privtool.select.dp_pca import (
+    analyze_gauss,
+    nearest,
+    noisy_support,
+    normalise_rows,
+    support_sensitivity,
+)
 from privtool.select.signals import Signals, most_uncertain
 
 

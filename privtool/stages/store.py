@@ -22,8 +22,8 @@ def run(target_spec: str, out: str | Path | None, raw_params: dict[str, Any], *,
     ``runs/store/<dataset>-<model>-<hash>``) and return a summary."""
     from dataclasses import replace
 
-    from privtool.attacks.reference_store import ensure_store
     from privtool.artifacts import check_out
+    from privtool.attacks.reference_store import ensure_store
     from privtool.attacks.target import load_target
     from privtool.errors import PrivtoolError
 
