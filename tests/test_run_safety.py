@@ -134,7 +134,10 @@ def test_sigterm_real_train_cli_leaves_no_partial(tmp_path):
     wait_for_partial(out, proc, timeout=240)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    # 130, or ended by SIGINT, which a shell (and DVC) also reports as 130: seen once under load,
+    # after the one-line message, when the interrupt surfaced again during interpreter shutdown
+    assert proc.returncode in (130, -signal.SIGINT), err
+    assert "interrupted; nothing was written" in err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
