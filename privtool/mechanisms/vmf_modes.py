@@ -36,6 +36,7 @@ gradient-inversion attacker matches (:mod:`privtool.attacks.gradients`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -106,7 +107,7 @@ def flat_clip(grads: list[torch.Tensor], c: float, lead: int) -> list[torch.Tens
     return [g * factor.reshape(*factor.shape, *([1] * (g.dim() - lead))) for g in grads]
 
 
-class VMFMode:
+class VMFMode(ABC):
     """One reading of paper 1's VMF step. ``guarantee``: False where the mode has no DP
     guarantee (``reason`` says why); ``paper``: the sentence of paper 1 it implements."""
 
@@ -128,15 +129,15 @@ class VMFMode:
     def noise_bound(self) -> str:
         return "C"
 
+    @abstractmethod
     def release(self, grad_samples: list[torch.Tensor],
                 generator: torch.Generator | None) -> list[torch.Tensor]:
         """Per-sample gradients (B, *shape) -> the released *sum* (*shape): random."""
-        raise NotImplementedError
 
+    @abstractmethod
     def expected(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-sample gradients (T, B, *shape) -> the mean of each batch's released sum
         divided by B (T, *shape); differentiable."""
-        raise NotImplementedError
 
     def _mean_length(self, d: int) -> float:
         from privtool.mechanisms.vmf_sampler import mean_resultant_length
