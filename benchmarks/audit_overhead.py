@@ -36,26 +36,43 @@ def main() -> None:
     targets = args.target
     if not targets:
         targets = []
-        for name, extra in (("gauss-eps4", ["--mech", "gaussian", "--epsilon", "4"]),
-                            ("vmf-epsv10k", ["--mech", "vmf", "--set", "train.epsilon_v=10000"])):
+        for name, extra in (
+            ("gauss-eps4", ["--mech", "gaussian", "--epsilon", "4"]),
+            ("vmf-epsv10k", ["--mech", "vmf", "--set", "train.epsilon_v=10000"]),
+        ):
             out = tmp / name
-            subprocess.run([sys.executable, "-m", "privtool", "train", *extra, "--epochs",
-                            str(args.epochs), "--out", str(out)], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "privtool",
+                    "train",
+                    *extra,
+                    "--epochs",
+                    str(args.epochs),
+                    "--out",
+                    str(out),
+                ],
+                check=True,
+                capture_output=True,
+            )
             targets.append(str(out))
     for spec in targets:
         target = load_target(spec, "cpu")
         times = {"plain": min(_plain(target) for _ in range(args.repeats))}
         for kind in ("input", "gradient"):
             cfg = AuditConfig(canary=kind, canaries=args.canaries)
-            best = min(train_with_canaries(target, cfg, 0, "cpu").seconds
-                       for _ in range(args.repeats))
+            best = min(
+                train_with_canaries(target, cfg, 0, "cpu").seconds for _ in range(args.repeats)
+            )
             times[kind] = best
-        print(f"{target.mechanism:9s} {Path(spec).name}: recipe on n records "
-              f"{times['plain']:.2f}s; on n + M_in records (input canaries) "
-              f"{times['input']:.2f}s; with {args.canaries} gradient canaries "
-              f"{times['gradient']:.2f}s; gradient / input {times['gradient'] / times['input']:.3f} "
-              f"(target < 1.10), gradient / plain {times['gradient'] / times['plain']:.3f}")
+        print(
+            f"{target.mechanism:9s} {Path(spec).name}: recipe on n records "
+            f"{times['plain']:.2f}s; on n + M_in records (input canaries) "
+            f"{times['input']:.2f}s; with {args.canaries} gradient canaries "
+            f"{times['gradient']:.2f}s; gradient / input {times['gradient'] / times['input']:.3f} "
+            f"(target < 1.10), gradient / plain {times['gradient'] / times['plain']:.3f}"
+        )
 
 
 def _plain(target) -> float:
@@ -68,7 +85,10 @@ def _plain(target) -> float:
     cfg, data, s = target.params.train, target.data, target.splits
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.shape, data.n_classes)
-    t = {k: (torch.from_numpy(data.x[s[k]]), torch.from_numpy(data.y[s[k]])) for k in ("train", "test")}
+    t = {
+        k: (torch.from_numpy(data.x[s[k]]), torch.from_numpy(data.y[s[k]]))
+        for k in ("train", "test")
+    }
     return train_model(cfg, model, *t["train"], *t["test"], device=torch.device("cpu")).seconds
 
 

@@ -37,8 +37,14 @@ def _batches(batch: int, steps: int):
 
 
 def _cfg(mech: str, batch: int) -> TrainConfig:
-    return TrainConfig(mech=mech, batch_size=batch, noise_multiplier=1.0, kappa=1000.0,
-                       epsilon_v=None, device="cpu")
+    return TrainConfig(
+        mech=mech,
+        batch_size=batch,
+        noise_multiplier=1.0,
+        kappa=1000.0,
+        epsilon_v=None,
+        device="cpu",
+    )
 
 
 def _run(mech: str, batch: int, steps: int, threads: int, rank: int, world: int) -> float:
@@ -73,8 +79,9 @@ def _run(mech: str, batch: int, steps: int, threads: int, rank: int, world: int)
     return time.perf_counter() - t0
 
 
-def _worker(rank: int, world: int, port: int, args: argparse.Namespace, mech: str,
-            out: str) -> None:
+def _worker(
+    rank: int, world: int, port: int, args: argparse.Namespace, mech: str, out: str
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -102,18 +109,23 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    print(f"LeNet, mnist-5k, global batch {args.batch}, {args.steps} timed steps, "
-          f"{args.threads} thread(s)/process, {os.cpu_count()} CPUs visible")
+    print(
+        f"LeNet, mnist-5k, global batch {args.batch}, {args.steps} timed steps, "
+        f"{args.threads} thread(s)/process, {os.cpu_count()} CPUs visible"
+    )
     for mech in args.mech:
         one = args.batch * args.steps / _run(mech, args.batch, args.steps, args.threads, 0, 1)
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "secs")
-            torch.multiprocessing.spawn(_worker, nprocs=args.procs,
-                                        args=(args.procs, _free_port(), args, mech, out))
+            torch.multiprocessing.spawn(
+                _worker, nprocs=args.procs, args=(args.procs, _free_port(), args, mech, out)
+            )
             with open(out) as f:
                 many = args.batch * args.steps / float(f.read())
-        print(f"{mech:9s} 1 process: {one:8.1f} ex/s   {args.procs} processes (ddp): "
-              f"{many:8.1f} ex/s   ratio {many / one:.2f}")
+        print(
+            f"{mech:9s} 1 process: {one:8.1f} ex/s   {args.procs} processes (ddp): "
+            f"{many:8.1f} ex/s   ratio {many / one:.2f}"
+        )
 
 
 if __name__ == "__main__":

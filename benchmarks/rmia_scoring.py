@@ -48,7 +48,10 @@ def run(n_models: int, n_eval: int, n_pop: int, q: int, c: int, seed: int = 0) -
     rng = np.random.default_rng(seed)
     y_x, y_z = rng.integers(0, c, n_eval), rng.integers(0, c, n_pop)
     t_x, t_z = rng.normal(0, 3, (q, n_eval, c)), rng.normal(0, 3, (q, n_pop, c))
-    off_x, off_z = rng.normal(0, 3, (n_models, q, n_eval, c)), rng.normal(0, 3, (n_models, q, n_pop, c))
+    off_x, off_z = (
+        rng.normal(0, 3, (n_models, q, n_eval, c)),
+        rng.normal(0, 3, (n_models, q, n_pop, c)),
+    )
     on_x = rng.normal(0, 3, (n_models, q, n_eval, c))
     in_z, in_on = _pairs(rng, n_models, n_pop), _pairs(rng, n_models, n_eval)
     out_x = np.ones((n_models, n_eval), bool)
@@ -86,12 +89,16 @@ def main() -> None:
     ap.add_argument("--queries", type=int, nargs="+", default=[1, 18])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    print(f"N = {args.models} models per set, n = {args.eval} evaluation points, "
-          f"m = {args.population} population points, C = {args.classes}; time per 1,000 "
-          f"points, median of {args.repeats}")
+    print(
+        f"N = {args.models} models per set, n = {args.eval} evaluation points, "
+        f"m = {args.population} population points, C = {args.classes}; time per 1,000 "
+        f"points, median of {args.repeats}"
+    )
     for q in args.queries:
-        runs = [run(args.models, args.eval, args.population, q, args.classes, seed=r)
-                for r in range(args.repeats)]
+        runs = [
+            run(args.models, args.eval, args.population, q, args.classes, seed=r)
+            for r in range(args.repeats)
+        ]
         med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
         print(f"Q = {q:2d} queries: " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in med.items()))
 

@@ -37,7 +37,7 @@ def load(batch: int, device: torch.device):
         data = load_dataset("mnist-5k")
     x = torch.from_numpy(data.x[: 8 * batch]).to(device)
     y = torch.from_numpy(data.y[: 8 * batch]).to(device)
-    return data, [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
+    return data, [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
 
 
 def sync(device: torch.device) -> None:
@@ -66,8 +66,9 @@ def time_interleaved(steps: dict, batches, device, repeats: int) -> dict:
 def privtool_step(mech: str, cfg: TrainConfig, data, n: int, device):
     torch.manual_seed(0)
     model = build_model("lenet", data.shape, data.n_classes).to(device)
-    m = MECHANISMS.get(mech)(replace(cfg, mech=mech), Schedule(n=n, batch_size=cfg.batch_size,
-                                                               epochs=1))
+    m = MECHANISMS.get(mech)(
+        replace(cfg, mech=mech), Schedule(n=n, batch_size=cfg.batch_size, epochs=1)
+    )
     m.calibrate(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     gen = torch.Generator(device=device)
@@ -84,14 +85,21 @@ def opacus_step(mode: str, data, batches, device):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(*[torch.cat(t) for t in zip(*batches)]),
-        batch_size=len(batches[0][0]))
+        batch_size=len(batches[0][0]),
+    )
     crit = nn.CrossEntropyLoss()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = PrivacyEngine().make_private(module=model, optimizer=opt, data_loader=loader,
-                                           noise_multiplier=1.0, max_grad_norm=1.0,
-                                           grad_sample_mode=mode, poisson_sampling=False,
-                                           criterion=crit)
+        res = PrivacyEngine().make_private(
+            module=model,
+            optimizer=opt,
+            data_loader=loader,
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            grad_sample_mode=mode,
+            poisson_sampling=False,
+            criterion=crit,
+        )
     model, opt = res[0], res[1]
     if mode == "ghost":
         crit = res[2]
@@ -111,16 +119,26 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--kappa", type=float, default=1e4)
-    ap.add_argument("--mode", default=TrainConfig().grad_sample_mode,
-                    help="privtool's grad_sample_mode for gaussian (default: privtool's default)")
+    ap.add_argument(
+        "--mode",
+        default=TrainConfig().grad_sample_mode,
+        help="privtool's grad_sample_mode for gaussian (default: privtool's default)",
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     data, batches = load(args.batch, device)
     n = 10 * args.batch
-    cfg = TrainConfig(batch_size=args.batch, noise_multiplier=1.0, kappa=args.kappa,
-                      grad_sample_mode=args.mode, device=args.device)
-    print(f"privtool gaussian grad_sample_mode={args.mode}; LeNet on {data.name} {data.shape}, batch {args.batch}, device {device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    cfg = TrainConfig(
+        batch_size=args.batch,
+        noise_multiplier=1.0,
+        kappa=args.kappa,
+        grad_sample_mode=args.mode,
+        device=args.device,
+    )
+    print(
+        f"privtool gaussian grad_sample_mode={args.mode}; LeNet on {data.name} {data.shape}, batch {args.batch}, device {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
     steps = {}
     steps["non-private"], d = privtool_step("none", cfg, data, n, device)
@@ -137,17 +155,23 @@ def main() -> None:
     per_sample = t["opacus hooks"] + t["randn(B, d)"]
     rows = [
         ("gaussian / non-private", t["privtool gaussian"] / t["non-private"], 1.3),
-        (f"gaussian / fastest opacus ({fastest})",
-         t["privtool gaussian"] / t[f"opacus {fastest}"], 1.1),
+        (
+            f"gaussian / fastest opacus ({fastest})",
+            t["privtool gaussian"] / t[f"opacus {fastest}"],
+            1.1,
+        ),
         ("vmf / (opacus hooks step + randn(B,d))", t["privtool vmf (whole)"] / per_sample, 1.2),
     ]
     if device.type == "cuda":
-        rows.append(("vmf / gaussian (cuda)", t["privtool vmf (whole)"] /
-                     t["privtool gaussian"], 1.5))
+        rows.append(
+            ("vmf / gaussian (cuda)", t["privtool vmf (whole)"] / t["privtool gaussian"], 1.5)
+        )
     print(f"d = {d} parameters")
     for name, ratio, target in rows:
-        print(f"  {name:<44} {ratio:5.2f}x  (target <= {target}) "
-              f"{'ok' if ratio <= target else 'OVER'}")
+        print(
+            f"  {name:<44} {ratio:5.2f}x  (target <= {target}) "
+            f"{'ok' if ratio <= target else 'OVER'}"
+        )
 
 
 if __name__ == "__main__":

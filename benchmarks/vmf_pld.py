@@ -40,22 +40,44 @@ def main() -> None:
     from privtool.epsilon import model_part_dims
 
     dims = model_part_dims(args.model, args.partition)
-    print(f"{args.model} / {args.partition}: {len(dims)} parts, dimensions "
-          f"{format_part_dims(dims)}; κ={args.kappa} q={args.sample_rate} T={args.steps} "
-          f"δ={args.delta}")
+    print(
+        f"{args.model} / {args.partition}: {len(dims)} parts, dimensions "
+        f"{format_part_dims(dims)}; κ={args.kappa} q={args.sample_rate} T={args.steps} "
+        f"δ={args.delta}"
+    )
     t0 = time.perf_counter()
-    out = pld_epsilon(kappa=args.kappa, part_dims=dims, sample_rate=args.sample_rate,
-                      steps=args.steps, delta=args.delta, optimistic=False)
+    out = pld_epsilon(
+        kappa=args.kappa,
+        part_dims=dims,
+        sample_rate=args.sample_rate,
+        steps=args.steps,
+        delta=args.delta,
+        optimistic=False,
+    )
     t_tight = time.perf_counter() - t0
     t0 = time.perf_counter()
-    down = _run_epsilon(args.kappa, dims_counter(dims), args.sample_rate, args.steps, args.delta,
-                        out["pld_grid"], pessimistic=False)
+    down = _run_epsilon(
+        args.kappa,
+        dims_counter(dims),
+        args.sample_rate,
+        args.steps,
+        args.delta,
+        out["pld_grid"],
+        pessimistic=False,
+    )
     t_down = time.perf_counter() - t0
-    pure = vmf_epsilon(kappa=args.kappa, parts=len(dims), sample_rate=args.sample_rate,
-                       steps=args.steps, delta=args.delta)["epsilon_pure_bound"]
-    print(f"tight ε (pessimistic, sound) = {out['epsilon_pld']:.4f}  grid h = "
-          f"{out['pld_grid']:.3g}  time {t_tight:.2f} s  (goal ≤ 2 s: "
-          f"{'met' if t_tight <= 2 else 'NOT met'})")
+    pure = vmf_epsilon(
+        kappa=args.kappa,
+        parts=len(dims),
+        sample_rate=args.sample_rate,
+        steps=args.steps,
+        delta=args.delta,
+    )["epsilon_pure_bound"]
+    print(
+        f"tight ε (pessimistic, sound) = {out['epsilon_pld']:.4f}  grid h = "
+        f"{out['pld_grid']:.3g}  time {t_tight:.2f} s  (goal ≤ 2 s: "
+        f"{'met' if t_tight <= 2 else 'NOT met'})"
+    )
     print(f"optimistic check (same grid rounded down) = {down:.4f}  time {t_down:.2f} s")
     print(f"pure bound = {pure:.1f}")
 

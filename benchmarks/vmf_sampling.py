@@ -29,6 +29,7 @@ def _timer(device: torch.device):
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
     return sync
 
 
@@ -53,16 +54,27 @@ def interleaved_medians(fns: dict, *, repeats: int, warmup: int, sync) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256, help="rows B (default 256)")
-    ap.add_argument("--dim", type=int, default=LENET_MNIST_PARAMS,
-                    help=f"dimension d (default {LENET_MNIST_PARAMS}, see the module doc)")
-    ap.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32",
-                                                          "float64"])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                    choices=["cpu", "cuda"])
+    ap.add_argument(
+        "--dim",
+        type=int,
+        default=LENET_MNIST_PARAMS,
+        help=f"dimension d (default {LENET_MNIST_PARAMS}, see the module doc)",
+    )
+    ap.add_argument(
+        "--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"]
+    )
+    ap.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
+    )
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--kappas", type=float, nargs="*", default=[1.0, 1e2, 1e4, 1e6],
-                    help="extra κ values to time (the main line uses the first one)")
+    ap.add_argument(
+        "--kappas",
+        type=float,
+        nargs="*",
+        default=[1.0, 1e2, 1e4, 1e6],
+        help="extra κ values to time (the main line uses the first one)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -74,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     mu = torch.randn(b, d, dtype=torch.float64, device=device, generator=gen)
     mu = (mu / mu.norm(dim=1, keepdim=True)).to(dtype)
 
-    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"B={b} d={d} dtype={args.dtype} repeats={args.repeats} (median)")
+    print(
+        f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
+        f"B={b} d={d} dtype={args.dtype} repeats={args.repeats} (median)"
+    )
 
     fns = {"randn": lambda: torch.randn(b, d, dtype=dtype, device=device, generator=gen)}
     for kappa in args.kappas:

@@ -50,8 +50,9 @@ def _unwritable(path: Path, e: OSError) -> PrivtoolError:
     if isinstance(e, (FileExistsError, NotADirectoryError)):
         blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
         if blocker is not None:
-            return PrivtoolError(f"cannot write {path}: {blocker} is a file, not a folder; "
-                                 f"choose another --out")
+            return PrivtoolError(
+                f"cannot write {path}: {blocker} is a file, not a folder; choose another --out"
+            )
     reason = e.strerror or type(e).__name__
     return PrivtoolError(f"cannot write {path}: {reason.lower()}; choose a writable --out")
 
@@ -67,11 +68,13 @@ def check_out(out: str | Path | None) -> None:
     for p in out.parents:
         if p.exists():
             if not p.is_dir():
-                raise PrivtoolError(f"cannot write {out}: {p} is a file, not a folder; "
-                                    f"choose another --out")
+                raise PrivtoolError(
+                    f"cannot write {out}: {p} is a file, not a folder; choose another --out"
+                )
             if not os.access(p, os.W_OK | os.X_OK):
-                raise PrivtoolError(f"cannot write {out}: {p} is not writable; choose a "
-                                    f"writable --out")
+                raise PrivtoolError(
+                    f"cannot write {out}: {p} is not writable; choose a writable --out"
+                )
             return
 
 
@@ -165,8 +168,11 @@ def _locked_stage(out: Path) -> Iterator[Path]:
     with out_lock(out):
         clean_stale(out)
         try:
-            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.",
-                                        suffix=".partial"))
+            tmp = Path(
+                tempfile.mkdtemp(
+                    dir=out.parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".partial"
+                )
+            )
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would ignore the user's umask
         except OSError as e:
             raise _unwritable(out, e) from None
@@ -183,8 +189,9 @@ def _locked_stage(out: Path) -> Iterator[Path]:
 def _names(e: OSError, *paths: Path) -> bool:
     """Whether ``e`` is about one of ``paths`` or something inside them."""
     for name in (e.filename, e.filename2):
-        if name is not None and any(str(name) == str(p) or str(name).startswith(f"{p}{os.sep}")
-                                    for p in paths):
+        if name is not None and any(
+            str(name) == str(p) or str(name).startswith(f"{p}{os.sep}") for p in paths
+        ):
             return True
     return False
 
@@ -239,21 +246,30 @@ def load_run(run_dir: str | Path, *, stage: str = "train") -> dict[str, Any]:
     run = Path(run_dir)
     remedy = f"make it with `privtool {stage} --out {run}`"
     if run.exists() and not run.is_dir():
-        raise PrivtoolError(f"{run} is a file, not a run folder; pass the folder `privtool "
-                            f"{stage} --out` wrote")
+        raise PrivtoolError(
+            f"{run} is a file, not a run folder; pass the folder `privtool {stage} --out` wrote"
+        )
     if not run.is_dir():
         raise PrivtoolError(f"run {run} does not exist; {remedy}")
     meta = read_json(run / META, what="meta", remedy=remedy)
     if meta.get("stage") != stage:
-        raise PrivtoolError(f"{run} was written by stage {meta.get('stage')!r}, not {stage!r}; "
-                            f"pass a folder written by `privtool {stage}` (keep {run} as it is)")
+        raise PrivtoolError(
+            f"{run} was written by stage {meta.get('stage')!r}, not {stage!r}; "
+            f"pass a folder written by `privtool {stage}` (keep {run} as it is)"
+        )
     verify_outputs(run, meta, remedy)
     metrics = read_json(run / METRICS, what="metrics", remedy=remedy)
     return {"dir": run, "meta": meta, "metrics": metrics}
 
 
-def verify_outputs(run: Path, meta: dict[str, Any], remedy: str,
-                   required: tuple[str, ...] = (METRICS,), *, only_required: bool = False) -> None:
+def verify_outputs(
+    run: Path,
+    meta: dict[str, Any],
+    remedy: str,
+    required: tuple[str, ...] = (METRICS,),
+    *,
+    only_required: bool = False,
+) -> None:
     """Check every file ``meta.json: outputs`` lists (or, ``only_required``, just the
     ``required`` ones) against its SHA-256; the ``required`` files (those a later stage reads
     whatever else it does) must be listed. One-line error naming the file."""
@@ -262,8 +278,10 @@ def verify_outputs(run: Path, meta: dict[str, Any], remedy: str,
         raise PrivtoolError(f"{run / META} lists no output hashes; {remedy}")
     for name in required:
         if name not in outputs:
-            raise PrivtoolError(f"{run / name} is not covered by the hashes in {run / META} "
-                                f"(written by an older privtool, or edited); {remedy}")
+            raise PrivtoolError(
+                f"{run / name} is not covered by the hashes in {run / META} "
+                f"(written by an older privtool, or edited); {remedy}"
+            )
     for name, digest in outputs.items():
         if only_required and name not in required:
             continue
@@ -271,21 +289,30 @@ def verify_outputs(run: Path, meta: dict[str, Any], remedy: str,
         if not f.is_file():
             raise PrivtoolError(f"{f} is missing; {remedy}")
         if file_hash(f) != digest:
-            raise PrivtoolError(f"{f} does not match the hash in {run / META} (truncated or "
-                                f"modified); {remedy}")
+            raise PrivtoolError(
+                f"{f} does not match the hash in {run / META} (truncated or modified); {remedy}"
+            )
 
 
 def inside(run: Path, name: Any) -> Path:
     """``run/name`` for a relative ``name`` that stays inside ``run`` (no absolute paths, no
     ``..``, no symlink leading out); anything else is a one-line error naming it."""
-    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise PrivtoolError(f"{run / META}: file {name!r} is not a path inside the run; the run "
-                            f"was edited, re-run the stage that wrote {run}")
+    if (
+        not isinstance(name, str)
+        or not name
+        or Path(name).is_absolute()
+        or ".." in Path(name).parts
+    ):
+        raise PrivtoolError(
+            f"{run / META}: file {name!r} is not a path inside the run; the run "
+            f"was edited, re-run the stage that wrote {run}"
+        )
     path = run / name
     root = os.path.realpath(run)
     if os.path.commonpath([root, os.path.realpath(path)]) != root:
-        raise PrivtoolError(f"{path} leads outside {run}; the run was edited, re-run the stage "
-                            f"that wrote {run}")
+        raise PrivtoolError(
+            f"{path} leads outside {run}; the run was edited, re-run the stage that wrote {run}"
+        )
     return path
 
 
@@ -299,8 +326,10 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise PrivtoolError(f"checkpoint {path} is missing; re-run `privtool train`") from None
     except Exception as e:  # torch raises several types for truncated/corrupt zips
-        raise PrivtoolError(f"checkpoint {path} is corrupt ({type(e).__name__}); re-run "
-                            f"`privtool train` to rewrite it") from None
+        raise PrivtoolError(
+            f"checkpoint {path} is corrupt ({type(e).__name__}); re-run "
+            f"`privtool train` to rewrite it"
+        ) from None
 
 
 def write_csv(path: Path, rows: list[Mapping[str, Any]]) -> None:

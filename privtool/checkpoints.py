@@ -48,8 +48,10 @@ def resolve_target(target: str, checkpoint: int | None) -> str:
         return target
     run_dir, epoch = parse_target(target)
     if epoch is not None and epoch != checkpoint:
-        raise PrivtoolError(f"--target {target} names epoch {epoch} but --checkpoint is "
-                            f"{checkpoint}; give one of them")
+        raise PrivtoolError(
+            f"--target {target} names epoch {epoch} but --checkpoint is "
+            f"{checkpoint}; give one of them"
+        )
     return f"{run_dir}@{checkpoint}"
 
 
@@ -78,15 +80,20 @@ def load_checkpoint(target: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
                     f"{run_dir} keeps no per-epoch checkpoints (trained with "
                     f"train.checkpoint_every=0 or before checkpoints existed); use --target "
                     f"{run_dir} for the final model or re-train with "
-                    f"--set train.checkpoint_every=1")
+                    f"--set train.checkpoint_every=1"
+                )
             avail = ", ".join(str(c.get("epoch")) for c in entries)
-            raise PrivtoolError(f"{run_dir} has no checkpoint at epoch {epoch}; available "
-                                f"epochs: {avail} (e.g. --target {run_dir}@{entries[-1]['epoch']})")
+            raise PrivtoolError(
+                f"{run_dir} has no checkpoint at epoch {epoch}; available "
+                f"epochs: {avail} (e.g. --target {run_dir}@{entries[-1]['epoch']})"
+            )
         info = dict(found[0])
     info["run"] = str(run_dir)
     path = inside(Path(run_dir), info.get("file"))
     if info.get("file") not in (run["meta"].get("outputs") or {}):
-        raise PrivtoolError(f"{path} is not covered by the hashes in {Path(run_dir) / 'meta.json'}"
-                            f"; re-run `privtool train --out {run_dir}`")
+        raise PrivtoolError(
+            f"{path} is not covered by the hashes in {Path(run_dir) / 'meta.json'}"
+            f"; re-run `privtool train --out {run_dir}`"
+        )
     state = load_state_dict(path)
     return state, info

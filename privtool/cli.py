@@ -24,18 +24,21 @@ from privtool.errors import PrivtoolError
 app = typer.Typer(
     name="privtool",
     help="Train under differential privacy (none / gaussian / vmf), attack, select, calibrate.\n\n"
-         "Examples:\n\n"
-         "  privtool train --mech vmf\n\n"
-         "  privtool train --mech gaussian --epsilon 3 --dataset mnist --model lenet --out runs/g3\n\n"
-         "  privtool epsilon --mech gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250\n\n"
-         "  privtool data list",
+    "Examples:\n\n"
+    "  privtool train --mech vmf\n\n"
+    "  privtool train --mech gaussian --epsilon 3 --dataset mnist --model lenet --out runs/g3\n\n"
+    "  privtool epsilon --mech gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250\n\n"
+    "  privtool data list",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-data_app = typer.Typer(help="List, download (prepare) and check (verify) datasets.",
-                       no_args_is_help=True, rich_markup_mode=None)
+data_app = typer.Typer(
+    help="List, download (prepare) and check (verify) datasets.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(data_app, name="data")
 
 err = Console(stderr=True)
@@ -69,7 +72,12 @@ def emit(metrics: dict[str, Any], as_json: bool, title: str) -> None:
     table = Table(title=title, show_header=False)
     for k in sorted(metrics):
         v = metrics[k]
-        table.add_row(k, f"{v:.6g}" if isinstance(v, float) else ("∞" if v is None and "epsilon" in k else str(v)))
+        table.add_row(
+            k,
+            f"{v:.6g}"
+            if isinstance(v, float)
+            else ("∞" if v is None and "epsilon" in k else str(v)),
+        )
     out.print(table)
 
 
@@ -91,9 +99,15 @@ class RichProgress:
             TimeElapsedColumn,
         )
 
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20),
-                             MofNCompleteColumn(), TimeElapsedColumn(),
-                             TextColumn("{task.fields[info]}"), console=err, transient=False)
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err,
+            transient=False,
+        )
         self._bar.start()
         self._task = self._bar.add_task(description, total=total, info="")
 
@@ -110,8 +124,7 @@ class RichProgress:
                 parts.append(f"{k} {v:.3f}")
             elif v is not None:
                 parts.append(f"{k} {v}")
-        self._bar.update(self._task, advance=0 if f.get("_refresh") else 1,
-                         info=" ".join(parts))
+        self._bar.update(self._task, advance=0 if f.get("_refresh") else 1, info=" ".join(parts))
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -126,8 +139,9 @@ def _params(params: Path, sets: list[str], extra: list[str]) -> Any:
     return load_params(params, [*sets, *extra], required=explicit)
 
 
-ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p",
-                         help="params file (sections data:, train:, ...)")
+ParamsOpt = typer.Option(
+    Path("params.yaml"), "--params", "-p", help="params file (sections data:, train:, ...)"
+)
 SetOpt = typer.Option(None, "--set", help="override a param: section.key=value (repeatable)")
 JsonOpt = typer.Option(False, "--json", help="print the metrics as one JSON object on stdout")
 SeedOpt = typer.Option(None, "--seed", help="random seed of this stage (<section>.seed)")
@@ -137,15 +151,23 @@ DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda")
 @app.command()
 @handle_errors
 def train(
-    mech: Optional[str] = typer.Option(None, "--mech", help="none | gaussian | vmf | class | subclass"),
+    mech: Optional[str] = typer.Option(
+        None, "--mech", help="none | gaussian | vmf | class | subclass"
+    ),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="see `privtool data list`"),
-    model: Optional[str] = typer.Option(None, "--model", help="lenet | mlp | cnn | softmax | tfp-cnn"),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="lenet | mlp | cnn | softmax | tfp-cnn"
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
-    epsilon: Optional[float] = typer.Option(None, "--epsilon",
-                                            help="whole-run ε target: solves σ (gaussian) or κ (vmf)"),
+    epsilon: Optional[float] = typer.Option(
+        None, "--epsilon", help="whole-run ε target: solves σ (gaussian) or κ (vmf)"
+    ),
     pretrain: Optional[str] = typer.Option(
-        None, "--pretrain", help="rotation: first pre-train the feature layers on public data "
-        "(pretrain.dataset, default the public split) to predict 0/90/180/270° rotations; no ε"),
+        None,
+        "--pretrain",
+        help="rotation: first pre-train the feature layers on public data "
+        "(pretrain.dataset, default the public split) to predict 0/90/180/270° rotations; no ε",
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory to write"),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -171,17 +193,30 @@ def train(
     from privtool.config import PRETRAIN_METHODS
 
     if pretrain is not None and pretrain not in PRETRAIN_METHODS:
-        raise typer.BadParameter(f"{pretrain!r} is not a pre-training method; valid: "
-                                 f"{', '.join(PRETRAIN_METHODS)}", param_hint="'--pretrain'")
-    shortcuts = [f"{k}={v}" for k, v in (("train.mech", mech), ("data.dataset", dataset),
-                                          ("train.model", model), ("train.epochs", epochs),
-                                          ("train.epsilon", epsilon), ("train.seed", seed),
-                                          ("train.device", device), ("pretrain.method", pretrain))
-                 if v is not None]
+        raise typer.BadParameter(
+            f"{pretrain!r} is not a pre-training method; valid: {', '.join(PRETRAIN_METHODS)}",
+            param_hint="'--pretrain'",
+        )
+    shortcuts = [
+        f"{k}={v}"
+        for k, v in (
+            ("train.mech", mech),
+            ("data.dataset", dataset),
+            ("train.model", model),
+            ("train.epochs", epochs),
+            ("train.epsilon", epsilon),
+            ("train.seed", seed),
+            ("train.device", device),
+            ("pretrain.method", pretrain),
+        )
+        if v is not None
+    ]
     p = _params(params, sets or [], shortcuts)
     from privtool.stages import train as stage
 
-    target = out_dir or Path("runs") / f"{p.train.mech}-{p.data.dataset}-{p.train.model}-s{p.train.seed}"
+    target = (
+        out_dir or Path("runs") / f"{p.train.mech}-{p.data.dataset}-{p.train.model}-s{p.train.seed}"
+    )
     metrics = stage.run(p, target, progress=RichProgress(enabled=True))
     from privtool.distributed import reports
 
@@ -209,9 +244,18 @@ def _print_checkpoints(run: Path, checkpoints: list[dict[str, Any]]) -> None:
     for col in cols:
         table.add_column(col, justify="right")
     for c in checkpoints:
-        table.add_row(*[("∞" if c.get(k) is None and k.startswith("epsilon") else
-                         f"{c[k]:.4g}" if isinstance(c.get(k), float) else str(c.get(k, "")))
-                        for k in cols])
+        table.add_row(
+            *[
+                (
+                    "∞"
+                    if c.get(k) is None and k.startswith("epsilon")
+                    else f"{c[k]:.4g}"
+                    if isinstance(c.get(k), float)
+                    else str(c.get(k, ""))
+                )
+                for k in cols
+            ]
+        )
     out.print(table)
 
 
@@ -219,34 +263,54 @@ def _print_checkpoints(run: Path, checkpoints: list[dict[str, Any]]) -> None:
 @handle_errors
 def epsilon(
     mech: str = typer.Option(..., "--mech", help="gaussian | vmf | class | subclass"),
-    noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="σ (gaussian)"),
+    noise_multiplier: Optional[float] = typer.Option(
+        None, "--noise-multiplier", help="σ (gaussian)"
+    ),
     sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="q = batch/n"),
     steps: Optional[int] = typer.Option(None, "--steps"),
-    epochs: Optional[float] = typer.Option(None, "--epochs",
-                                           help="instead of --steps: epochs × round(1/q) steps, as train runs"),
+    epochs: Optional[float] = typer.Option(
+        None, "--epochs", help="instead of --steps: epochs × round(1/q) steps, as train runs"
+    ),
     delta: float = typer.Option(1e-5, "--delta"),
     accountant: str = typer.Option("rdp", "--accountant", help="rdp | prv (gaussian)"),
     kappa: Optional[float] = typer.Option(None, "--kappa", help="VMF concentration κ (vmf)"),
-    parts: Optional[int] = typer.Option(None, "--parts", help="VMF parts per gradient m (vmf; "
-                                        "alone: only the pure bound; default 1)"),
+    parts: Optional[int] = typer.Option(
+        None,
+        "--parts",
+        help="VMF parts per gradient m (vmf; alone: only the pure bound; default 1)",
+    ),
     part_dims: Optional[str] = typer.Option(
-        None, "--part-dims", help="VMF parts' dimensions for the tight ε: D or D*N (N parts of "
-        "dimension D), comma-separated, e.g. 25*6,150*16,256*120"),
-    model: Optional[str] = typer.Option(None, "--model", help="VMF: take the parts' dimensions "
-                                        "from this registered model (with --partition)"),
-    partition: Optional[str] = typer.Option(None, "--partition", help="whole | layer | row "
-                                            "(with --model; default whole)"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="input shape and classes for "
-                                          "--model (default mnist-5k)"),
-    units: Optional[int] = typer.Option(None, "--units", help="K classes/subclasses (class, subclass)"),
-    unit_sampling: str = typer.Option("poisson", "--unit-sampling",
-                                      help="poisson (add/remove unit) | fixed (replace unit)"),
-    k_sub: int = typer.Option(1, "--k-sub", help="subclasses per class (subclass): sets "
-                              "the record-level group size"),
-    n: Optional[int] = typer.Option(None, "--n", help="training records (gaussian, vmf): "
-                                    "refuse δ ≥ 1/n, warn above 1/(10n)"),
-    vmf_mode: str = typer.Option("alg2", "--vmf-mode", help="vmf: train.vmf_mode (only alg2 "
-                                 "has a DP guarantee)"),
+        None,
+        "--part-dims",
+        help="VMF parts' dimensions for the tight ε: D or D*N (N parts of "
+        "dimension D), comma-separated, e.g. 25*6,150*16,256*120",
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="VMF: take the parts' dimensions from this registered model (with --partition)",
+    ),
+    partition: Optional[str] = typer.Option(
+        None, "--partition", help="whole | layer | row (with --model; default whole)"
+    ),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="input shape and classes for --model (default mnist-5k)"
+    ),
+    units: Optional[int] = typer.Option(
+        None, "--units", help="K classes/subclasses (class, subclass)"
+    ),
+    unit_sampling: str = typer.Option(
+        "poisson", "--unit-sampling", help="poisson (add/remove unit) | fixed (replace unit)"
+    ),
+    k_sub: int = typer.Option(
+        1, "--k-sub", help="subclasses per class (subclass): sets the record-level group size"
+    ),
+    n: Optional[int] = typer.Option(
+        None, "--n", help="training records (gaussian, vmf): refuse δ ≥ 1/n, warn above 1/(10n)"
+    ),
+    vmf_mode: str = typer.Option(
+        "alg2", "--vmf-mode", help="vmf: train.vmf_mode (only alg2 has a DP guarantee)"
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute ε from hyperparameters without training.
@@ -263,14 +327,27 @@ def epsilon(
     """
     from privtool.epsilon import compute_epsilon, vmf_part_dims
 
-    dims, n_parts = vmf_part_dims(part_dims=part_dims, model=model, partition=partition,
-                                  dataset=dataset, parts=parts)
+    dims, n_parts = vmf_part_dims(
+        part_dims=part_dims, model=model, partition=partition, dataset=dataset, parts=parts
+    )
     with err.status("VMF privacy-loss distribution…", spinner="dots") if dims else nullcontext():
-        res = compute_epsilon(mech, sample_rate=sample_rate, steps=steps, epochs=epochs,
-                              delta=delta, noise_multiplier=noise_multiplier,
-                              accountant=accountant, kappa=kappa, parts=n_parts, n_units=units,
-                              unit_sampling=unit_sampling, k_sub=k_sub, part_dims=dims, n=n,
-                              vmf_mode=vmf_mode)
+        res = compute_epsilon(
+            mech,
+            sample_rate=sample_rate,
+            steps=steps,
+            epochs=epochs,
+            delta=delta,
+            noise_multiplier=noise_multiplier,
+            accountant=accountant,
+            kappa=kappa,
+            parts=n_parts,
+            n_units=units,
+            unit_sampling=unit_sampling,
+            k_sub=k_sub,
+            part_dims=dims,
+            n=n,
+            vmf_mode=vmf_mode,
+        )
     if "warning" in res:
         err.print(f"[yellow]warning:[/] {res['warning']}", highlight=False)
     if res.get("delta_warning"):
@@ -309,9 +386,11 @@ def export(
 def attack(
     name: str = typer.Option(..., "--attack", help="attack name (registry ATTACKS)"),
     target: str = typer.Option(..., "--target", help="train run: RUN_DIR or RUN_DIR@EPOCH"),
-    checkpoint: Optional[int] = typer.Option(None, "--checkpoint",
-                                             help="attack the run's checkpoint at this epoch "
-                                                  "(same as --target RUN_DIR@EPOCH)"),
+    checkpoint: Optional[int] = typer.Option(
+        None,
+        "--checkpoint",
+        help="attack the run's checkpoint at this epoch (same as --target RUN_DIR@EPOCH)",
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="attack directory to write"),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -333,8 +412,9 @@ def attack(
 
       privtool attack --attack rmia --target runs/train/gauss-eps1 --json   (RMIA, same store)
     """
-    shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
-                 if v is not None]
+    shortcuts = [
+        f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device)) if v is not None
+    ]
     p = _params(params, sets or [], shortcuts)
     import privtool.attacks  # noqa: F401  (registers every attack)
     from privtool.checkpoints import resolve_target
@@ -354,9 +434,11 @@ def attack(
 def store(
     target: str = typer.Option(..., "--target", help="train run whose recipe the models copy"),
     out_dir: Optional[Path] = typer.Option(
-        None, "--out", help="store directory (default runs/store/<dataset>-<model>-<hash>)"),
-    role: str = typer.Option("reference", "--role",
-                             help="reference (the recipe without DP) | shadow (the recipe as is)"),
+        None, "--out", help="store directory (default runs/store/<dataset>-<model>-<hash>)"
+    ),
+    role: str = typer.Option(
+        "reference", "--role", help="reference (the recipe without DP) | shadow (the recipe as is)"
+    ),
     online: bool = typer.Option(False, "--online", help="also train LiRA's online models"),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -376,16 +458,21 @@ def store(
 
       privtool store --target runs/train/gauss-eps1 --role shadow --set attack.n_models=10
     """
-    shortcuts = [f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device))
-                 if v is not None]
+    shortcuts = [
+        f"attack.{k}={v}" for k, v in (("seed", seed), ("device", device)) if v is not None
+    ]
     p = _params(params, sets or [], shortcuts)
     import privtool.attacks  # noqa: F401  (registers every attack)
     from privtool.stages import store as stage
 
-    metrics = stage.run(target, out_dir, p.as_dict(), role=role, online=online,
-                        progress=RichProgress(enabled=True))
-    err.print(f"store {metrics['store']}: {metrics['n_models']} models per set, "
-              f"{metrics['store_models_trained']} trained now", highlight=False)
+    metrics = stage.run(
+        target, out_dir, p.as_dict(), role=role, online=online, progress=RichProgress(enabled=True)
+    )
+    err.print(
+        f"store {metrics['store']}: {metrics['n_models']} models per set, "
+        f"{metrics['store_models_trained']} trained now",
+        highlight=False,
+    )
     emit(metrics, as_json, f"privtool store → {metrics['store']}")
 
 
@@ -393,21 +480,31 @@ def store(
 @handle_errors
 def audit(
     target: str = typer.Option(..., "--target", help="train run: RUN_DIR or RUN_DIR@EPOCH"),
-    canary: Optional[str] = typer.Option(None, "--canary", help="input (black box: mislabelled "
-                                         "images, loss score) | gradient (white box: Dirac or "
-                                         "random gradients of norm C) (audit.canary)"),
-    canaries: Optional[int] = typer.Option(None, "--canaries", help="M, each in with "
-                                           "probability 1/2 (audit.canaries)"),
-    runs: Optional[int] = typer.Option(None, "--runs", help="R training runs; R > 1 adds the "
-                                       "many-run bounds (audit.runs)"),
-    guesses: Optional[int] = typer.Option(None, "--guesses", help="k guesses of the one-run "
-                                          "audit (default: a grid, union-bounded)"),
-    two_sided: bool = typer.Option(False, "--two-sided", help="also guess 'out' for the "
-                                   "lowest scores (audit.two_sided)"),
-    confidence: Optional[float] = typer.Option(None, "--confidence",
-                                               help="level of every ε_lb (audit.confidence)"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="audit directory (default "
-                                           "RUN_DIR/audit)"),
+    canary: Optional[str] = typer.Option(
+        None,
+        "--canary",
+        help="input (black box: mislabelled "
+        "images, loss score) | gradient (white box: Dirac or "
+        "random gradients of norm C) (audit.canary)",
+    ),
+    canaries: Optional[int] = typer.Option(
+        None, "--canaries", help="M, each in with probability 1/2 (audit.canaries)"
+    ),
+    runs: Optional[int] = typer.Option(
+        None, "--runs", help="R training runs; R > 1 adds the many-run bounds (audit.runs)"
+    ),
+    guesses: Optional[int] = typer.Option(
+        None, "--guesses", help="k guesses of the one-run audit (default: a grid, union-bounded)"
+    ),
+    two_sided: bool = typer.Option(
+        False, "--two-sided", help="also guess 'out' for the lowest scores (audit.two_sided)"
+    ),
+    confidence: Optional[float] = typer.Option(
+        None, "--confidence", help="level of every ε_lb (audit.confidence)"
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="audit directory (default RUN_DIR/audit)"
+    ),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
     as_json: bool = JsonOpt,
@@ -429,10 +526,20 @@ def audit(
 
       privtool audit --target runs/train/gauss-eps8 --runs 8 --canaries 200
     """
-    shortcuts = [f"audit.{k}={v}" for k, v in (
-        ("canary", canary), ("canaries", canaries), ("runs", runs), ("guesses", guesses),
-        ("confidence", confidence), ("seed", seed), ("device", device),
-        ("two_sided", "true" if two_sided else None)) if v is not None]
+    shortcuts = [
+        f"audit.{k}={v}"
+        for k, v in (
+            ("canary", canary),
+            ("canaries", canaries),
+            ("runs", runs),
+            ("guesses", guesses),
+            ("confidence", confidence),
+            ("seed", seed),
+            ("device", device),
+            ("two_sided", "true" if two_sided else None),
+        )
+        if v is not None
+    ]
     p = _params(params, sets or [], shortcuts)
     from privtool.artifacts import parse_target
     from privtool.stages import audit as stage
@@ -445,11 +552,14 @@ def audit(
         emit(metrics, as_json, "")
         return
     acc = metrics["epsilon_accounted"]
-    out.print(f"audited ε ≥ {metrics['epsilon_lb']:.3g} (one run, {metrics['confidence']:.0%} "
-              f"confidence, δ = {metrics['delta']:.3g})  ≤  accounted ε = "
-              f"{'∞' if acc is None else format(acc, '.4g')}  "
-              f"[{metrics['canary']} canaries: {metrics['correct']}/{metrics['guesses']} "
-              f"guesses right of {metrics['canaries']}]", highlight=False)
+    out.print(
+        f"audited ε ≥ {metrics['epsilon_lb']:.3g} (one run, {metrics['confidence']:.0%} "
+        f"confidence, δ = {metrics['delta']:.3g})  ≤  accounted ε = "
+        f"{'∞' if acc is None else format(acc, '.4g')}  "
+        f"[{metrics['canary']} canaries: {metrics['correct']}/{metrics['guesses']} "
+        f"guesses right of {metrics['canaries']}]",
+        highlight=False,
+    )
     emit(metrics, False, f"privtool audit → {dest}")
 
 
@@ -457,23 +567,33 @@ def audit(
 @handle_errors
 def select(
     strategy: Optional[str] = typer.Option(
-        None, "--strategy", help="random | entropy | margin | diverse-public | near-private; "
-        "all or a comma list (a,b) runs the accuracy-vs-labels curve (default select.strategy)"),
+        None,
+        "--strategy",
+        help="random | entropy | margin | diverse-public | near-private; "
+        "all or a comma list (a,b) runs the accuracy-vs-labels curve (default select.strategy)",
+    ),
     target: str = typer.Option(..., "--target", help="train run: RUN_DIR or RUN_DIR@EPOCH"),
-    checkpoint: Optional[int] = typer.Option(None, "--checkpoint",
-                                             help="start from this epoch's checkpoint "
-                                                  "(same as --target RUN_DIR@EPOCH)"),
+    checkpoint: Optional[int] = typer.Option(
+        None,
+        "--checkpoint",
+        help="start from this epoch's checkpoint (same as --target RUN_DIR@EPOCH)",
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="directory to write"),
-    n_labeled: Optional[int] = typer.Option(None, "--n-labeled",
-                                            help="label budget N_labeled (select.n_labeled)"),
+    n_labeled: Optional[int] = typer.Option(
+        None, "--n-labeled", help="label budget N_labeled (select.n_labeled)"
+    ),
     epsilon_limit: Optional[float] = typer.Option(
-        None, "--epsilon-limit", help="total ε allowed: picks the latest checkpoint whose "
-        "composed ε fits (select.epsilon_limit); a plan above it is refused"),
-    budgets: Optional[str] = typer.Option(None, "--budgets",
-                                          help="curve: N_labeled values, e.g. 10,20,50 "
-                                               "(select.curve.budgets)"),
-    seeds: Optional[int] = typer.Option(None, "--seeds",
-                                        help="curve: seeds per point (select.curve.seeds)"),
+        None,
+        "--epsilon-limit",
+        help="total ε allowed: picks the latest checkpoint whose "
+        "composed ε fits (select.epsilon_limit); a plan above it is refused",
+    ),
+    budgets: Optional[str] = typer.Option(
+        None, "--budgets", help="curve: N_labeled values, e.g. 10,20,50 (select.curve.budgets)"
+    ),
+    seeds: Optional[int] = typer.Option(
+        None, "--seeds", help="curve: seeds per point (select.curve.seeds)"
+    ),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
     as_json: bool = JsonOpt,
@@ -507,21 +627,34 @@ def select(
     if strategy is not None and (strategy == "all" or "," in strategy):
         names = strategy
     curve = names is not None or budgets is not None or seeds is not None
-    shortcuts = [f"{k}={v}" for k, v in (
-        ("select.strategy", None if curve else strategy), ("select.n_labeled", n_labeled),
-        ("select.seed", seed), ("select.device", device),
-        ("select.epsilon_limit", epsilon_limit), ("select.curve.budgets", budgets),
-        ("select.curve.seeds", seeds),
-        ("select.curve.strategies", names if names is not None else
-         (strategy if curve and strategy is not None else None))) if v is not None]
+    shortcuts = [
+        f"{k}={v}"
+        for k, v in (
+            ("select.strategy", None if curve else strategy),
+            ("select.n_labeled", n_labeled),
+            ("select.seed", seed),
+            ("select.device", device),
+            ("select.epsilon_limit", epsilon_limit),
+            ("select.curve.budgets", budgets),
+            ("select.curve.seeds", seeds),
+            (
+                "select.curve.strategies",
+                names
+                if names is not None
+                else (strategy if curve and strategy is not None else None),
+            ),
+        )
+        if v is not None
+    ]
     p = _params(params, sets or [], shortcuts)
     from privtool.artifacts import parse_target
     from privtool.select import STRATEGIES
     from privtool.stages import select as stage
 
     target = resolve_target(target, checkpoint)
-    run_name = parse_target(target)[0].name + (f"@{parse_target(target)[1]}"
-                                               if parse_target(target)[1] is not None else "")
+    run_name = parse_target(target)[0].name + (
+        f"@{parse_target(target)[1]}" if parse_target(target)[1] is not None else ""
+    )
     cfg = p.select
     if not curve:
         STRATEGIES.get(cfg.strategy)
@@ -538,8 +671,15 @@ def select(
     for name in chosen:
         STRATEGIES.get(name)
     dest = out_dir or Path("runs") / "select" / f"curve-{run_name}"
-    metrics = stage.run_curve(p, target, dest, strategies=chosen, budgets=cfg.curve.budgets,
-                              seeds=cfg.curve.seeds, progress=RichProgress(enabled=True))
+    metrics = stage.run_curve(
+        p,
+        target,
+        dest,
+        strategies=chosen,
+        budgets=cfg.curve.budgets,
+        seeds=cfg.curve.seeds,
+        progress=RichProgress(enabled=True),
+    )
     _warn(metrics.pop("warnings", []))
     err.print(f"wrote {dest}; picture: {dest / 'curve.png'}", highlight=False)
     if as_json:
@@ -551,8 +691,10 @@ def select(
 def _print_curve(m: dict[str, Any]) -> None:
     """Strategy x N_labeled table of test accuracy, mean ± sd (and polluted fraction)."""
     pol = m.get("pollution_selected_fraction")
-    table = Table(title=f"test accuracy after fine-tuning, mean ± sd over {m['seeds']} seeds "
-                        f"(before: {', '.join(f'{k} {v:.3f}' for k, v in m['parent_test_accuracy'].items())})")
+    table = Table(
+        title=f"test accuracy after fine-tuning, mean ± sd over {m['seeds']} seeds "
+        f"(before: {', '.join(f'{k} {v:.3f}' for k, v in m['parent_test_accuracy'].items())})"
+    )
     table.add_column("strategy")
     table.add_column("ε", justify="right")
     for n in m["budgets"]:
@@ -568,10 +710,12 @@ def _print_curve(m: dict[str, Any]) -> None:
         table.add_row(s, "∞" if eps is None else f"{eps:.3g}", *cells)
     whole = m.get("whole_curve_privacy")
     if whole:
-        table.caption = (f"ε above: one cell. Whole curve, every private release composed: "
-                         f"ε = {_eps_text(whole.get('epsilon_composed'))}, δ = "
-                         f"{whole.get('delta_composed')} ({whole['n_private_releases']} "
-                         f"NearPrivate releases; {whole.get('composition')})")
+        table.caption = (
+            f"ε above: one cell. Whole curve, every private release composed: "
+            f"ε = {_eps_text(whole.get('epsilon_composed'))}, δ = "
+            f"{whole.get('delta_composed')} ({whole['n_private_releases']} "
+            f"NearPrivate releases; {whole.get('composition')})"
+        )
     out.print(table)
 
 
@@ -587,10 +731,15 @@ def _eps_text(e: Any) -> str:
 @app.command()
 @handle_errors
 def calibrate(
-    runs: Path = typer.Option(..., "--runs", help="folder holding train/select runs and attack "
-                              "results (found by their meta.json, at any depth)"),
-    out_dir: Path = typer.Option(Path("results/calibration"), "--out",
-                                 help="calibration directory to write"),
+    runs: Path = typer.Option(
+        ...,
+        "--runs",
+        help="folder holding train/select runs and attack "
+        "results (found by their meta.json, at any depth)",
+    ),
+    out_dir: Path = typer.Option(
+        Path("results/calibration"), "--out", help="calibration directory to write"
+    ),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
     as_json: bool = JsonOpt,
@@ -626,11 +775,17 @@ def calibrate(
 @app.command()
 @handle_errors
 def report(
-    folder: Path = typer.Argument(..., help="a calibration directory (privtool calibrate --out) "
-                                  "or a folder of runs and attacks (calibrated in memory)"),
-    out_file: Optional[Path] = typer.Option(None, "--out",
-                                            help="HTML file to write (default DIR/report.html); "
-                                                 "the Markdown version goes beside it (.md)"),
+    folder: Path = typer.Argument(
+        ...,
+        help="a calibration directory (privtool calibrate --out) "
+        "or a folder of runs and attacks (calibrated in memory)",
+    ),
+    out_file: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        help="HTML file to write (default DIR/report.html); "
+        "the Markdown version goes beside it (.md)",
+    ),
     params: Path = ParamsOpt,
     sets: Optional[List[str]] = SetOpt,
     as_json: bool = JsonOpt,
@@ -651,8 +806,10 @@ def report(
 
     dest = out_file or folder / "report.html"
     metrics = stage.run(folder, dest, p.as_dict())
-    err.print(f"wrote {dest}" + (f" and {metrics['markdown']}" if metrics.get("markdown") else ""),
-              highlight=False)
+    err.print(
+        f"wrote {dest}" + (f" and {metrics['markdown']}" if metrics.get("markdown") else ""),
+        highlight=False,
+    )
     emit(metrics, as_json, f"privtool report → {dest}")
 
 
@@ -673,12 +830,21 @@ def data_list(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     for col in ("name", "available", "examples", "shape", "classes", "what / what is missing"):
         table.add_column(col)
     for s in rows:
-        note = s.description if s.available else "; ".join(s.missing[:4]) + (
-            f" (+{len(s.missing) - 4} more)" if len(s.missing) > 4 else "") + f" — {s.how}"
-        table.add_row(s.name, "yes" if s.available else "no",
-                      "" if s.n_examples is None else str(s.n_examples),
-                      "×".join(map(str, s.shape)) if s.shape else "",
-                      "" if s.n_classes is None else str(s.n_classes), note)
+        note = (
+            s.description
+            if s.available
+            else "; ".join(s.missing[:4])
+            + (f" (+{len(s.missing) - 4} more)" if len(s.missing) > 4 else "")
+            + f" — {s.how}"
+        )
+        table.add_row(
+            s.name,
+            "yes" if s.available else "no",
+            "" if s.n_examples is None else str(s.n_examples),
+            "×".join(map(str, s.shape)) if s.shape else "",
+            "" if s.n_classes is None else str(s.n_classes),
+            note,
+        )
     out.print(table)
 
 
@@ -700,8 +866,17 @@ def data_prepare(name: str, root: Optional[Path] = RootOpt, as_json: bool = Json
     if r is None:
         raise PrivtoolError("no data root: pass --root DIR or set PRIVTOOL_DATA")
     d = load_dataset(name, r, download=True)
-    emit({"dataset": d.name, "n_examples": len(d.y), "n_classes": d.n_classes,
-          "fingerprint": d.fingerprint(), "source": d.source}, as_json, f"prepared {name}")
+    emit(
+        {
+            "dataset": d.name,
+            "n_examples": len(d.y),
+            "n_classes": d.n_classes,
+            "fingerprint": d.fingerprint(),
+            "source": d.source,
+        },
+        as_json,
+        f"prepared {name}",
+    )
 
 
 @data_app.command("verify")
@@ -714,10 +889,20 @@ def data_verify(name: str, root: Optional[Path] = RootOpt, as_json: bool = JsonO
 
     d = load_dataset(name, data_root(root))
     counts = np.bincount(d.y, minlength=d.n_classes)
-    emit({"dataset": d.name, "n_examples": int(len(d.y)), "n_classes": int(d.n_classes),
-          "shape": "×".join(map(str, d.shape)), "min_class_count": int(counts.min()),
-          "max_class_count": int(counts.max()), "fingerprint": d.fingerprint(),
-          "source": d.source}, as_json, f"verified {name}")
+    emit(
+        {
+            "dataset": d.name,
+            "n_examples": int(len(d.y)),
+            "n_classes": int(d.n_classes),
+            "shape": "×".join(map(str, d.shape)),
+            "min_class_count": int(counts.min()),
+            "max_class_count": int(counts.max()),
+            "fingerprint": d.fingerprint(),
+            "source": d.source,
+        },
+        as_json,
+        f"verified {name}",
+    )
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

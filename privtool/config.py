@@ -37,9 +37,13 @@ _DEVICE = Rule(choices=("auto", "cpu", "cuda"))
 _OPTIMIZER = Rule(choices=("sgd", "adam"))
 
 
-@settings("data", dataset=Rule(help="a dataset name (see `privtool data list`)"),
-          image_size=_POS, split_seed=seed_rule("seed of the train/test/shadow/public split"),
-          splits=Rule(each=Rule(gt=0, lt=1, allowed="a fraction in (0, 1)")))
+@settings(
+    "data",
+    dataset=Rule(help="a dataset name (see `privtool data list`)"),
+    image_size=_POS,
+    split_seed=seed_rule("seed of the train/test/shadow/public split"),
+    splits=Rule(each=Rule(gt=0, lt=1, allowed="a fraction in (0, 1)")),
+)
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset, where it lives, and how it is split (split seed kept apart from the
@@ -55,8 +59,9 @@ class DataConfig:
         validate(self)
         splits = dict(self.splits)
         if "train" not in splits or "test" not in splits:
-            raise invalid("data.splits", splits,
-                          "a mapping with at least 'train' and 'test' fractions")
+            raise invalid(
+                "data.splits", splits, "a mapping with at least 'train' and 'test' fractions"
+            )
         if sum(splits.values()) > 1 + 1e-9:
             raise invalid("data.splits", splits, "fractions summing to at most 1")
 
@@ -66,25 +71,39 @@ VMF_MODE_NAMES = ("alg2", "opacus-add-unit", "opacus-add-scaled", "opacus-add-sa
 
 
 @settings(
-    "train", epochs=_POS, batch_size=_POS, optimizer=_OPTIMIZER, lr=Rule(gt=0),
-    momentum=Rule(ge=0, lt=1), seed=seed_rule(), device=_DEVICE,
+    "train",
+    epochs=_POS,
+    batch_size=_POS,
+    optimizer=_OPTIMIZER,
+    lr=Rule(gt=0),
+    momentum=Rule(ge=0, lt=1),
+    seed=seed_rule(),
+    device=_DEVICE,
     epsilon=Rule(gt=0, allowed="a number > 0 (the whole-run privacy target) or null"),
-    delta=_FRACTION, noise_multiplier=Rule(ge=0), max_grad_norm=Rule(gt=0),
+    delta=_FRACTION,
+    noise_multiplier=Rule(ge=0),
+    max_grad_norm=Rule(gt=0),
     accountant=Rule(choices=("rdp", "prv")),
     grad_sample_mode=Rule(choices=("ghost", "hooks", "functorch")),
     kappa=Rule(ge=0, allowed="a number >= 0 (VMF concentration) or null"),
     epsilon_v=Rule(gt=0, allowed="a number > 0 (paper 1's per-update ε_V) or null"),
-    partition=Rule(choices=("whole", "layer", "row")), eval_batch_size=_POS,
+    partition=Rule(choices=("whole", "layer", "row")),
+    eval_batch_size=_POS,
     k_sub=Rule(ge=1, allowed="an integer >= 1 (subclasses per class)"),
-    unit_sample_rate=Rule(gt=0, le=1), unit_sampling=Rule(choices=("poisson", "fixed")),
+    unit_sample_rate=Rule(gt=0, le=1),
+    unit_sampling=Rule(choices=("poisson", "fixed")),
     subclass_features=Rule(choices=("pixels", "embeddings")),
     checkpoint_every=Rule(ge=0, allowed="an integer >= 0 (0 keeps no per-epoch checkpoints)"),
-    noise_seed=Rule(choices=("secret", "from-seed"),
-                    allowed="secret (noise drawn from the OS, for releases) or from-seed "
-                            "(reproducible)"),
+    noise_seed=Rule(
+        choices=("secret", "from-seed"),
+        allowed="secret (noise drawn from the OS, for releases) or from-seed (reproducible)",
+    ),
     vmf_mode=Rule(choices=VMF_MODE_NAMES),
     distributed=Rule(choices=("none", "ddp"), allowed="none or ddp (under torchrun)"),
-    threads=Rule(ge=1, allowed="an integer >= 1 (torch intra-op threads) or null (torch's default)"))
+    threads=Rule(
+        ge=1, allowed="an integer >= 1 (torch intra-op threads) or null (torch's default)"
+    ),
+)
 @dataclass(frozen=True)
 class TrainConfig:
     """How ``privtool train`` trains: mechanism, model, optimiser and privacy knobs.
@@ -113,14 +132,14 @@ class TrainConfig:
     partition: str = "whole"
     vmf_mode: str = "alg2"  # vmf: Alg. 2 or a paper 1 §3.4 reading (mechanisms/vmf_modes.py)
     eval_batch_size: int = 1024
-    k_sub: int = 1                   # class/subclass: k-means subclasses per class
-    unit_sample_rate: float = 0.2    # class/subclass: q, the probability a unit joins a step
-    unit_sampling: str = "poisson"   # class/subclass: poisson (add/remove unit) | fixed (replace)
+    k_sub: int = 1  # class/subclass: k-means subclasses per class
+    unit_sample_rate: float = 0.2  # class/subclass: q, the probability a unit joins a step
+    unit_sampling: str = "poisson"  # class/subclass: poisson (add/remove unit) | fixed (replace)
     subclass_features: str = "pixels"  # subclass: k-means on pixels | embeddings (model.embed)
-    checkpoint_every: int = 1        # keep checkpoints/epoch-N.pt every N epochs (+ the last); 0: none
-    noise_seed: str = "secret"       # secret: DP noise/sampling from os.urandom | from-seed: seed+1/+2
-    distributed: str = "none"        # none | ddp: one training across torchrun processes (README)
-    threads: int | None = None       # torch intra-op threads (null: torch's default, one per core)
+    checkpoint_every: int = 1  # keep checkpoints/epoch-N.pt every N epochs (+ the last); 0: none
+    noise_seed: str = "secret"  # secret: DP noise/sampling from os.urandom | from-seed: seed+1/+2
+    distributed: str = "none"  # none | ddp: one training across torchrun processes (README)
+    threads: int | None = None  # torch intra-op threads (null: torch's default, one per core)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -129,10 +148,17 @@ class TrainConfig:
 PRETRAIN_METHODS = ("rotation",)
 
 
-@settings("pretrain", method=Rule(choices=PRETRAIN_METHODS),
-          dataset=Rule(allowed="null (the private dataset) or a dataset name"),
-          split=Rule(allowed="null, a split name of data.splits, or all"), epochs=_POS,
-          batch_size=_POS, optimizer=_OPTIMIZER, lr=Rule(gt=0), holdout=_FRACTION)
+@settings(
+    "pretrain",
+    method=Rule(choices=PRETRAIN_METHODS),
+    dataset=Rule(allowed="null (the private dataset) or a dataset name"),
+    split=Rule(allowed="null, a split name of data.splits, or all"),
+    epochs=_POS,
+    batch_size=_POS,
+    optimizer=_OPTIMIZER,
+    lr=Rule(gt=0),
+    holdout=_FRACTION,
+)
 @dataclass(frozen=True)
 class PretrainConfig:
     """Self-supervised pre-training of the model's feature layers on public data before DP
@@ -144,26 +170,28 @@ class PretrainConfig:
     ``split`` defaults to ``all`` of it.
     """
 
-    method: str | None = None        # null (no pre-training) | rotation  (--pretrain rotation)
-    dataset: str | None = None       # null: data.dataset
-    split: str | None = None         # null: public (same dataset) | all (another dataset)
+    method: str | None = None  # null (no pre-training) | rotation  (--pretrain rotation)
+    dataset: str | None = None  # null: data.dataset
+    split: str | None = None  # null: public (same dataset) | all (another dataset)
     epochs: int = 15
-    batch_size: int = 64             # images per step, each seen at all 4 rotations
+    batch_size: int = 64  # images per step, each seen at all 4 rotations
     optimizer: str = "adam"
     lr: float = 0.001
-    holdout: float = 0.1             # fraction of the public images kept aside to score it
+    holdout: float = 0.1  # fraction of the public images kept aside to score it
 
     def __post_init__(self) -> None:
         validate(self)
 
 
-@settings("select.near_private", epsilon_pca=Rule(gt=0), delta_pca=_FRACTION,
-          epsilon_support=Rule(gt=0, allowed="a number > 0, or null (the rest of "
-                               "select.epsilon_limit)"),
-          private_k=Rule(ge=1, allowed="an integer >= 1 or null (every private point)"),
-          public_k=Rule(ge=1, allowed="an integer >= 1 or null (half the pool)"),
-          public_dims=Rule(ge=1, allowed="an integer >= 1 or null (DP-PCA on the raw "
-                           "embeddings)"))
+@settings(
+    "select.near_private",
+    epsilon_pca=Rule(gt=0),
+    delta_pca=_FRACTION,
+    epsilon_support=Rule(gt=0, allowed="a number > 0, or null (the rest of select.epsilon_limit)"),
+    private_k=Rule(ge=1, allowed="an integer >= 1 or null (every private point)"),
+    public_k=Rule(ge=1, allowed="an integer >= 1 or null (half the pool)"),
+    public_dims=Rule(ge=1, allowed="an integer >= 1 or null (DP-PCA on the raw embeddings)"),
+)
 @dataclass(frozen=True)
 class NearPrivateConfig:
     """NearPrivate's privacy knobs (paper 2, Alg. 2): DP-PCA of the private embeddings by
@@ -174,17 +202,19 @@ class NearPrivateConfig:
     epsilon_pca: float = 0.5
     delta_pca: float = 1e-5
     epsilon_support: float | None = 0.5
-    private_k: int | None = None     # uncertain private points that vote; null: every one
-    public_k: int | None = None      # uncertain public candidates; null: max(select.k, pool/2)
-    public_dims: int | None = 32     # public-PCA dimensions DP-PCA works in; null: the raw width
+    private_k: int | None = None  # uncertain private points that vote; null: every one
+    public_k: int | None = None  # uncertain public candidates; null: max(select.k, pool/2)
+    public_dims: int | None = 32  # public-PCA dimensions DP-PCA works in; null: the raw width
 
     def __post_init__(self) -> None:
         validate(self)
 
 
-@settings("select.pollution",
-          dataset=Rule(allowed="null (no pollution) or a dataset name"),
-          fraction=Rule(gt=0, lt=1, allowed="a fraction in (0, 1) of the mixed pool"))
+@settings(
+    "select.pollution",
+    dataset=Rule(allowed="null (no pollution) or a dataset name"),
+    fraction=Rule(gt=0, lt=1, allowed="a fraction in (0, 1) of the mixed pool"),
+)
 @dataclass(frozen=True)
 class PollutionConfig:
     """Out-of-distribution images mixed into the public pool (paper 2 §4.3): ``fraction`` of
@@ -197,8 +227,14 @@ class PollutionConfig:
         validate(self)
 
 
-@settings("select.finetune", epochs=Rule(ge=0), batch_size=_POS, optimizer=_OPTIMIZER,
-          lr=Rule(gt=0), momentum=Rule(ge=0, lt=1))
+@settings(
+    "select.finetune",
+    epochs=Rule(ge=0),
+    batch_size=_POS,
+    optimizer=_OPTIMIZER,
+    lr=Rule(gt=0),
+    momentum=Rule(ge=0, lt=1),
+)
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tuning the DP checkpoint on the labelled public points: plain (non-private)
@@ -220,19 +256,26 @@ class CurveConfig:
     """The accuracy-versus-labels sweep (``privtool select --strategy all``): every strategy
     at every budget, ``seeds`` seeds each, from the same parent."""
 
-    strategies: Any = "all"          # all | a list of strategy names
-    budgets: Any = (10, 20, 50)      # N_labeled values
-    seeds: int = 5                   # paper 2 averages 5 runs
+    strategies: Any = "all"  # all | a list of strategy names
+    budgets: Any = (10, 20, 50)  # N_labeled values
+    seeds: int = 5  # paper 2 averages 5 runs
 
     def __post_init__(self) -> None:
         validate(self)
         s = self.strategies
         if isinstance(s, str) and s != "all":
             s = [t.strip() for t in s.split(",") if t.strip()]
-        if not (s == "all" or (isinstance(s, (list, tuple)) and len(s) > 0
-                               and all(isinstance(t, str) and t for t in s))):
-            raise invalid("select.curve.strategies", self.strategies,
-                          "all or a list of strategy names")
+        if not (
+            s == "all"
+            or (
+                isinstance(s, (list, tuple))
+                and len(s) > 0
+                and all(isinstance(t, str) and t for t in s)
+            )
+        ):
+            raise invalid(
+                "select.curve.strategies", self.strategies, "all or a list of strategy names"
+            )
         object.__setattr__(self, "strategies", s if s == "all" else list(s))
         b = self.budgets
         if isinstance(b, str):
@@ -242,21 +285,31 @@ class CurveConfig:
                 pass
         if isinstance(b, int) and not isinstance(b, bool):
             b = [b]
-        if not (isinstance(b, (list, tuple)) and len(b) > 0
-                and all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in b)):
-            raise invalid("select.curve.budgets", self.budgets,
-                          "a list of integers >= 1, e.g. [10, 20, 50]")
+        if not (
+            isinstance(b, (list, tuple))
+            and len(b) > 0
+            and all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in b)
+        ):
+            raise invalid(
+                "select.curve.budgets", self.budgets, "a list of integers >= 1, e.g. [10, 20, 50]"
+            )
         object.__setattr__(self, "budgets", sorted(set(int(t) for t in b)))
 
 
-@settings("select", strategy=Rule(allowed="a strategy name (privtool select --help lists them)"),
-          n_labeled=_POS, seed=seed_rule(), device=_DEVICE,
-          public_dataset=Rule(allowed="null (the private dataset's public split) or a dataset "
-                              "name"),
-          public_split=Rule(allowed="null, a split name, or all"),
-          uncertainty=Rule(choices=("entropy", "margin")),
-          k=Rule(ge=1, allowed="an integer >= 1 or null (4 × n_labeled)"), n_components=_POS,
-          n_each=_POS, epsilon_limit=Rule(gt=0))
+@settings(
+    "select",
+    strategy=Rule(allowed="a strategy name (privtool select --help lists them)"),
+    n_labeled=_POS,
+    seed=seed_rule(),
+    device=_DEVICE,
+    public_dataset=Rule(allowed="null (the private dataset's public split) or a dataset name"),
+    public_split=Rule(allowed="null, a split name, or all"),
+    uncertainty=Rule(choices=("entropy", "margin")),
+    k=Rule(ge=1, allowed="an integer >= 1 or null (4 × n_labeled)"),
+    n_components=_POS,
+    n_each=_POS,
+    epsilon_limit=Rule(gt=0),
+)
 @dataclass(frozen=True)
 class SelectConfig:
     """How ``privtool select`` picks public points and fine-tunes (paper 2, Alg. 1 and 2).
@@ -273,10 +326,10 @@ class SelectConfig:
     device: str = "auto"
     public_dataset: str | None = None
     public_split: str | None = None
-    uncertainty: str = "entropy"     # entropy | margin: SelectUncertain's score
-    k: int | None = None             # uncertain candidates (k > N_labeled); null: 4 × n_labeled
-    n_components: int = 16           # p, principal components of the embeddings
-    n_each: int = 1                  # diverse-public: points per cluster (N_cluster = N / n_each)
+    uncertainty: str = "entropy"  # entropy | margin: SelectUncertain's score
+    k: int | None = None  # uncertain candidates (k > N_labeled); null: 4 × n_labeled
+    n_components: int = 16  # p, principal components of the embeddings
+    n_each: int = 1  # diverse-public: points per cluster (N_cluster = N / n_each)
     epsilon_limit: float | None = None
     near_private: NearPrivateConfig = field(default_factory=NearPrivateConfig)
     pollution: PollutionConfig = field(default_factory=PollutionConfig)
@@ -287,8 +340,12 @@ class SelectConfig:
         validate(self)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "pretrain": PretrainConfig,
-                           "select": SelectConfig}
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "pretrain": PretrainConfig,
+    "select": SelectConfig,
+}
 # Sections owned by stages that later issues add, and `sweep` (the grid dvc.yaml expands);
 # accepted so a full params.yaml loads.
 OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep", "audit")
@@ -314,8 +371,9 @@ def _parse_value(text: str) -> Any:
     return value
 
 
-def apply_overrides(params: dict[str, Any], overrides: list[str],
-                    replaced: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+def apply_overrides(
+    params: dict[str, Any], overrides: list[str], replaced: Callable[[str, Any], None] | None = None
+) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (value parsed as YAML, so 1e-5 is a float).
 
     ``replaced(dotted_key, old_value)`` is called for every value an override replaces, so
@@ -323,8 +381,9 @@ def apply_overrides(params: dict[str, Any], overrides: list[str],
     out = copy.deepcopy(params)
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise PrivtoolError(f"--set {item!r} must look like section.key=value, "
-                                f"e.g. --set train.epochs=3")
+            raise PrivtoolError(
+                f"--set {item!r} must look like section.key=value, e.g. --set train.epochs=3"
+            )
         dotted, raw = item.split("=", 1)
         section, key = dotted.strip().split(".", 1)
         value = _parse_value(raw.strip())
@@ -348,10 +407,12 @@ def apply_overrides(params: dict[str, Any], overrides: list[str],
 
 #: Typed sections that later stages build themselves (``module:Class``), resolved lazily so
 #: loading params stays cheap; used to check values an override replaces.
-LATER_SECTIONS = {"attack": "privtool.attacks.base:AttackConfig",
-                  "calibrate": "privtool.calibrate.settings:CalibrateConfig",
-                  "report": "privtool.report:ReportConfig",
-                  "audit": "privtool.audit.run:AuditConfig"}
+LATER_SECTIONS = {
+    "attack": "privtool.attacks.base:AttackConfig",
+    "calibrate": "privtool.calibrate.settings:CalibrateConfig",
+    "report": "privtool.report:ReportConfig",
+    "audit": "privtool.audit.run:AuditConfig",
+}
 
 
 def _section_class(section: str) -> type | None:
@@ -385,8 +446,9 @@ def check_key(dotted: str, value: Any) -> None:
                 cls = ATTACKS.get(name).Options
                 continue
             valid = ", ".join(sorted(names))
-            raise PrivtoolError(f"unknown params key {dotted}; valid keys in "
-                                f"'{section_of(cls)}': {valid}")
+            raise PrivtoolError(
+                f"unknown params key {dotted}; valid keys in '{section_of(cls)}': {valid}"
+            )
         tp = field_type(cls, name)
         if path and is_dataclass(tp):
             cls = tp
@@ -418,8 +480,12 @@ class Params:
         return out
 
 
-def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | None = None,
-                *, required: bool = False) -> Params:
+def load_params(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | None = None,
+    *,
+    required: bool = False,
+) -> Params:
     """Defaults <- params file (if present) <- overrides, validated.
 
     ``required`` is True when the user named the file explicitly: then a missing file is an
@@ -434,14 +500,17 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f" (line {mark.line + 1})" if mark else ""
-                raise PrivtoolError(f"{p} is not valid YAML{where}; fix the file or pass "
-                                    f"another with --params") from None
+                raise PrivtoolError(
+                    f"{p} is not valid YAML{where}; fix the file or pass another with --params"
+                ) from None
             if not isinstance(loaded, dict):
                 raise PrivtoolError(f"{p} must be a mapping of sections (data:, train:, ...)")
             file_params = loaded
         elif required:
-            raise PrivtoolError(f"params file {p} not found; pass an existing file with "
-                                f"--params or omit it to use the defaults")
+            raise PrivtoolError(
+                f"params file {p} not found; pass an existing file with "
+                f"--params or omit it to use the defaults"
+            )
     merged = defaults()
     for section, values in file_params.items():
         if section not in SECTIONS and section not in OTHER_SECTIONS:
@@ -452,6 +521,7 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
         if not isinstance(values, dict):
             raise PrivtoolError(f"params section {section!r} must be a mapping of key: value")
         merged.setdefault(section, {}).update(values)
+
     def replaced(dotted: str, old: Any) -> None:
         check_key(dotted, old)  # the overridden value must be valid too
 

@@ -84,8 +84,10 @@ class Session:
         dist.all_gather_object(seen, digest)
         odd = [r for r, d in enumerate(seen) if d != seen[0]]
         if odd:
-            raise PrivtoolError(f"distributed training: rank(s) {odd} see a different {what} than "
-                                f"rank 0; every rank must run the same privtool, params and data")
+            raise PrivtoolError(
+                f"distributed training: rank(s) {odd} see a different {what} than "
+                f"rank 0; every rank must run the same privtool, params and data"
+            )
 
 
 def reports(distributed: str) -> bool:
@@ -99,10 +101,16 @@ def current() -> Session:
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        raise PrivtoolError("train.distributed=ddp needs a process group: launch with "
-                            "`torchrun --nproc_per_node N -m privtool train ...` (see README)")
-    return Session(rank=dist.get_rank(), world=dist.get_world_size(),
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")), active=True)
+        raise PrivtoolError(
+            "train.distributed=ddp needs a process group: launch with "
+            "`torchrun --nproc_per_node N -m privtool train ...` (see README)"
+        )
+    return Session(
+        rank=dist.get_rank(),
+        world=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        active=True,
+    )
 
 
 def _is_collective_failure(e: BaseException) -> bool:
@@ -110,7 +118,8 @@ def _is_collective_failure(e: BaseException) -> bool:
 
     text = str(e).lower()
     return isinstance(e, dist.DistError) or any(
-        k in text for k in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
+        k in text for k in ("gloo", "nccl", "connection", "timed out", "timeout", "peer")
+    )
 
 
 @contextmanager
@@ -127,13 +136,16 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
 
     missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
     if missing:
-        raise PrivtoolError(f"train.distributed=ddp must run under torchrun ({', '.join(missing)} "
-                            f"not set): `torchrun --nproc_per_node N -m privtool train ...`")
+        raise PrivtoolError(
+            f"train.distributed=ddp must run under torchrun ({', '.join(missing)} "
+            f"not set): `torchrun --nproc_per_node N -m privtool train ...`"
+        )
     try:
         timeout = float(os.environ.get(TIMEOUT_ENV, "600"))
     except ValueError:
-        raise PrivtoolError(f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a number of "
-                            f"seconds") from None
+        raise PrivtoolError(
+            f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a number of seconds"
+        ) from None
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -142,9 +154,11 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     except (RuntimeError, ValueError) as e:  # DistStoreError (rendezvous timeout) included
-        raise PrivtoolError(f"rank {os.environ['RANK']} could not join the process group at "
-                            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} "
-                            f"({_first_line(e)}); no run was written") from None
+        raise PrivtoolError(
+            f"rank {os.environ['RANK']} could not join the process group at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} "
+            f"({_first_line(e)}); no run was written"
+        ) from None
     session = current()
     previous = _stop_on_sigterm()
     try:
@@ -154,9 +168,11 @@ def ddp_session(distributed: str, device: Any) -> Iterator[tuple[Session, Any]]:
     except Exception as e:
         if not _is_collective_failure(e):
             raise
-        raise PrivtoolError(f"distributed training failed on rank {session.rank} of "
-                            f"{session.world}: another rank died, was killed or timed out "
-                            f"({_first_line(e)}); no run was written") from None
+        raise PrivtoolError(
+            f"distributed training failed on rank {session.rank} of "
+            f"{session.world}: another rank died, was killed or timed out "
+            f"({_first_line(e)}); no run was written"
+        ) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -177,13 +193,15 @@ def _stop_on_sigterm() -> Any:
         return None
 
     def stop(signum: int, frame: Any) -> None:
-        raise PrivtoolError("stopped by SIGTERM (torchrun stops every rank when one fails); "
-                            "no run was written")
+        raise PrivtoolError(
+            "stopped by SIGTERM (torchrun stops every rank when one fails); no run was written"
+        )
 
     return signal.signal(signal.SIGTERM, stop)
 
 
 # --- how each mechanism shares a global batch and combines the ranks' contributions ---------
+
 
 @dataclass(frozen=True)
 class Adapter:
@@ -200,7 +218,7 @@ ADAPTERS: Registry[Adapter] = Registry("distributed mechanism")
 
 def shard_records(mech: Any, idx: np.ndarray, s: Session) -> np.ndarray:
     """Records dealt round-robin: sizes differ by at most one."""
-    return idx[s.rank::s.world]
+    return idx[s.rank :: s.world]
 
 
 def shard_units(mech: Any, idx: np.ndarray, s: Session) -> np.ndarray:
@@ -236,8 +254,10 @@ def _opacus_ddp_stepper(step: Any, s: Session, expected_batch_size: int) -> Any:
         # a mechanism that privatizes per record (vmf): keep it, add Opacus' all-reduce step
         cls = type(f"Distributed{base.__name__}", (base, DistributedDPOptimizer), {})
     else:
-        raise PrivtoolError(f"train.distributed=ddp does not support the {base.__name__} "
-                            f"optimizer (train.grad_sample_mode=ghost); use hooks or functorch")
+        raise PrivtoolError(
+            f"train.distributed=ddp does not support the {base.__name__} "
+            f"optimizer (train.grad_sample_mode=ghost); use hooks or functorch"
+        )
     dp_opt.__class__ = cls
     dp_opt.rank, dp_opt.world_size = s.rank, s.world
     dp_opt.expected_batch_size = expected_batch_size / s.world
@@ -258,18 +278,24 @@ def _opacus_ddp_stepper(step: Any, s: Session, expected_batch_size: int) -> Any:
 
 def _gaussian_stepper(mech: Any, model: Any, optimizer: Any, generator: Any, s: Session) -> Any:
     if mech.cfg.grad_sample_mode == "ghost":
-        raise PrivtoolError("train.distributed=ddp needs per-sample gradients: set "
-                            "train.grad_sample_mode=hooks (or functorch), not ghost")
-    return _opacus_ddp_stepper(mech.make_stepper(model, optimizer, generator), s,
-                               mech.schedule.batch_size)
+        raise PrivtoolError(
+            "train.distributed=ddp needs per-sample gradients: set "
+            "train.grad_sample_mode=hooks (or functorch), not ghost"
+        )
+    return _opacus_ddp_stepper(
+        mech.make_stepper(model, optimizer, generator), s, mech.schedule.batch_size
+    )
 
 
 def _vmf_stepper(mech: Any, model: Any, optimizer: Any, generator: Any, s: Session) -> Any:
     if mech.schedule.batch_size < s.world:
-        raise PrivtoolError(f"train.batch_size={mech.schedule.batch_size} is smaller than the "
-                            f"{s.world} processes; raise it or use fewer processes")
-    return _opacus_ddp_stepper(mech.make_stepper(model, optimizer, generator), s,
-                               mech.schedule.batch_size)
+        raise PrivtoolError(
+            f"train.batch_size={mech.schedule.batch_size} is smaller than the "
+            f"{s.world} processes; raise it or use fewer processes"
+        )
+    return _opacus_ddp_stepper(
+        mech.make_stepper(model, optimizer, generator), s, mech.schedule.batch_size
+    )
 
 
 def _unit_stepper(mech: Any, model: Any, optimizer: Any, generator: Any, s: Session) -> Any:
@@ -293,11 +319,14 @@ def _plain_stepper(mech: Any, model: Any, optimizer: Any, generator: Any, s: Ses
         out = model(x)
         loss = F.cross_entropy(out, y, reduction="sum")
         (loss / n.item()).backward()
-        _all_reduce_sum([p.grad if p.grad is not None else torch.zeros_like(p) for p in params],
-                        params)
+        _all_reduce_sum(
+            [p.grad if p.grad is not None else torch.zeros_like(p) for p in params], params
+        )
         optimizer.step()
-        return (float(loss.detach()) / len(x) if len(x) else float("nan"),
-                int((out.detach().argmax(1) == y).sum()))
+        return (
+            float(loss.detach()) / len(x) if len(x) else float("nan"),
+            int((out.detach().argmax(1) == y).sum()),
+        )
 
     return step
 
@@ -312,7 +341,7 @@ def _all_reduce_sum(tensors: list[Any], params: list[Any] | None = None) -> None
     dist.all_reduce(flat)
     offset = 0
     for i, t in enumerate(tensors):
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()
         if params is not None:
             params[i].grad = t
@@ -349,10 +378,13 @@ class DistributedMechanism:
 
         DPDDP(model)
         self._mech.calibrate(model)
-        arrays = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
-                  for k, v in self._mech.artifacts().items()}  # e.g. units.npy
-        self._session.check_same("calibration (σ/κ, units, batch size)",
-                                 {**self._mech.settings(), **arrays})
+        arrays = {
+            k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
+            for k, v in self._mech.artifacts().items()
+        }  # e.g. units.npy
+        self._session.check_same(
+            "calibration (σ/κ, units, batch size)", {**self._mech.settings(), **arrays}
+        )
 
     def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """This rank's share of each global batch; the global batches are rank 0's."""

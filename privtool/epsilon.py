@@ -10,13 +10,20 @@ from privtool.errors import PrivtoolError
 from privtool.schema import Rule, settings, validate
 
 
-@settings("", noise_multiplier=Rule(ge=0, allowed="a number >= 0"),
-          sample_rate=Rule(gt=0, le=1, allowed="a number in (0, 1]"),
-          steps=Rule(ge=0, allowed="an integer >= 0"), epochs=Rule(gt=0, allowed="a number > 0"),
-          delta=Rule(gt=0, lt=1), accountant=Rule(choices=("rdp", "prv")),
-          kappa=Rule(ge=0, allowed="a number >= 0"), parts=Rule(ge=1),
-          units=Rule(ge=1, allowed="an integer >= 1 (the number of classes or subclasses)"),
-          unit_sampling=Rule(choices=("poisson", "fixed")), k_sub=Rule(ge=1))
+@settings(
+    "",
+    noise_multiplier=Rule(ge=0, allowed="a number >= 0"),
+    sample_rate=Rule(gt=0, le=1, allowed="a number in (0, 1]"),
+    steps=Rule(ge=0, allowed="an integer >= 0"),
+    epochs=Rule(gt=0, allowed="a number > 0"),
+    delta=Rule(gt=0, lt=1),
+    accountant=Rule(choices=("rdp", "prv")),
+    kappa=Rule(ge=0, allowed="a number >= 0"),
+    parts=Rule(ge=1),
+    units=Rule(ge=1, allowed="an integer >= 1 (the number of classes or subclasses)"),
+    unit_sampling=Rule(choices=("poisson", "fixed")),
+    k_sub=Rule(ge=1),
+)
 @dataclass(frozen=True)
 class EpsilonQuery:
     """``privtool epsilon``'s flags, checked by :mod:`privtool.schema` like every setting
@@ -77,18 +84,27 @@ def model_part_dims(model: str, partition: str, dataset: str = "mnist-5k") -> li
     from privtool.models import build_model
 
     if partition not in PARTITIONS:
-        raise PrivtoolError(f"--partition={partition!r} is not allowed: one of "
-                            f"{', '.join(PARTITIONS)}")
+        raise PrivtoolError(
+            f"--partition={partition!r} is not allowed: one of {', '.join(PARTITIONS)}"
+        )
     spec = DATASETS.get(dataset)
     if spec.shape is None or spec.n_classes is None:
-        raise PrivtoolError(f"dataset {dataset!r} has no fixed input shape and class count; give "
-                            "the parts' dimensions with --part-dims instead")
+        raise PrivtoolError(
+            f"dataset {dataset!r} has no fixed input shape and class count; give "
+            "the parts' dimensions with --part-dims instead"
+        )
     net = build_model(model, spec.shape, spec.n_classes)
     return part_dims([p for p in net.parameters() if p.requires_grad], partition)
 
 
-def vmf_part_dims(*, part_dims: str | None, model: str | None, partition: str | None,
-                  dataset: str | None, parts: int | None) -> tuple[list[int] | None, int]:
+def vmf_part_dims(
+    *,
+    part_dims: str | None,
+    model: str | None,
+    partition: str | None,
+    dataset: str | None,
+    parts: int | None,
+) -> tuple[list[int] | None, int]:
     """The parts' dimensions from ``--part-dims`` or ``--model``/``--partition`` (None: neither)
     and the number of parts (checked against ``--parts`` when both are given)."""
     from privtool.accounting.vmf_pld import parse_part_dims
@@ -105,8 +121,10 @@ def vmf_part_dims(*, part_dims: str | None, model: str | None, partition: str | 
     if dims is None:
         return None, 1 if parts is None else parts
     if parts is not None and parts != len(dims):
-        raise PrivtoolError(f"--parts={parts} does not match the {len(dims)} parts of the "
-                            "dimensions given; leave --parts out")
+        raise PrivtoolError(
+            f"--parts={parts} does not match the {len(dims)} parts of the "
+            "dimensions given; leave --parts out"
+        )
     return dims, len(dims)
 
 
@@ -124,28 +142,54 @@ def compute_epsilon(mech: str, *, n: int | None = None, **kwargs: Any) -> dict[s
     population = kwargs.get("n_units") if unit else n
     warning = None
     if mech != "none" and population:
-        warning = check_delta(kwargs.get("delta", 1e-5), int(population),
-                              f"{mech} units" if unit else "training records", name="--delta")
+        warning = check_delta(
+            kwargs.get("delta", 1e-5),
+            int(population),
+            f"{mech} units" if unit else "training records",
+            name="--delta",
+        )
     out = epsilon_fields(mech, **kwargs)
     if warning:
         out["delta_warning"] = warning
     return out
 
 
-def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = None,
-                   epochs: float | None = None, delta: float = 1e-5,
-                   noise_multiplier: float | None = None, accountant: str = "rdp",
-                   kappa: float | None = None, parts: int = 1, n_units: int | None = None,
-                   unit_sampling: str = "poisson", k_sub: int = 1,
-                   part_dims: list[int] | None = None, vmf_mode: str = "alg2") -> dict[str, Any]:
+def epsilon_fields(
+    mech: str,
+    *,
+    sample_rate: float | None,
+    steps: int | None = None,
+    epochs: float | None = None,
+    delta: float = 1e-5,
+    noise_multiplier: float | None = None,
+    accountant: str = "rdp",
+    kappa: float | None = None,
+    parts: int = 1,
+    n_units: int | None = None,
+    unit_sampling: str = "poisson",
+    k_sub: int = 1,
+    part_dims: list[int] | None = None,
+    vmf_mode: str = "alg2",
+) -> dict[str, Any]:
     """Every ε field of ``mech`` for the given hyperparameters. VMF: the tight PLD ε when
     ``part_dims`` (each part's dimension) is given, else only the pure bound (and a note); a
     ``vmf_mode`` with no DP guarantee is refused (it has no ε)."""
     from privtool.accounting import gaussian_epsilon, vmf_epsilon
 
-    EpsilonQuery(mech, sample_rate=sample_rate, steps=steps, epochs=epochs, delta=delta,
-                 noise_multiplier=noise_multiplier, accountant=accountant, kappa=kappa,
-                 parts=parts, units=n_units, unit_sampling=unit_sampling, k_sub=k_sub)
+    EpsilonQuery(
+        mech,
+        sample_rate=sample_rate,
+        steps=steps,
+        epochs=epochs,
+        delta=delta,
+        noise_multiplier=noise_multiplier,
+        accountant=accountant,
+        kappa=kappa,
+        parts=parts,
+        units=n_units,
+        unit_sampling=unit_sampling,
+        k_sub=k_sub,
+    )
     if part_dims is not None and mech != "vmf":
         raise PrivtoolError(f"--part-dims/--model are for --mech vmf, not --mech {mech}")
     if mech == "none":
@@ -156,11 +200,22 @@ def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = 
     if mech == "gaussian":
         if noise_multiplier is None:
             raise PrivtoolError("--noise-multiplier is required for --mech gaussian")
-        res = gaussian_epsilon(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                               steps=n_steps, delta=delta, accountant=accountant)
-        out = {"mechanism": "gaussian", "epsilon": res.epsilon, "delta": delta,
-               "accountant": res.accountant, "noise_multiplier": noise_multiplier,
-               "sample_rate": sample_rate, "steps": n_steps}
+        res = gaussian_epsilon(
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            steps=n_steps,
+            delta=delta,
+            accountant=accountant,
+        )
+        out = {
+            "mechanism": "gaussian",
+            "epsilon": res.epsilon,
+            "delta": delta,
+            "accountant": res.accountant,
+            "noise_multiplier": noise_multiplier,
+            "sample_rate": sample_rate,
+            "steps": n_steps,
+        }
         if res.warning:
             out["warning"] = res.warning
         return out
@@ -169,18 +224,28 @@ def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = 
 
         mode = make_mode(vmf_mode, kappa=0.0, partition="whole")
         if not mode.guarantee:
-            raise PrivtoolError(f"--vmf-mode {vmf_mode} has no DP guarantee, so it has no "
-                                f"epsilon ({mode.reason()}); only alg2 is accounted")
+            raise PrivtoolError(
+                f"--vmf-mode {vmf_mode} has no DP guarantee, so it has no "
+                f"epsilon ({mode.reason()}); only alg2 is accounted"
+            )
         if kappa is None:
             raise PrivtoolError("--kappa is required for --mech vmf")
         if part_dims is not None:
             parts = len(part_dims)
-        fields = vmf_epsilon(kappa=kappa, parts=parts, sample_rate=sample_rate, steps=n_steps,
-                             delta=delta, part_dims=part_dims)
+        fields = vmf_epsilon(
+            kappa=kappa,
+            parts=parts,
+            sample_rate=sample_rate,
+            steps=n_steps,
+            delta=delta,
+            part_dims=part_dims,
+        )
         out = {"mechanism": "vmf", **fields}
         if part_dims is None:
-            out["note"] = ("only the pure bound: without the parts' dimensions (--part-dims, or "
-                           "--model and --partition) the tight PLD accountant cannot run")
+            out["note"] = (
+                "only the pure bound: without the parts' dimensions (--part-dims, or "
+                "--model and --partition) the tight PLD accountant cannot run"
+            )
         else:
             from privtool.accounting.vmf_pld import format_part_dims
 
@@ -192,13 +257,28 @@ def epsilon_fields(mech: str, *, sample_rate: float | None, steps: int | None = 
         if noise_multiplier is None:
             raise PrivtoolError(f"--noise-multiplier is required for --mech {mech}")
         if unit_sampling == "fixed" and n_units is None:
-            raise PrivtoolError("--units K (number of classes/subclasses) is required with "
-                                "--unit-sampling fixed")
-        out = unit_epsilon(kind=mech, sampling=unit_sampling, noise_multiplier=noise_multiplier,
-                           sample_rate=sample_rate, steps=n_steps, delta=delta,
-                           n_units=n_units or 1, accountant=accountant, k_sub=k_sub)
-        return {"mechanism": mech, "noise_multiplier": noise_multiplier, "unit_sample_rate":
-                sample_rate, "steps": n_steps, "unit_sampling": unit_sampling, **out}
+            raise PrivtoolError(
+                "--units K (number of classes/subclasses) is required with --unit-sampling fixed"
+            )
+        out = unit_epsilon(
+            kind=mech,
+            sampling=unit_sampling,
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            steps=n_steps,
+            delta=delta,
+            n_units=n_units or 1,
+            accountant=accountant,
+            k_sub=k_sub,
+        )
+        return {
+            "mechanism": mech,
+            "noise_multiplier": noise_multiplier,
+            "unit_sample_rate": sample_rate,
+            "steps": n_steps,
+            "unit_sampling": unit_sampling,
+            **out,
+        }
     from privtool.mechanisms import MECHANISMS
 
     MECHANISMS.get(mech)  # unknown name -> error listing valid ones

@@ -51,9 +51,12 @@ def lenet(in_shape: tuple[int, int, int], n_classes: int, activation: str = "tan
     act = _ACTIVATIONS[activation]
     c = in_shape[0]
     features = nn.Sequential(
-        nn.Conv2d(c, 12, 5, padding=2, stride=2), act(),
-        nn.Conv2d(12, 12, 5, padding=2, stride=2), act(),
-        nn.Conv2d(12, 12, 5, padding=2, stride=1), act(),
+        nn.Conv2d(c, 12, 5, padding=2, stride=2),
+        act(),
+        nn.Conv2d(12, 12, 5, padding=2, stride=2),
+        act(),
+        nn.Conv2d(12, 12, 5, padding=2, stride=1),
+        act(),
         nn.Flatten(),
     )
     return _FeaturesHead(features, nn.Linear(_flat_size(features, in_shape), n_classes))
@@ -78,8 +81,12 @@ def cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """Paper 3 §V-A: two conv layers followed by two fully connected layers."""
     c = in_shape[0]
     conv = nn.Sequential(
-        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
     )
     features = nn.Sequential(conv, nn.Linear(_flat_size(conv, in_shape), 128), nn.ReLU())
@@ -89,7 +96,9 @@ def cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
 @MODELS.register("softmax")
 def softmax_regression(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """Softmax regression (paper 3 §V-B, after Fredrikson et al. 2015): one linear layer."""
-    return _FeaturesHead(nn.Flatten(), nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], n_classes))
+    return _FeaturesHead(
+        nn.Flatten(), nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], n_classes)
+    )
 
 
 @MODELS.register("tfp-cnn")
@@ -98,8 +107,12 @@ def tf_privacy_cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     conv 32@4×4/2 'valid', maxpool 2/1, dense 32, dense n_classes; tanh-free ReLU as there."""
     c = in_shape[0]
     conv = nn.Sequential(
-        nn.Conv2d(c, 16, 8, stride=2, padding=3), nn.ReLU(), nn.MaxPool2d(2, 1),
-        nn.Conv2d(16, 32, 4, stride=2), nn.ReLU(), nn.MaxPool2d(2, 1),
+        nn.Conv2d(c, 16, 8, stride=2, padding=3),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 1),
+        nn.Conv2d(16, 32, 4, stride=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 1),
         nn.Flatten(),
     )
     features = nn.Sequential(conv, nn.Linear(_flat_size(conv, in_shape), 32), nn.ReLU())
@@ -114,5 +127,7 @@ def build_model(name: str, in_shape: tuple[int, int, int], n_classes: int) -> nn
     try:
         return ctor(tuple(in_shape), n_classes)
     except RuntimeError as e:  # e.g. a conv kernel larger than a tiny input
-        raise PrivtoolError(f"model {name!r} cannot take inputs of shape {tuple(in_shape)}: "
-                            f"{str(e).splitlines()[0]}; pick another model or data.image_size") from None
+        raise PrivtoolError(
+            f"model {name!r} cannot take inputs of shape {tuple(in_shape)}: "
+            f"{str(e).splitlines()[0]}; pick another model or data.image_size"
+        ) from None

@@ -55,7 +55,7 @@ def rotate_images(x: Any) -> tuple[Any, Any]:
     if h != w:
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
-        x = x[..., top:top + s, left:left + s]
+        x = x[..., top : top + s, left : left + s]
     views = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
     out = torch.cat(views)
     if h != w:
@@ -81,15 +81,20 @@ def adapt_images(x: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray
             x = x[:, None].astype(np.float32)
             done.append("RGB to grey (luma)")
         else:
-            raise PrivtoolError(f"pre-training images have {x.shape[1]} channels and the private "
-                                f"data {c}; pick a pretrain.dataset with 1 or {c} channels")
+            raise PrivtoolError(
+                f"pre-training images have {x.shape[1]} channels and the private "
+                f"data {c}; pick a pretrain.dataset with 1 or {c} channels"
+            )
     if x.shape[2:] != (h, w):
         src = f"{x.shape[2]}x{x.shape[3]}"
         out = np.empty((len(x), c, h, w), np.float32)
         for i in range(0, len(x), 4096):
-            t = torch.from_numpy(np.ascontiguousarray(x[i:i + 4096]))
-            out[i:i + 4096] = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False,
-                                            antialias=True).clamp_(0, 1).numpy()
+            t = torch.from_numpy(np.ascontiguousarray(x[i : i + 4096]))
+            out[i : i + 4096] = (
+                F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+                .clamp_(0, 1)
+                .numpy()
+            )
         x = out
         done.append(f"resized {src} to {h}x{w}")
     return np.ascontiguousarray(x, dtype=np.float32), ("; ".join(done) or None)
@@ -101,8 +106,9 @@ def _image_keys(x: np.ndarray) -> set[bytes]:
     return {row.tobytes() for row in q}
 
 
-def public_source(params: Params, data: Any, splits: dict[str, np.ndarray]
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
+def public_source(
+    params: Params, data: Any, splits: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The public images to pre-train on, in the private data's shape, and their record.
 
     The private dataset's own splits may be used except ``train`` (the private records);
@@ -119,28 +125,41 @@ def public_source(params: Params, data: Any, splits: dict[str, np.ndarray]
             raise PrivtoolError(
                 f"pretrain.split={split} would pre-train on the private training records of "
                 f"{name}; use a split disjoint from train (public, the default) or another "
-                f"dataset via --set pretrain.dataset=NAME")
+                f"dataset via --set pretrain.dataset=NAME"
+            )
         if split not in splits:
-            raise PrivtoolError(f"pretrain.split={split!r} is not a split of {name}; valid: "
-                                f"{', '.join(k for k in splits if k != 'train')}")
+            raise PrivtoolError(
+                f"pretrain.split={split!r} is not a split of {name}; valid: "
+                f"{', '.join(k for k in splits if k != 'train')}"
+            )
         src, idx = data, splits[split]
     else:
         src = load_dataset(name, data_root(params.data.root))
         if split == "all":
             idx = np.arange(len(src.y), dtype=np.int64)
         else:
-            other = make_splits(src.y, seed=params.data.split_seed,
-                                fractions=dict(params.data.splits))
+            other = make_splits(
+                src.y, seed=params.data.split_seed, fractions=dict(params.data.splits)
+            )
             if split not in other:
-                raise PrivtoolError(f"pretrain.split={split!r} is not a split of {name}; valid: "
-                                    f"all, {', '.join(other)}")
+                raise PrivtoolError(
+                    f"pretrain.split={split!r} is not a split of {name}; valid: "
+                    f"all, {', '.join(other)}"
+                )
             idx = other[split]
     x, adapted = adapt_images(src.x[idx], data.shape)
     record: dict[str, Any] = {
-        "method": cfg.method, "dataset": src.name, "source": src.source,
-        "fingerprint": src.fingerprint(), "split": split, "n_examples": int(len(idx)),
-        "index_sha256": index_hash(idx), "labels_used": False, "privacy_cost": 0,
-        "disjoint_from": f"{params.data.dataset} train split", "adapted": adapted,
+        "method": cfg.method,
+        "dataset": src.name,
+        "source": src.source,
+        "fingerprint": src.fingerprint(),
+        "split": split,
+        "n_examples": int(len(idx)),
+        "index_sha256": index_hash(idx),
+        "labels_used": False,
+        "privacy_cost": 0,
+        "disjoint_from": f"{params.data.dataset} train split",
+        "adapted": adapted,
     }
     if not same:
         private = _image_keys(data.x[splits["train"]])
@@ -149,38 +168,53 @@ def public_source(params: Params, data: Any, splits: dict[str, np.ndarray]
             raise PrivtoolError(
                 f"{overlap} of the {len(idx)} pre-training images of {name} ({split}) are also "
                 f"private training images of {params.data.dataset}; pre-train on data disjoint "
-                f"from the private set (e.g. the default: pretrain.dataset=null, split public)")
+                f"from the private set (e.g. the default: pretrain.dataset=null, split public)"
+            )
         record["overlap_with_private_train"] = 0
     return x, record
 
 
-def pretrain(params: Params, model: Any, data: Any, splits: dict[str, np.ndarray], *,
-             device: Any, progress: Any = None) -> PretrainOutcome:
+def pretrain(
+    params: Params,
+    model: Any,
+    data: Any,
+    splits: dict[str, np.ndarray],
+    *,
+    device: Any,
+    progress: Any = None,
+) -> PretrainOutcome:
     """Pre-train ``model``'s feature layers in place as ``params.pretrain`` says."""
     cfg = params.pretrain
     method = PRETRAINERS.get(str(cfg.method))
     if not hasattr(model, "features"):
-        raise PrivtoolError(f"model {params.train.model!r} has no feature layers (.features) "
-                            f"to pre-train; every registry model has them")
+        raise PrivtoolError(
+            f"model {params.train.model!r} has no feature layers (.features) "
+            f"to pre-train; every registry model has them"
+        )
     x, record = public_source(params, data, splits)
     warnings = []
     n_params = sum(p.numel() for p in model.features.parameters())
     if n_params == 0:
-        warnings.append(f"model {params.train.model!r} has no trainable feature layers: "
-                        f"{cfg.method} pre-training fits only its throw-away head and leaves the "
-                        f"model's initial weights unchanged")
+        warnings.append(
+            f"model {params.train.model!r} has no trainable feature layers: "
+            f"{cfg.method} pre-training fits only its throw-away head and leaves the "
+            f"model's initial weights unchanged"
+        )
     scores = method(cfg, model, x, seed=params.train.seed, device=device, progress=progress)
     record.update(scores, feature_parameters=int(n_params), epochs=cfg.epochs)
-    metrics = {"pretrain_method": cfg.method,
-               "pretrain_source": f"{record['dataset']}:{record['split']}",
-               "pretrain_n_examples": record["n_examples"],
-               **{f"pretrain_{k}": v for k, v in scores.items()}}
+    metrics = {
+        "pretrain_method": cfg.method,
+        "pretrain_source": f"{record['dataset']}:{record['split']}",
+        "pretrain_n_examples": record["n_examples"],
+        **{f"pretrain_{k}": v for k, v in scores.items()},
+    }
     return PretrainOutcome(record=record, metrics=metrics, warnings=warnings)
 
 
 @PRETRAINERS.register("rotation")
-def rotation(cfg: PretrainConfig, model: Any, x: np.ndarray, *, seed: int, device: Any,
-             progress: Any = None) -> dict[str, Any]:
+def rotation(
+    cfg: PretrainConfig, model: Any, x: np.ndarray, *, seed: int, device: Any, progress: Any = None
+) -> dict[str, Any]:
     """Train ``model.features`` + a 4-way linear head to predict each image's rotation
     (Gidaris et al. 2018); score rotation accuracy on ``cfg.holdout`` of the images.
 
@@ -213,15 +247,18 @@ def rotation(cfg: PretrainConfig, model: Any, x: np.ndarray, *, seed: int, devic
             width = int(features(x_fit[:1]).reshape(1, -1).shape[1])
         net = nn.Sequential(features, nn.Flatten(), nn.Linear(width, len(ROTATIONS))).to(device)
         params = [p for p in net.parameters() if p.requires_grad]
-        opt = (torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam"
-               else torch.optim.SGD(params, lr=cfg.lr, momentum=0.9))
+        opt = (
+            torch.optim.Adam(params, lr=cfg.lr)
+            if cfg.optimizer == "adam"
+            else torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+        )
         progress.start(cfg.epochs * steps_per_epoch, "pretrain rotation")
         try:
             for epoch in range(1, cfg.epochs + 1):
                 order = torch.from_numpy(rng.permutation(len(fit))).to(device)
                 loss_sum, correct, seen = 0.0, 0, 0
                 for i in range(0, len(fit), batch):
-                    xb, yb = rotate_images(x_fit.index_select(0, order[i:i + batch]))
+                    xb, yb = rotate_images(x_fit.index_select(0, order[i : i + batch]))
                     out = net(xb)
                     loss = F.cross_entropy(out, yb)
                     opt.zero_grad(set_to_none=True)
@@ -234,9 +271,11 @@ def rotation(cfg: PretrainConfig, model: Any, x: np.ndarray, *, seed: int, devic
         finally:
             progress.stop()
         net.eval()
-        scores = {"rotation_accuracy": _rotation_accuracy(net, x_hold),
-                  "rotation_train_accuracy": _rotation_accuracy(net, x_fit),
-                  "n_holdout": int(n_hold)}
+        scores = {
+            "rotation_accuracy": _rotation_accuracy(net, x_hold),
+            "rotation_train_accuracy": _rotation_accuracy(net, x_fit),
+            "n_holdout": int(n_hold),
+        }
     model.features.train()
     return scores
 
@@ -247,6 +286,6 @@ def _rotation_accuracy(net: Any, x: Any, batch: int = 512) -> float:
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            xb, yb = rotate_images(x[i:i + batch])
+            xb, yb = rotate_images(x[i : i + batch])
             correct += int((net(xb).argmax(1) == yb).sum())
     return correct / (4 * len(x))

@@ -38,10 +38,17 @@ NOISE_REPRODUCIBLE = "reproducible — ε holds only if the seed stays secret"
 NOISE_NONE = "none — no noise, not private"
 
 #: metrics fields computed on the private training data without noise (outside ε)
-DIAGNOSTIC_KEYS = frozenset({
-    "train_loss", "train_accuracy", "train_gap", "largest_unit", "n_private_voters",
-    "eval_train_accuracy", "eval_train_loss",
-})
+DIAGNOSTIC_KEYS = frozenset(
+    {
+        "train_loss",
+        "train_accuracy",
+        "train_gap",
+        "largest_unit",
+        "n_private_voters",
+        "eval_train_accuracy",
+        "eval_train_loss",
+    }
+)
 #: what `privtool export` copies as is: the weights (covered by ε); accountant.json and
 #: metrics.json are copied without diagnostic fields; everything else is left out
 RELEASE_FILES = ("model.pt",)
@@ -120,8 +127,10 @@ def split_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             diagnostics[k] = v
         else:
             release[k] = v
-    diagnostics["note"] = ("computed on the private training data without noise: not covered "
-                           "by epsilon, not private; `privtool export` leaves them out")
+    diagnostics["note"] = (
+        "computed on the private training data without noise: not covered "
+        "by epsilon, not private; `privtool export` leaves them out"
+    )
     return {"release": release, "diagnostics": diagnostics}
 
 
@@ -175,34 +184,53 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
         for d in RELEASE_DIRS:
             if (run / d).is_dir():
                 shutil.copytree(run / d, tmp / d)
-                copied += sorted(p.relative_to(tmp).as_posix() for p in (tmp / d).rglob("*")
-                                 if p.is_file())
+                copied += sorted(
+                    p.relative_to(tmp).as_posix() for p in (tmp / d).rglob("*") if p.is_file()
+                )
         if (run / ACCOUNTANT).is_file():
             acc = read_json(run / ACCOUNTANT, what="accountant", remedy="re-run the stage")
-            (tmp / ACCOUNTANT).write_text(dumps({k: v for k, v in acc.items()
-                                                 if not is_diagnostic(k)}))
+            (tmp / ACCOUNTANT).write_text(
+                dumps({k: v for k, v in acc.items() if not is_diagnostic(k)})
+            )
             copied.append(ACCOUNTANT)
         # the seed is bookkeeping; for a from-seed run it is what must stay secret
-        (tmp / METRICS).write_text(dumps({k: v for k, v in release_metrics(metrics).items()
-                                          if k not in NOT_EXPORTED}))
+        (tmp / METRICS).write_text(
+            dumps({k: v for k, v in release_metrics(metrics).items() if k not in NOT_EXPORTED})
+        )
         copied.append(METRICS)
         present = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
         left_out = sorted(present - set(copied) - {META})
         diag_fields = sorted(k for k in metrics if is_diagnostic(k) or k in NOT_EXPORTED)
-        record = {"stage": "export", "source_stage": stage, "source": str(run), "noise": noise,
-                  "files": sorted(copied), "left_out_files": left_out,
-                  "left_out_metrics": diag_fields + (["checkpoints[].train_*"] if any(
-                      is_diagnostic(k) for c in metrics.get("checkpoints") or [] for k in c)
-                      else []),
-                  "why": "left-out files and fields are diagnostics computed on the private "
-                         "data without noise, or bookkeeping (splits, params, seeds); only "
-                         "the weights and the ε fields are covered by epsilon"}
+        record = {
+            "stage": "export",
+            "source_stage": stage,
+            "source": str(run),
+            "noise": noise,
+            "files": sorted(copied),
+            "left_out_files": left_out,
+            "left_out_metrics": diag_fields
+            + (
+                ["checkpoints[].train_*"]
+                if any(is_diagnostic(k) for c in metrics.get("checkpoints") or [] for k in c)
+                else []
+            ),
+            "why": "left-out files and fields are diagnostics computed on the private "
+            "data without noise, or bookkeeping (splits, params, seeds); only "
+            "the weights and the ε fields are covered by epsilon",
+        }
         if noise == NOISE_REPRODUCIBLE:
-            record["warning"] = ("this run's noise came from its seed (train.noise_seed="
-                                 "from-seed): the export leaves the seed out, but ε holds only "
-                                 f"while it stays secret (it is in {run}); retrain with "
-                                 "train.noise_seed=secret to share")
+            record["warning"] = (
+                "this run's noise came from its seed (train.noise_seed="
+                "from-seed): the export leaves the seed out, but ε holds only "
+                f"while it stays secret (it is in {run}); retrain with "
+                "train.noise_seed=secret to share"
+            )
         (tmp / META).write_text(dumps(record))
-    return {"out": str(out), "files": sorted(copied), "left_out_files": left_out,
-            "left_out_metrics": record["left_out_metrics"], "noise": noise,
-            **({"warning": record["warning"]} if "warning" in record else {})}
+    return {
+        "out": str(out),
+        "files": sorted(copied),
+        "left_out_files": left_out,
+        "left_out_metrics": record["left_out_metrics"],
+        "noise": noise,
+        **({"warning": record["warning"]} if "warning" in record else {}),
+    }

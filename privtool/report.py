@@ -32,7 +32,7 @@ class ReportConfig:
     """``params.yaml: report:``."""
 
     title: str = "privtool results"
-    markdown: bool = True            # also write FILE.md beside FILE.html
+    markdown: bool = True  # also write FILE.md beside FILE.html
 
     def __post_init__(self) -> None:
         validate(self)
@@ -46,6 +46,7 @@ def report_settings(raw: Mapping[str, Any] | None) -> ReportConfig:
 
 # --------------------------------------------------------------------------------- inputs
 
+
 def _files(folder: Path, skip: set[Path]) -> list[Path]:
     """Every file under ``folder`` (hidden ones and ``skip`` left out), sorted."""
     out = []
@@ -58,15 +59,21 @@ def _files(folder: Path, skip: set[Path]) -> list[Path]:
     return out
 
 
-def _load_calibration(folder: Path, raw_params: Mapping[str, Any],
-                      scratch: Path) -> tuple[dict[str, Any], Path]:
+def _load_calibration(
+    folder: Path, raw_params: Mapping[str, Any], scratch: Path
+) -> tuple[dict[str, Any], Path]:
     """(calibration.json contents, the directory its plots are in)."""
     if (folder / CALIBRATION).is_file():
-        doc = read_json(folder / CALIBRATION, what="calibration",
-                        remedy=f"re-run `privtool calibrate --out {folder}`")
+        doc = read_json(
+            folder / CALIBRATION,
+            what="calibration",
+            remedy=f"re-run `privtool calibrate --out {folder}`",
+        )
         if not isinstance(doc.get("tables"), list) or not isinstance(doc.get("rows"), list):
-            raise PrivtoolError(f"{folder / CALIBRATION} is not a calibration written by "
-                                f"privtool calibrate; re-run `privtool calibrate --out {folder}`")
+            raise PrivtoolError(
+                f"{folder / CALIBRATION} is not a calibration written by "
+                f"privtool calibrate; re-run `privtool calibrate --out {folder}`"
+            )
         return doc, folder
     from privtool.calibrate import build, calibrate_settings, collect
     from privtool.calibrate.output import JSON, write_outputs
@@ -77,6 +84,7 @@ def _load_calibration(folder: Path, raw_params: Mapping[str, Any],
 
 
 # ------------------------------------------------------------------------------ rendering
+
 
 def _fmt(v: Any) -> str:
     from privtool.calibrate.tables import fmt
@@ -112,8 +120,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
 
 def _html_table(columns: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(_fmt(v))}</td>" for v in r) + "</tr>"
-                   for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -121,8 +128,10 @@ def _md_table(columns: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         return _fmt(v).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+    lines = [
+        "| " + " | ".join(cell(c) for c in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -140,18 +149,26 @@ nav a{margin-right:1em}
 """
 
 
-def render(folder: str | Path, out: str | Path, *, raw_params: Mapping[str, Any] | None = None,
-           ) -> dict[str, Any]:
+def render(
+    folder: str | Path,
+    out: str | Path,
+    *,
+    raw_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write ``out`` (HTML) and, with ``report.markdown``, ``out`` with suffix .md."""
     folder, out = Path(folder), Path(out)
     raw_params = raw_params or {}
     cfg = report_settings(raw_params.get("report"))
     if folder.exists() and not folder.is_dir():
-        raise PrivtoolError(f"{folder} is a file, not a folder; pass a folder written by "
-                            f"`privtool calibrate --out DIR` or one holding train/attack runs")
+        raise PrivtoolError(
+            f"{folder} is a file, not a folder; pass a folder written by "
+            f"`privtool calibrate --out DIR` or one holding train/attack runs"
+        )
     if not folder.is_dir():
-        raise PrivtoolError(f"{folder} does not exist; pass a folder written by `privtool "
-                            f"calibrate --out DIR` or one holding train/attack runs")
+        raise PrivtoolError(
+            f"{folder} does not exist; pass a folder written by `privtool "
+            f"calibrate --out DIR` or one holding train/attack runs"
+        )
     if out.exists() and out.is_dir():
         raise PrivtoolError(f"--out {out} is a directory; name the HTML file to write")
     md_path = out.with_suffix(".md")
@@ -163,29 +180,48 @@ def render(folder: str | Path, out: str | Path, *, raw_params: Mapping[str, Any]
         if path is not None:
             atomic_write_bytes(path, text.encode("utf-8"))
             _readable(path)
-    return {"html": str(out), "markdown": str(md_path) if cfg.markdown else None,
-            "n_tables": len(doc["tables"]), "n_plots": len(doc.get("plots") or []),
-            "n_files": len(files), "n_sources": len(doc.get("sources") or []),
-            "bytes": len(page.encode("utf-8"))}
+    return {
+        "html": str(out),
+        "markdown": str(md_path) if cfg.markdown else None,
+        "n_tables": len(doc["tables"]),
+        "n_plots": len(doc.get("plots") or []),
+        "n_files": len(files),
+        "n_sources": len(doc.get("sources") or []),
+        "bytes": len(page.encode("utf-8")),
+    }
 
 
-def _compose(cfg: ReportConfig, folder: Path, out: Path, doc: dict[str, Any], plot_dir: Path,
-             files: list[Path]) -> tuple[str, str]:
+def _compose(
+    cfg: ReportConfig,
+    folder: Path,
+    out: Path,
+    doc: dict[str, Any],
+    plot_dir: Path,
+    files: list[Path],
+) -> tuple[str, str]:
     import privtool
 
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    intro = (f"Results folder <code>{_esc(folder)}</code> (calibration of "
-             f"<code>{_esc(doc.get('root'))}</code>), rendered {stamp} by privtool "
-             f"{privtool.__version__}.")
-    h: list[str] = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-                    f"<title>{_esc(cfg.title)}</title><style>{_STYLE}</style></head><body>",
-                    f"<h1>{_esc(cfg.title)}</h1><p>{intro}</p>",
-                    "<nav><a href='#equivalent'>equivalent ε</a><a href='#tables'>tables</a>"
-                    "<a href='#plots'>plots</a><a href='#runs'>runs and commands</a>"
-                    "<a href='#files'>files</a></nav>"]
-    m: list[str] = [f"# {cfg.title}", "",
-                    f"Results folder `{folder}` (calibration of `{doc.get('root')}`), rendered "
-                    f"{stamp} by privtool {privtool.__version__}.", ""]
+    intro = (
+        f"Results folder <code>{_esc(folder)}</code> (calibration of "
+        f"<code>{_esc(doc.get('root'))}</code>), rendered {stamp} by privtool "
+        f"{privtool.__version__}."
+    )
+    h: list[str] = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_esc(cfg.title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_esc(cfg.title)}</h1><p>{intro}</p>",
+        "<nav><a href='#equivalent'>equivalent ε</a><a href='#tables'>tables</a>"
+        "<a href='#plots'>plots</a><a href='#runs'>runs and commands</a>"
+        "<a href='#files'>files</a></nav>",
+    ]
+    m: list[str] = [
+        f"# {cfg.title}",
+        "",
+        f"Results folder `{folder}` (calibration of `{doc.get('root')}`), rendered "
+        f"{stamp} by privtool {privtool.__version__}.",
+        "",
+    ]
 
     sentences = [e["text"] for e in doc.get("equivalent") or [] if e.get("relation")]
     h.append("<h2 id='equivalent'>Equivalent ε</h2>")
@@ -194,8 +230,10 @@ def _compose(cfg: ReportConfig, folder: Path, out: Path, doc: dict[str, Any], pl
         h.append("<ul>" + "".join(f"<li>{_esc(s)}</li>" for s in sentences) + "</ul>")
         m += [f"- {s}" for s in sentences] + [""]
     else:
-        h.append("<p class='note'>No run could be matched to the baseline's ε (it needs at "
-                 "least two baseline runs attacked the same way).</p>")
+        h.append(
+            "<p class='note'>No run could be matched to the baseline's ε (it needs at "
+            "least two baseline runs attacked the same way).</p>"
+        )
         m += ["No run could be matched to the baseline's ε.", ""]
 
     h.append("<h2 id='tables'>Tables</h2>")
@@ -221,19 +259,30 @@ def _compose(cfg: ReportConfig, folder: Path, out: Path, doc: dict[str, Any], pl
         if not p.is_file():
             continue
         shown.add(p.resolve())
-        h.append(f"<figure><img alt='{_esc(rel)}' src='{_data_uri(p)}'>"
-                 f"<figcaption>{_esc(rel)}</figcaption></figure>")
-        m += [f"![{rel}]({_rel(p, out)})" if plot_dir == folder else
-              f"- {rel} (embedded in {out.name})", ""]
+        h.append(
+            f"<figure><img alt='{_esc(rel)}' src='{_data_uri(p)}'>"
+            f"<figcaption>{_esc(rel)}</figcaption></figure>"
+        )
+        m += [
+            f"![{rel}]({_rel(p, out)})"
+            if plot_dir == folder
+            else f"- {rel} (embedded in {out.name})",
+            "",
+        ]
 
     h.append("<h2 id='runs'>Runs, settings and the commands that reproduce them</h2>")
     m += ["## Runs, settings and the commands that reproduce them", ""]
     for s in doc.get("sources") or []:
-        what = s["stage"] + (f" {s['attack']} → {s.get('target')}" if s.get("attack") else
-                             f" {s.get('mechanism') or ''}")
+        what = s["stage"] + (
+            f" {s['attack']} → {s.get('target')}"
+            if s.get("attack")
+            else f" {s.get('mechanism') or ''}"
+        )
         what += f" — noise: {s['noise']}" if s.get("noise") else ""
-        h.append(f"<details><summary><code>{_esc(s['dir'])}</code> — {_esc(what)} — meta "
-                 f"{_esc(str(s['meta_sha256'])[:12])}</summary>")
+        h.append(
+            f"<details><summary><code>{_esc(s['dir'])}</code> — {_esc(what)} — meta "
+            f"{_esc(str(s['meta_sha256'])[:12])}</summary>"
+        )
         m += [f"### `{s['dir']}` — {what} — meta {str(s['meta_sha256'])[:12]}", ""]
         if s.get("command"):
             h.append(f"<pre>{_esc(s['command'])}</pre>")
@@ -244,8 +293,10 @@ def _compose(cfg: ReportConfig, folder: Path, out: Path, doc: dict[str, Any], pl
             m += [_md_table(["setting", "value"], [[k, _setting(v)] for k, v in settings]), ""]
         h.append("</details>")
 
-    h.append(f"<h2 id='files'>Files of {_esc(folder)}</h2><table><thead><tr><th>file</th>"
-             "<th>bytes</th><th>content</th></tr></thead><tbody>")
+    h.append(
+        f"<h2 id='files'>Files of {_esc(folder)}</h2><table><thead><tr><th>file</th>"
+        "<th>bytes</th><th>content</th></tr></thead><tbody>"
+    )
     m += [f"## Files of `{folder}`", "", "| file | bytes |", "|---|---|"]
     for p in files:
         rel = p.relative_to(folder).as_posix()
@@ -263,8 +314,9 @@ def _compose(cfg: ReportConfig, folder: Path, out: Path, doc: dict[str, Any], pl
 
     warnings = doc.get("warnings") or []
     if warnings:
-        h.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{_esc(w)}</li>" for w in warnings)
-                 + "</ul>")
+        h.append(
+            "<h2>Warnings</h2><ul>" + "".join(f"<li>{_esc(w)}</li>" for w in warnings) + "</ul>"
+        )
         m += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     h.append("</body></html>")
     return "\n".join(h), "\n".join(m)

@@ -52,16 +52,19 @@ def out_lock(out: Path) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            raise PrivtoolError(f"cannot write {out}: {(e.strerror or str(e)).lower()}; "
-                                f"choose a writable --out") from None
+            raise PrivtoolError(
+                f"cannot write {out}: {(e.strerror or str(e)).lower()}; choose a writable --out"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            raise PrivtoolError(f"{out} is being written by another privtool process"
-                                f"{f' (pid {holder})' if holder else ''}; wait for it to "
-                                f"finish or choose another --out") from None
+            raise PrivtoolError(
+                f"{out} is being written by another privtool process"
+                f"{f' (pid {holder})' if holder else ''}; wait for it to "
+                f"finish or choose another --out"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

@@ -255,8 +255,12 @@ def coerce(tp: Any, value: Any, key: str, rule: Rule | None = None) -> Any:
         num = _number(value, integer=inner is int)
         if num is None:
             raise bad
-        if ((r.ge is not None and not num >= r.ge) or (r.gt is not None and not num > r.gt)
-                or (r.le is not None and not num <= r.le) or (r.lt is not None and not num < r.lt)):
+        if (
+            (r.ge is not None and not num >= r.ge)
+            or (r.gt is not None and not num > r.gt)
+            or (r.le is not None and not num <= r.le)
+            or (r.lt is not None and not num < r.lt)
+        ):
             raise bad
         value = num
     elif inner is str:
@@ -312,8 +316,10 @@ def build(cls: type, value: Any, key: str | None = None) -> Any:
     valid = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = [k for k in value if k not in valid]
     if unknown:
-        raise PrivtoolError(f"unknown params key {key}.{unknown[0]}; valid keys in '{key}': "
-                            f"{', '.join(valid) or '(none)'}")
+        raise PrivtoolError(
+            f"unknown params key {key}.{unknown[0]}; valid keys in '{key}': "
+            f"{', '.join(valid) or '(none)'}"
+        )
     return cls(**dict(value))
 
 
@@ -322,12 +328,22 @@ def describe(cls: type) -> list[dict[str, str]]:
     hints, rules = _hints(cls), rules_of(cls)
     out = []
     for f in dataclasses.fields(cls):
-        default = (f.default if f.default is not dataclasses.MISSING else
-                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else f.default_factory()
+            if f.default_factory is not dataclasses.MISSING
+            else None
+        )
         rule = rules.get(f.name)
-        out.append({"key": key_of(cls, f.name), "default": repr(default),
-                    "allowed": allowed_text(hints[f.name], rule),
-                    "help": rule.help if rule else ""})
+        out.append(
+            {
+                "key": key_of(cls, f.name),
+                "default": repr(default),
+                "allowed": allowed_text(hints[f.name], rule),
+                "help": rule.help if rule else "",
+            }
+        )
     return out
 
 

@@ -44,8 +44,9 @@ def resolve_device(name: str) -> "Any":
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise PrivtoolError("--device cuda was asked for but no CUDA device is available; "
-                            "use --device cpu or auto")
+        raise PrivtoolError(
+            "--device cuda was asked for but no CUDA device is available; use --device cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -76,9 +77,9 @@ def evaluate(model: Any, x: Any, y: Any, batch_size: int) -> tuple[float, float]
     loss_sum, correct = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            out = model(x[i:i + batch_size])
-            loss_sum += float(F.cross_entropy(out, y[i:i + batch_size], reduction="sum"))
-            correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
+            out = model(x[i : i + batch_size])
+            loss_sum += float(F.cross_entropy(out, y[i : i + batch_size], reduction="sum"))
+            correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
     model.train(was_training)
     n = max(len(x), 1)
     return loss_sum / n, correct / n
@@ -93,9 +94,9 @@ def top_k_accuracy(model: Any, x: Any, y: Any, k: int, batch_size: int) -> float
     hits = 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            out = model(x[i:i + batch_size])
+            out = model(x[i : i + batch_size])
             top = out.topk(min(k, out.shape[1]), dim=1).indices
-            hits += int((top == y[i:i + batch_size, None]).any(1).sum())
+            hits += int((top == y[i : i + batch_size, None]).any(1).sum())
     model.train(was_training)
     return hits / max(len(x), 1)
 
@@ -108,10 +109,19 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> Any:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test: Any,
-                y_test: Any, *, device: Any, progress: ProgressSink | None = None,
-                on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-                make_mechanism: Callable[[TrainConfig, Any], Any] | None = None) -> TrainOutcome:
+def train_model(
+    cfg: TrainConfig,
+    model: Any,
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    device: Any,
+    progress: ProgressSink | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    make_mechanism: Callable[[TrainConfig, Any], Any] | None = None,
+) -> TrainOutcome:
     """Train ``model`` with ``cfg.mech`` on (x_train, y_train), evaluating each epoch.
 
     Tensors must already be on ``device``. Returns the trained (unwrapped) model, the
@@ -159,19 +169,36 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
                     loss_sum += loss * len(idx)
                     seen += len(idx)
                     correct += n_correct
-                progress.advance(epoch=epoch, step=steps_done, loss=loss_sum / max(seen, 1),
-                                 acc=correct / max(seen, 1), eps=eps_now)
+                progress.advance(
+                    epoch=epoch,
+                    step=steps_done,
+                    loss=loss_sum / max(seen, 1),
+                    acc=correct / max(seen, 1),
+                    eps=eps_now,
+                )
             privacy = mech.privacy(steps_done)
             eps_now = privacy.get(mech.epsilon_key)
             train_loss, train_acc = evaluate(model, x_train, y_train, cfg.eval_batch_size)
             test_loss, test_acc = evaluate(model, x_test, y_test, cfg.eval_batch_size)
-            row = {"epoch": epoch, "step": steps_done, "train_loss": train_loss,
-                   "train_accuracy": train_acc, "test_loss": test_loss,
-                   "test_accuracy": test_acc, "train_gap": train_acc - test_acc,
-                   **{k: v for k, v in privacy.items() if k.startswith("epsilon")}}
+            row = {
+                "epoch": epoch,
+                "step": steps_done,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "train_gap": train_acc - test_acc,
+                **{k: v for k, v in privacy.items() if k.startswith("epsilon")},
+            }
             curve.append(row)
-            progress.advance(epoch=epoch, step=steps_done, loss=train_loss, acc=test_acc,
-                             eps=eps_now, _refresh=True)
+            progress.advance(
+                epoch=epoch,
+                step=steps_done,
+                loss=train_loss,
+                acc=test_acc,
+                eps=eps_now,
+                _refresh=True,
+            )
             if on_epoch is not None:
                 on_epoch(epoch, row)
     finally:
@@ -181,23 +208,44 @@ def train_model(cfg: TrainConfig, model: Any, x_train: Any, y_train: Any, x_test
     last = curve[-1]
     privacy = mech.privacy(steps_done)
     metrics: dict[str, Any] = {
-        "mechanism": cfg.mech, "model": cfg.model, "seed": cfg.seed, "epochs": cfg.epochs,
-        "steps": steps_done, "n_train": len(x_train), "n_test": len(x_test),
-        "test_accuracy": last["test_accuracy"], "train_accuracy": last["train_accuracy"],
-        "train_gap": last["train_gap"], "test_loss": last["test_loss"],
-        "train_loss": last["train_loss"], **mech.settings(), **privacy,
-        "noise": noise_label(cfg), "noise_seed": cfg.noise_seed,
+        "mechanism": cfg.mech,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "steps": steps_done,
+        "n_train": len(x_train),
+        "n_test": len(x_test),
+        "test_accuracy": last["test_accuracy"],
+        "train_accuracy": last["train_accuracy"],
+        "train_gap": last["train_gap"],
+        "test_loss": last["test_loss"],
+        "train_loss": last["train_loss"],
+        **mech.settings(),
+        **privacy,
+        "noise": noise_label(cfg),
+        "noise_seed": cfg.noise_seed,
     }
     with torch.no_grad():
         n_classes = int(model.eval()(x_test[:1]).shape[1]) if len(x_test) else 0
     if n_classes > 10:  # paper 1 reports top-10 beside top-1 for CIFAR-100 / LFW
-        metrics["test_top10_accuracy"] = top_k_accuracy(model, x_test, y_test, 10,
-                                                        cfg.eval_batch_size)
-    warnings = [*([delta_warning] if delta_warning else []),
-                *list(getattr(mech, "warnings", []) or [])]
+        metrics["test_top10_accuracy"] = top_k_accuracy(
+            model, x_test, y_test, 10, cfg.eval_batch_size
+        )
+    warnings = [
+        *([delta_warning] if delta_warning else []),
+        *list(getattr(mech, "warnings", []) or []),
+    ]
     if metrics["noise"] == NOISE_REPRODUCIBLE:
-        warnings.append("train.noise_seed=from-seed: the noise and sampling follow from the "
-                        "recorded seed, so ε holds only while the seed stays secret; train "
-                        "with train.noise_seed=secret for a model to release")
-    return TrainOutcome(model=model, mechanism=mech, metrics=metrics, curve=curve,
-                        warnings=warnings, seconds=elapsed)
+        warnings.append(
+            "train.noise_seed=from-seed: the noise and sampling follow from the "
+            "recorded seed, so ε holds only while the seed stays secret; train "
+            "with train.noise_seed=secret for a model to release"
+        )
+    return TrainOutcome(
+        model=model,
+        mechanism=mech,
+        metrics=metrics,
+        curve=curve,
+        warnings=warnings,
+        seconds=elapsed,
+    )

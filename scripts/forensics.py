@@ -33,10 +33,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # Paper 1 (Fashion-MNIST): ε_V -> (accuracy %, MIA-R AUC %, IGA MSE); Tables 4, 5, 6.
 PAPER = {
-    "lenet": {1: (81.5, 49.5, 1.80), 5: (81.3, 48.9, 1.79), 10: (81.8, 49.3, 1.67),
-              50: (81.9, 49.8, 1.66), 500: (82.9, 50.4, 1.05), 300000: (83.9, 51.8, 0.58)},
-    "mlp": {1: (84.9, 49.2, 1.54), 5: (84.2, 48.7, 1.55), 10: (84.4, 49.2, 1.52),
-            50: (84.5, 49.7, 1.52), 500: (85.1, 52.3, 1.47), 300000: (85.3, 55.1, 0.91)},
+    "lenet": {
+        1: (81.5, 49.5, 1.80),
+        5: (81.3, 48.9, 1.79),
+        10: (81.8, 49.3, 1.67),
+        50: (81.9, 49.8, 1.66),
+        500: (82.9, 50.4, 1.05),
+        300000: (83.9, 51.8, 0.58),
+    },
+    "mlp": {
+        1: (84.9, 49.2, 1.54),
+        5: (84.2, 48.7, 1.55),
+        10: (84.4, 49.2, 1.52),
+        50: (84.5, 49.7, 1.52),
+        500: (85.1, 52.3, 1.47),
+        300000: (85.3, 55.1, 0.91),
+    },
 }
 PAPER_NONE = {"lenet": (87.7, 54.8, 0.65), "mlp": (84.7, 61.1, 0.37)}
 METRICS = ("accuracy %", "MIA-R AUC %", "IGA MSE")
@@ -55,9 +67,14 @@ def cell_info(key: str, cell: dict) -> dict:
     args = cell.get("args", "")
     mode = re.search(r"train\.vmf_mode=(\S+)", args)
     eps = re.search(r"train\.epsilon_v=(\S+)", args)
-    return {"key": key, "mech": cell["mech"], "args": args, "model": cell["store"],
-            "mode": mode.group(1) if mode else ("alg2" if cell["mech"] == "vmf" else None),
-            "epsilon_v": float(eps.group(1)) if eps else None}
+    return {
+        "key": key,
+        "mech": cell["mech"],
+        "args": args,
+        "model": cell["store"],
+        "mode": mode.group(1) if mode else ("alg2" if cell["mech"] == "vmf" else None),
+        "epsilon_v": float(eps.group(1)) if eps else None,
+    }
 
 
 def run(cmd: list[str], log: Path) -> bool:
@@ -83,21 +100,29 @@ def run(cmd: list[str], log: Path) -> bool:
         finally:
             os.chdir(cwd)
         print(f"# rc={rc} {time.time() - t0:.0f}s", flush=True)
-    print(f"{'ok ' if rc == 0 else 'FAIL'} {time.time() - t0:5.0f}s {shlex.join(cmd[1:4])} "
-          f"{cmd[-1]}", flush=True)
+    print(
+        f"{'ok ' if rc == 0 else 'FAIL'} {time.time() - t0:5.0f}s {shlex.join(cmd[1:4])} {cmd[-1]}",
+        flush=True,
+    )
     return rc == 0
 
 
-def run_grid(cells: list[dict], params: dict, runs: Path, sets: list[str], log: Path,
-             stages: list[str]) -> None:
+def run_grid(
+    cells: list[dict], params: dict, runs: Path, sets: list[str], log: Path, stages: list[str]
+) -> None:
     sw = params["sweep"]
     pfile = runs / "params.yaml"
     extra = [a for s in sets for a in ("--set", s)]
     common = ["-p", str(pfile)]
     n_targets = sw["attack"]["n_targets"]
-    iga = ["--set", f"attack.n_targets={n_targets}",
-           "--set", f"attack.iga.iterations={sw['attack']['iga_iterations']}",
-           "--set", f"attack.iga.restarts={sw['attack']['iga_restarts']}"]
+    iga = [
+        "--set",
+        f"attack.n_targets={n_targets}",
+        "--set",
+        f"attack.iga.iterations={sw['attack']['iga_iterations']}",
+        "--set",
+        f"attack.iga.restarts={sw['attack']['iga_restarts']}",
+    ]
 
     record = runs / "commands.json"  # out dir -> the command that wrote it
     made = json.loads(record.read_text()) if record.is_file() else {}
@@ -120,20 +145,54 @@ def run_grid(cells: list[dict], params: dict, runs: Path, sets: list[str], log: 
         for c in cells:
             tdir = runs / "train" / c["key"]
             if stage == "train":
-                step(["privtool", "train", "--mech", c["mech"], *shlex.split(c["args"]), *common,
-                      *extra, "--out", str(tdir)])
+                step(
+                    [
+                        "privtool",
+                        "train",
+                        "--mech",
+                        c["mech"],
+                        *shlex.split(c["args"]),
+                        *common,
+                        *extra,
+                        "--out",
+                        str(tdir),
+                    ]
+                )
                 continue
             if not done(tdir):
                 continue
             store = runs / "store" / c["model"]
             if stage == "reference" and not (store / "store.json").is_file():
                 none = runs / "train" / f"{c['model']}-none"
-                if not done(none) or not step(["privtool", "store", "--target", str(none),
-                                               *common, *extra, "--out", str(store)]):
+                if not done(none) or not step(
+                    [
+                        "privtool",
+                        "store",
+                        "--target",
+                        str(none),
+                        *common,
+                        *extra,
+                        "--out",
+                        str(store),
+                    ]
+                ):
                     continue
             args = iga if stage == "iga" else ["--set", f"attack.store={store}"]
-            step(["privtool", "attack", "--attack", stage, "--target", str(tdir), *common, *args,
-                  *extra, "--out", str(runs / "attack" / stage / c["key"])])
+            step(
+                [
+                    "privtool",
+                    "attack",
+                    "--attack",
+                    stage,
+                    "--target",
+                    str(tdir),
+                    *common,
+                    *args,
+                    *extra,
+                    "--out",
+                    str(runs / "attack" / stage / c["key"]),
+                ]
+            )
 
 
 def _read(path: Path) -> dict:
@@ -149,11 +208,18 @@ def measured(cells: list[dict], runs: Path) -> list[dict]:
         ref = _read(runs / "attack" / "reference" / c["key"] / "metrics.json")
         iga = _read(runs / "attack" / "iga" / c["key"] / "metrics.json")
         acc = m.get("test_accuracy")
-        rows.append({**c, "accuracy %": None if acc is None else 100 * acc,
-                     "MIA-R AUC %": None if ref.get("auc") is None else 100 * ref["auc"],
-                     "IGA MSE": iga.get("mse"), "IGA SSIM": iga.get("ssim"),
-                     "epsilon": m.get("epsilon"), "dp_guarantee": m.get("dp_guarantee", "dp"),
-                     "kappa": m.get("kappa")})
+        rows.append(
+            {
+                **c,
+                "accuracy %": None if acc is None else 100 * acc,
+                "MIA-R AUC %": None if ref.get("auc") is None else 100 * ref["auc"],
+                "IGA MSE": iga.get("mse"),
+                "IGA SSIM": iga.get("ssim"),
+                "epsilon": m.get("epsilon"),
+                "dp_guarantee": m.get("dp_guarantee", "dp"),
+                "kappa": m.get("kappa"),
+            }
+        )
     return rows
 
 
@@ -171,19 +237,35 @@ def compare(rows: list[dict]) -> list[dict]:
     out = []
     for model, table in PAPER.items():
         for mode in MODES:
-            pts = sorted((r for r in rows if r["model"] == model and r["mode"] == mode
-                          and r["epsilon_v"] in table), key=lambda r: r["epsilon_v"])
+            pts = sorted(
+                (
+                    r
+                    for r in rows
+                    if r["model"] == model and r["mode"] == mode and r["epsilon_v"] in table
+                ),
+                key=lambda r: r["epsilon_v"],
+            )
             for i, name in enumerate(METRICS):
-                pairs = [(r[name], table[r["epsilon_v"]][i]) for r in pts
-                         if r[name] is not None and math.isfinite(r[name])]
+                pairs = [
+                    (r[name], table[r["epsilon_v"]][i])
+                    for r in pts
+                    if r[name] is not None and math.isfinite(r[name])
+                ]
                 if not pairs:
                     continue
                 ours, paper = [p[0] for p in pairs], [p[1] for p in pairs]
-                out.append({"model": model, "mode": mode, "metric": name, "n": len(pairs),
-                            "spearman": _spearman(ours, paper),
-                            "mean_abs_diff": sum(abs(o - p) for o, p in pairs) / len(pairs),
-                            "spread_ours": max(ours) - min(ours),
-                            "spread_paper": max(paper) - min(paper)})
+                out.append(
+                    {
+                        "model": model,
+                        "mode": mode,
+                        "metric": name,
+                        "n": len(pairs),
+                        "spearman": _spearman(ours, paper),
+                        "mean_abs_diff": sum(abs(o - p) for o, p in pairs) / len(pairs),
+                        "spread_ours": max(ours) - min(ours),
+                        "spread_paper": max(paper) - min(paper),
+                    }
+                )
     return out
 
 
@@ -197,8 +279,19 @@ def _f(v: object, nd: int = 3) -> str:
 
 def write_report(rows: list[dict], stats: list[dict], out: Path, what: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    keys = ["key", "model", "mode", "epsilon_v", "kappa", "accuracy %", "MIA-R AUC %", "IGA MSE",
-            "IGA SSIM", "epsilon", "dp_guarantee"]
+    keys = [
+        "key",
+        "model",
+        "mode",
+        "epsilon_v",
+        "kappa",
+        "accuracy %",
+        "MIA-R AUC %",
+        "IGA MSE",
+        "IGA SSIM",
+        "epsilon",
+        "dp_guarantee",
+    ]
     with (out / "comparison.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -207,23 +300,46 @@ def write_report(rows: list[dict], stats: list[dict], out: Path, what: str) -> N
         w = csv.DictWriter(fh, fieldnames=list(stats[0]) if stats else ["model"])
         w.writeheader()
         w.writerows(stats)
-    lines = [f"# Which VMF did paper 1 run? ({what})", "",
-             ("| model | mode | ε_V | acc % paper | ours | MIA-R AUC % paper | ours | "
-              "IGA MSE paper | ours |"), "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["model"], MODES.index(r["mode"]) if r["mode"] in
-                                         MODES else -1, r["epsilon_v"] or 0)):
-        p = (PAPER[r["model"]].get(r["epsilon_v"]) if r["epsilon_v"] else
-             PAPER_NONE[r["model"]]) or (None, None, None)
-        lines.append(f"| {r['model']} | {r['mode'] or 'none'} | {_f(r['epsilon_v'])} | "
-                     f"{_f(p[0])} | {_f(r['accuracy %'])} | {_f(p[1])} | "
-                     f"{_f(r['MIA-R AUC %'])} | {_f(p[2])} | {_f(r['IGA MSE'])} |")
-    lines += ["", ("Agreement with the paper over ε_V (Spearman ρ; mean |ours − paper|; spread = "
-                   "max − min over ε_V):"), "",
-              "| model | mode | metric | n | ρ | mean abs diff | spread ours | spread paper |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {s['model']} | {s['mode']} | {s['metric']} | {s['n']} | {_f(s['spearman'], 2)}"
-              f" | {_f(s['mean_abs_diff'])} | {_f(s['spread_ours'])} | {_f(s['spread_paper'])} |"
-              for s in stats]
+    lines = [
+        f"# Which VMF did paper 1 run? ({what})",
+        "",
+        (
+            "| model | mode | ε_V | acc % paper | ours | MIA-R AUC % paper | ours | "
+            "IGA MSE paper | ours |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        rows,
+        key=lambda r: (
+            r["model"],
+            MODES.index(r["mode"]) if r["mode"] in MODES else -1,
+            r["epsilon_v"] or 0,
+        ),
+    ):
+        p = (
+            PAPER[r["model"]].get(r["epsilon_v"]) if r["epsilon_v"] else PAPER_NONE[r["model"]]
+        ) or (None, None, None)
+        lines.append(
+            f"| {r['model']} | {r['mode'] or 'none'} | {_f(r['epsilon_v'])} | "
+            f"{_f(p[0])} | {_f(r['accuracy %'])} | {_f(p[1])} | "
+            f"{_f(r['MIA-R AUC %'])} | {_f(p[2])} | {_f(r['IGA MSE'])} |"
+        )
+    lines += [
+        "",
+        (
+            "Agreement with the paper over ε_V (Spearman ρ; mean |ours − paper|; spread = "
+            "max − min over ε_V):"
+        ),
+        "",
+        "| model | mode | metric | n | ρ | mean abs diff | spread ours | spread paper |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s['model']} | {s['mode']} | {s['metric']} | {s['n']} | {_f(s['spearman'], 2)}"
+        f" | {_f(s['mean_abs_diff'])} | {_f(s['spread_ours'])} | {_f(s['spread_paper'])} |"
+        for s in stats
+    ]
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
 
 
@@ -240,8 +356,11 @@ def plot(rows: list[dict], path: Path) -> None:
             ax = axes[i, j]
             ax.plot(xs, [PAPER[model][x][j] for x in xs], "k--", marker="s", label="paper 1")
             for mode in MODES:
-                pts = sorted((r["epsilon_v"], r[name]) for r in rows if r["model"] == model and
-                             r["mode"] == mode and r[name] is not None)
+                pts = sorted(
+                    (r["epsilon_v"], r[name])
+                    for r in rows
+                    if r["model"] == model and r["mode"] == mode and r[name] is not None
+                )
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=mode)
             ax.set_xscale("log")
@@ -267,40 +386,66 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="in the order to run them")
     ap.add_argument("--eps-v", default="1,5,10,50,500,300000", help="in the order to run them")
     ap.add_argument("--set", action="append", default=[], help="privtool --set for every call")
-    ap.add_argument("--stages", default="train,iga,reference",
-                    help="train | iga | reference (MIA-R, builds the store), in this order")
+    ap.add_argument(
+        "--stages",
+        default="train,iga,reference",
+        help="train | iga | reference (MIA-R, builds the store), in this order",
+    )
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--include", type=Path, action="append", default=[],
-                    help="earlier measured rows (CSV: key, model, mode, epsilon_v and metric "
-                         "columns, e.g. docs/forensics_alg2_reproduction.csv) for modes not run")
+    ap.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="earlier measured rows (CSV: key, model, mode, epsilon_v and metric "
+        "columns, e.g. docs/forensics_alg2_reproduction.csv) for modes not run",
+    )
     a = ap.parse_args()
     params = merged_params(ROOT / a.profile)
     models, modes = a.models.split(","), a.modes.split(",")
     eps = [float(e) for e in a.eps_v.split(",")]
     cells = [cell_info(k, c) for k, c in params["sweep"]["train"].items()]
-    cells = [c for c in cells if c["model"] in models and
-             (c["mech"] == "none" or (c["mode"] in modes and c["epsilon_v"] in eps))]
-    cells.sort(key=lambda c: (c["mech"] != "none", eps.index(c["epsilon_v"]) if c["epsilon_v"]
-                              in eps else -1, modes.index(c["mode"]) if c["mode"] in modes
-                              else -1, models.index(c["model"])))
+    cells = [
+        c
+        for c in cells
+        if c["model"] in models
+        and (c["mech"] == "none" or (c["mode"] in modes and c["epsilon_v"] in eps))
+    ]
+    cells.sort(
+        key=lambda c: (
+            c["mech"] != "none",
+            eps.index(c["epsilon_v"]) if c["epsilon_v"] in eps else -1,
+            modes.index(c["mode"]) if c["mode"] in modes else -1,
+            models.index(c["model"]),
+        )
+    )
     runs = ROOT / a.runs
     if not a.report_only:
         runs.mkdir(parents=True, exist_ok=True)
-        (runs / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False,
-                                                         allow_unicode=True))
+        (runs / "params.yaml").write_text(
+            yaml.safe_dump(params, sort_keys=False, allow_unicode=True)
+        )
         run_grid(cells, params, runs, a.set, runs / "log.txt", a.stages.split(","))
     rows = measured(cells, runs)
     ran = {(r["model"], r["mode"], r["epsilon_v"]) for r in rows}
     for path in a.include:
         with (ROOT / path).open() as fh:
             for r in csv.DictReader(fh):
-                r = {k: (float(v) if k in (*METRICS, "epsilon_v") and v else v or None)
-                     for k, v in r.items()}
-                if ((r["model"], r["mode"], r["epsilon_v"]) not in ran and r["model"] in models
-                        and r["mode"] in modes and r["epsilon_v"] in eps):
+                r = {
+                    k: (float(v) if k in (*METRICS, "epsilon_v") and v else v or None)
+                    for k, v in r.items()
+                }
+                if (
+                    (r["model"], r["mode"], r["epsilon_v"]) not in ran
+                    and r["model"] in models
+                    and r["mode"] in modes
+                    and r["epsilon_v"] in eps
+                ):
                     rows.append({**r, "key": f"{r['key']} ({path.name})"})
-    what = (f"{params['data']['dataset']}{' ' + ' '.join(a.set) if a.set else ''}; models "
-            f"{a.models}; modes {a.modes}; ε_V {a.eps_v}")
+    what = (
+        f"{params['data']['dataset']}{' ' + ' '.join(a.set) if a.set else ''}; models "
+        f"{a.models}; modes {a.modes}; ε_V {a.eps_v}"
+    )
     write_report(rows, compare(rows), ROOT / a.out, what)
     plot(rows, ROOT / (a.plot or a.out / "modes.png"))
     print(f"wrote {a.out}/comparison.md ({len(rows)} cells)")

@@ -26,8 +26,10 @@ _clock = [0]
 
 
 def template(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    return (json.loads((FIX / f"{name}.meta.json").read_text()),
-            json.loads((FIX / f"{name}.metrics.json").read_text()))
+    return (
+        json.loads((FIX / f"{name}.meta.json").read_text()),
+        json.loads((FIX / f"{name}.metrics.json").read_text()),
+    )
 
 
 def _created() -> str:
@@ -35,8 +37,9 @@ def _created() -> str:
     return f"2026-01-01T00:{_clock[0] // 60:02d}:{_clock[0] % 60:02d}+0000"
 
 
-def write_stage(out: Path, meta: dict[str, Any], metrics: dict[str, Any],
-                files: dict[str, Any]) -> Path:
+def write_stage(
+    out: Path, meta: dict[str, Any], metrics: dict[str, Any], files: dict[str, Any]
+) -> Path:
     """Payload files (bytes, or CSV rows written by the stages' own ``write_csv``),
     metrics.json and meta.json (outputs hashed) as ``finish_run`` writes them."""
     from privtool.stages.common import write_csv
@@ -49,23 +52,38 @@ def write_stage(out: Path, meta: dict[str, Any], metrics: dict[str, Any],
         else:
             write_csv(out / name, data)
     (out / "metrics.json").write_text(dumps(metrics))
-    meta = {**meta, "created": _created(),
-            "outputs": {name: file_hash(out / name) for name in sorted([*files, "metrics.json"])}}
+    meta = {
+        **meta,
+        "created": _created(),
+        "outputs": {name: file_hash(out / name) for name in sorted([*files, "metrics.json"])},
+    }
     (out / "meta.json").write_text(dumps(meta))
     return out
 
 
-def make_train(root: Path, name: str, *, mech: str = "gaussian", epsilon: float | None = 1.0,
-               test_accuracy: float = 0.8, model: str = "lenet",
-               dataset: str = "mnist-5k") -> Path:
+def make_train(
+    root: Path,
+    name: str,
+    *,
+    mech: str = "gaussian",
+    epsilon: float | None = 1.0,
+    test_accuracy: float = 0.8,
+    model: str = "lenet",
+    dataset: str = "mnist-5k",
+) -> Path:
     """A train run; ``epsilon`` is the ε target (gaussian) or ε_V (vmf)."""
     meta, m = template({"gaussian": "train-gaussian", "vmf": "train-vmf"}.get(mech, "train-none"))
     meta, m = copy.deepcopy(meta), copy.deepcopy(m)
     meta["params"]["train"].update(mech=mech, model=model)
     meta["params"]["data"]["dataset"] = dataset
     meta["inputs"]["data"]["dataset"] = dataset
-    m.update(mechanism=mech, model=model, dataset=dataset, test_accuracy=test_accuracy,
-             train_gap=m["train_accuracy"] - test_accuracy)
+    m.update(
+        mechanism=mech,
+        model=model,
+        dataset=dataset,
+        test_accuracy=test_accuracy,
+        train_gap=m["train_accuracy"] - test_accuracy,
+    )
     if mech == "gaussian":
         meta["params"]["train"]["epsilon"] = epsilon
         m["epsilon"] = epsilon * 0.9997
@@ -88,23 +106,44 @@ def _png(seed: int) -> bytes:
 
 def _target_fields(run: Path, epoch: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
     m = json.loads((run / "metrics.json").read_text())
-    keep = ("mechanism", "dataset", "model", "test_accuracy", "train_accuracy",
-            "noise_multiplier", "kappa", "parts", "partition", "delta")
+    keep = (
+        "mechanism",
+        "dataset",
+        "model",
+        "test_accuracy",
+        "train_accuracy",
+        "noise_multiplier",
+        "kappa",
+        "parts",
+        "partition",
+        "delta",
+    )
     t = {f"target_{k}": m[k] for k in keep if k in m}
     t.update({f"target_{k}": v for k, v in m.items() if k.startswith("epsilon")})
     t["target_epoch"] = epoch
     return t, {"dir": str(run), "epoch": epoch, "meta_sha256": file_hash(run / "meta.json")}
 
 
-def make_attack(root: Path, attack: str, target: Path, *, epoch: int | None = None,
-                signal: float = 0.0, ssim: float = 0.1, mse: float = 0.2,
-                mia_distance: float = 6.0, seed: int = 0, n: int = 400) -> Path:
+def make_attack(
+    root: Path,
+    attack: str,
+    target: Path,
+    *,
+    epoch: int | None = None,
+    signal: float = 0.0,
+    ssim: float = 0.1,
+    mse: float = 0.2,
+    mia_distance: float = 6.0,
+    seed: int = 0,
+    n: int = 400,
+) -> Path:
     """An attack dir on ``target``: membership attacks score N(signal, 1) members against
     N(0, 1) non-members with the real scorer; iga/inversion rescale the real per-image CSV."""
     from privtool.attacks.audit import roc_rows, score_attack
 
-    name = {"reference": "attack-reference", "lira": "attack-reference"}.get(attack,
-                                                                           f"attack-{attack}")
+    name = {"reference": "attack-reference", "lira": "attack-reference"}.get(
+        attack, f"attack-{attack}"
+    )
     if attack not in ("loss", "reference", "lira", "iga", "inversion"):
         raise ValueError(attack)
     meta, m = (copy.deepcopy(x) for x in template(name))
@@ -130,8 +169,9 @@ def make_attack(root: Path, attack: str, target: Path, *, epoch: int | None = No
         files["per_target.csv"] = rows
         files["grid.png"] = _png(seed)
     else:
-        rows = list(csv.DictReader(io.StringIO(
-            (FIX / "attack-inversion.per_class.csv").read_text())))
+        rows = list(
+            csv.DictReader(io.StringIO((FIX / "attack-inversion.per_class.csv").read_text()))
+        )
         shift = mia_distance - float(np.mean([float(r["mia_distance"]) for r in rows]))
         for r in rows:
             r["mia_distance"] = float(r["mia_distance"]) + shift
@@ -142,17 +182,25 @@ def make_attack(root: Path, attack: str, target: Path, *, epoch: int | None = No
     return write_stage(root / attack / f"x-{label}-{seed}", meta, m, files)
 
 
-def make_select(root: Path, name: str, parent: Path, *, strategy: str = "random",
-                test_accuracy: float = 0.81) -> Path:
+def make_select(
+    root: Path, name: str, parent: Path, *, strategy: str = "random", test_accuracy: float = 0.81
+) -> Path:
     meta, m = (copy.deepcopy(x) for x in template("select"))
     pm = json.loads((parent / "metrics.json").read_text())
-    meta["inputs"]["parent"].update(run=str(parent), spec=str(parent),
-                                    meta_sha256=file_hash(parent / "meta.json"))
+    meta["inputs"]["parent"].update(
+        run=str(parent), spec=str(parent), meta_sha256=file_hash(parent / "meta.json")
+    )
     meta["params"]["select"]["strategy"] = strategy
-    m.update(strategy=strategy, test_accuracy=test_accuracy, mechanism=pm["mechanism"],
-             parent=str(parent), epsilon=pm.get("epsilon"), parent_epsilon=pm.get("epsilon"),
-             accuracy_gain=test_accuracy - pm["test_accuracy"],
-             parent_test_accuracy=pm["test_accuracy"])
+    m.update(
+        strategy=strategy,
+        test_accuracy=test_accuracy,
+        mechanism=pm["mechanism"],
+        parent=str(parent),
+        epsilon=pm.get("epsilon"),
+        parent_epsilon=pm.get("epsilon"),
+        accuracy_gain=test_accuracy - pm["test_accuracy"],
+        parent_test_accuracy=pm["test_accuracy"],
+    )
     return write_stage(root / name, meta, m, {})
 
 
@@ -173,13 +221,17 @@ def standard_runs(root: Path) -> dict[str, Path]:
         runs[f"g{eps}"] = make_train(train, f"g{eps}", epsilon=eps, test_accuracy=acc)
         make_attack(att, "loss", runs[f"g{eps}"], signal=auc_signal(auc), seed=eps)
     for eps, acc, auc in ((1, 0.81, 0.51), (50, 0.87, 0.53)):
-        runs[f"v{eps}"] = make_train(train, f"v{eps}", mech="vmf", epsilon=eps,
-                                     test_accuracy=acc)
+        runs[f"v{eps}"] = make_train(train, f"v{eps}", mech="vmf", epsilon=eps, test_accuracy=acc)
         make_attack(att, "loss", runs[f"v{eps}"], signal=auc_signal(auc), seed=100 + eps)
     runs["none"] = make_train(train, "none", mech="none", epsilon=None, test_accuracy=0.9)
     make_attack(att, "loss", runs["none"], signal=auc_signal(0.7), seed=7)
-    for key, mse, ssim in (("g1", 0.30, 0.01), ("g50", 0.10, 0.2), ("v1", 0.35, 0.0),
-                           ("v50", 0.25, 0.05), ("none", 0.01, 0.8)):
+    for key, mse, ssim in (
+        ("g1", 0.30, 0.01),
+        ("g50", 0.10, 0.2),
+        ("v1", 0.35, 0.0),
+        ("v50", 0.25, 0.05),
+        ("none", 0.01, 0.8),
+    ):
         make_attack(att, "iga", runs[key], mse=mse, ssim=ssim)
     make_attack(att, "inversion", runs["g1"], mia_distance=6.5)
     make_attack(att, "inversion", runs["none"], mia_distance=5.0)

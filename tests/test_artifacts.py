@@ -37,8 +37,15 @@ def _fake_run(tmp_path):
     out = tmp_path / "run"
     with staged_dir(out) as tmp:
         torch.save({"w": torch.ones(3)}, tmp / "model.pt")
-        finish_run(tmp, stage="train", params={}, metrics={"test_accuracy": 0.5}, inputs={},
-                   device="cpu", payload=["model.pt"])
+        finish_run(
+            tmp,
+            stage="train",
+            params={},
+            metrics={"test_accuracy": 0.5},
+            inputs={},
+            device="cpu",
+            payload=["model.pt"],
+        )
     return out
 
 

@@ -14,8 +14,18 @@ from privtool.audit.canaries import GradientCanaries, draw_inclusion, input_cana
 from privtool.cli import app
 
 runner = CliRunner()
-FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2",
-        "--set", "train.batch_size=64", "--set", "train.noise_seed=from-seed"]  # deterministic
+FAST = [
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--epochs",
+    "2",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.noise_seed=from-seed",
+]  # deterministic
 
 
 def invoke(*args):
@@ -27,9 +37,11 @@ def runs(tmp_path_factory):
     """Tiny digits runs: Gaussian without noise (σ = 0: the canaries must stand out), Gaussian
     at ε = 2, VMF at a large κ."""
     root = tmp_path_factory.mktemp("audit")
-    specs = {"gauss-s0": ["--mech", "gaussian", "--set", "train.noise_multiplier=0"],
-             "gauss-eps2": ["--mech", "gaussian", "--epsilon", "2"],
-             "vmf": ["--mech", "vmf", "--set", "train.kappa=100000"]}
+    specs = {
+        "gauss-s0": ["--mech", "gaussian", "--set", "train.noise_multiplier=0"],
+        "gauss-eps2": ["--mech", "gaussian", "--epsilon", "2"],
+        "vmf": ["--mech", "vmf", "--set", "train.kappa=100000"],
+    }
     for name, args in specs.items():
         res = invoke("train", *args, *FAST, "--out", root / name)
         assert res.exit_code == 0, res.output
@@ -64,8 +76,9 @@ def test_gradient_canaries_have_norm_c_and_score_by_inner_product(direction):
 def test_noise_free_gradient_canaries_are_found(runs, tmp_path):
     """σ = 0: an included canary adds C/b to its coordinate in every step that samples it, so
     the audit must find them (and the accountant says ε = ∞: no violation possible)."""
-    res = invoke("audit", "--target", runs / "gauss-s0", "--canaries", 200, "--out", tmp_path / "a",
-                 "--json")
+    res = invoke(
+        "audit", "--target", runs / "gauss-s0", "--canaries", 200, "--out", tmp_path / "a", "--json"
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["epsilon_lb"] > 1.0 and m["mean_appearances_in"] > 0
@@ -74,11 +87,15 @@ def test_noise_free_gradient_canaries_are_found(runs, tmp_path):
 
 def test_gaussian_audit_writes_the_sandwich(runs, tmp_path):
     out = tmp_path / "a"
-    res = invoke("audit", "--target", runs / "gauss-eps2", "--canaries", 200, "--out", out, "--json")
+    res = invoke(
+        "audit", "--target", runs / "gauss-eps2", "--canaries", 200, "--out", out, "--json"
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     run = json.loads((runs / "gauss-eps2" / "metrics.json").read_text())
-    assert m["epsilon_accounted"] == pytest.approx(2.0, rel=0.02)  # the recipe's ε target, re-solved
+    assert m["epsilon_accounted"] == pytest.approx(
+        2.0, rel=0.02
+    )  # the recipe's ε target, re-solved
     assert m["delta"] == run["delta"] and m["confidence"] == 0.95
     assert m["sandwich_holds"] and m["epsilon_lb"] <= m["epsilon_accounted"]
     # the schedule is that of n + M slots (fixed before the coins); n + M_in records are present
@@ -93,8 +110,20 @@ def test_gaussian_audit_writes_the_sandwich(runs, tmp_path):
 
 
 def test_vmf_canaries_have_antipodal_twins(runs, tmp_path):
-    res = invoke("audit", "--target", runs / "vmf", "--canaries", 100, "--out", tmp_path / "a",
-                 "--json", "--runs", 2, "--set", "audit.workers=1")
+    res = invoke(
+        "audit",
+        "--target",
+        runs / "vmf",
+        "--canaries",
+        100,
+        "--out",
+        tmp_path / "a",
+        "--json",
+        "--runs",
+        2,
+        "--set",
+        "audit.workers=1",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     run = json.loads((runs / "vmf" / "metrics.json").read_text())
@@ -105,19 +134,32 @@ def test_vmf_canaries_have_antipodal_twins(runs, tmp_path):
 
 
 def test_input_canaries_on_a_gaussian_run(runs, tmp_path):
-    res = invoke("audit", "--target", runs / "gauss-eps2", "--canary", "input", "--canaries", 100,
-                 "--out", tmp_path / "a", "--json")
+    res = invoke(
+        "audit",
+        "--target",
+        runs / "gauss-eps2",
+        "--canary",
+        "input",
+        "--canaries",
+        100,
+        "--out",
+        tmp_path / "a",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["canary"] == "input" and m["sandwich_holds"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--canary", "pixel"], "audit.canary"),
-    (["--canaries", "1"], "audit.canaries"),
-    (["--canary", "input", "--canaries", "100000"], "input canaries need"),
-    (["--set", "audit.colour=1"], "unknown params key audit.colour"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--canary", "pixel"], "audit.canary"),
+        (["--canaries", "1"], "audit.canaries"),
+        (["--canary", "input", "--canaries", "100000"], "input canaries need"),
+        (["--set", "audit.colour=1"], "unknown params key audit.colour"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, args, message):
     out = tmp_path / "a"
     res = invoke("audit", "--target", runs / "gauss-eps2", *args, "--out", out)
@@ -143,8 +185,9 @@ def test_calibrate_shows_the_sandwich(runs, tmp_path):
 
 def _mnist_run(tmp_path, *args):
     out = tmp_path / "run"
-    res = invoke("train", "--dataset", "mnist-5k", *args, "--set", "train.noise_seed=from-seed",
-                 "--out", out)
+    res = invoke(
+        "train", "--dataset", "mnist-5k", *args, "--set", "train.noise_seed=from-seed", "--out", out
+    )
     assert res.exit_code == 0, res.output
     return out
 
@@ -153,8 +196,17 @@ def _mnist_run(tmp_path, *args):
 def test_power_input_canaries_on_a_non_private_run(tmp_path):
     """SPEC/issue 16: a non-private mnist-5k run with 1,000 input canaries gives one-run
     ε_lb ≥ 1 (the overfit MLP recipe of the default pipeline's mlp-none cell)."""
-    run = _mnist_run(tmp_path, "--mech", "none", "--model", "mlp", "--epochs", "30",
-                     "--set", "train.epsilon=null")
+    run = _mnist_run(
+        tmp_path,
+        "--mech",
+        "none",
+        "--model",
+        "mlp",
+        "--epochs",
+        "30",
+        "--set",
+        "train.epsilon=null",
+    )
     res = invoke("audit", "--target", run, "--canary", "input", "--canaries", 1000, "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["epsilon_lb"] >= 1.0
@@ -166,14 +218,25 @@ def test_power_white_box_gaussian_eps4(tmp_path):
     ε_lb ≥ 1, and never more than the accounted ε. MLP (its weights on MNIST's always-blank
     border pixels get no real gradient: quiet coordinates), large batches (q ≈ 0.31 over the
     n + M slots: the RDP accountant is tight there), 3,000 canaries."""
-    run = _mnist_run(tmp_path, "--mech", "gaussian", "--model", "mlp", "--epsilon", "4",
-                     "--epochs", "30", "--set", "train.batch_size=1400",
-                     "--set", "train.checkpoint_every=0")
+    run = _mnist_run(
+        tmp_path,
+        "--mech",
+        "gaussian",
+        "--model",
+        "mlp",
+        "--epsilon",
+        "4",
+        "--epochs",
+        "30",
+        "--set",
+        "train.batch_size=1400",
+        "--set",
+        "train.checkpoint_every=0",
+    )
     res = invoke("audit", "--target", run, "--canary", "gradient", "--canaries", 3000, "--json")
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert 1.0 <= m["epsilon_lb"] <= m["epsilon_accounted"]
-
 
 
 def test_spike_score_sees_through_real_gradient_drift():

@@ -19,12 +19,19 @@ from privtool.audit.estimators import (
 )
 from privtool.errors import PrivtoolError
 
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "audit" / "jax_privacy.json").read_text())
+FIXTURE = json.loads(
+    (Path(__file__).parent / "fixtures" / "audit" / "jax_privacy.json").read_text()
+)
 
 
 def _stack(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     s_in, s_out = np.asarray(case["in"]), np.asarray(case["out"])
-    return s_in, s_out, np.r_[s_in, s_out], np.r_[np.ones(s_in.size, bool), np.zeros(s_out.size, bool)]
+    return (
+        s_in,
+        s_out,
+        np.r_[s_in, s_out],
+        np.r_[np.ones(s_in.size, bool), np.zeros(s_out.size, bool)],
+    )
 
 
 def test_fixture_names_its_source_and_version():
@@ -41,7 +48,9 @@ def test_one_run_p_value_matches_jax_privacy(row):
 def test_estimators_match_jax_privacy(case):
     s_in, s_out, scores, member = _stack(case)
     sig, delta = case["significance"], case["delta"]
-    for row in case["one_run_explicit"]:  # jax: Explicit(threshold at the k-th score) == our fixed k
+    for row in case[
+        "one_run_explicit"
+    ]:  # jax: Explicit(threshold at the k-th score) == our fixed k
         got = epsilon_one_run(scores, member, k=row["k"], confidence=1 - sig, delta=delta)
         assert got.epsilon_lb == pytest.approx(row["epsilon"], abs=2e-6)
     cp1, _ = _single_canary_bounds(s_in, s_out, significance=sig, delta=delta, one_sided=True)
@@ -62,7 +71,9 @@ def _gaussian_epsilon(sigma: float, delta: float) -> float:
 
 def test_gdp_to_epsilon_matches_dp_accounting():
     for sigma in (0.5, 1.0, 3.0):
-        assert gdp_to_epsilon(1 / sigma, 1e-5) == pytest.approx(_gaussian_epsilon(sigma, 1e-5), rel=2e-3)
+        assert gdp_to_epsilon(1 / sigma, 1e-5) == pytest.approx(
+            _gaussian_epsilon(sigma, 1e-5), rel=2e-3
+        )
 
 
 def test_one_run_never_exceeds_randomized_response_epsilon():
@@ -77,8 +88,9 @@ def test_one_run_never_exceeds_randomized_response_epsilon():
         member = rng.random(m) < 0.5
         report = np.where(rng.random(m) < q, member, ~member)
         scores = report + 0.01 * rng.random(m)
-        bounds.append(epsilon_one_run(scores, member, confidence=0.95, delta=0.0, two_sided=True)
-                      .epsilon_lb)
+        bounds.append(
+            epsilon_one_run(scores, member, confidence=0.95, delta=0.0, two_sided=True).epsilon_lb
+        )
     bounds = np.asarray(bounds)
     assert np.mean(bounds > eps_true) <= 0.05
     assert bounds.max() > 0.3  # the audit has power: not vacuous
@@ -148,9 +160,15 @@ def test_grid_pays_a_union_bound():
     assert grid.as_dict()["significance_per_k"] == pytest.approx(0.05 / 3)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"k": 0}, "guesses k"), ({"k": 5000}, "guesses k"), ({"confidence": 1.0}, "confidence"),
-    ({"delta": -1.0}, "delta")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k": 0}, "guesses k"),
+        ({"k": 5000}, "guesses k"),
+        ({"confidence": 1.0}, "confidence"),
+        ({"delta": -1.0}, "delta"),
+    ],
+)
 def test_bad_input_is_one_clear_error(kwargs, match):
     member = np.arange(100) % 2 == 0
     with pytest.raises(PrivtoolError, match=match):

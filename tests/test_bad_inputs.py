@@ -28,8 +28,24 @@ def world(tmp_path_factory):
     """A trained run, a folder of runs, a file, an attack-like folder and params files."""
     top = tmp_path_factory.mktemp("world")
     run = top / "runs" / "train" / "none"
-    res = runner.invoke(app, ["train", "--dataset", "digits", "--model", "mlp", "--mech", "none",
-                              "--epochs", "1", "--set", "train.batch_size=256", "--out", str(run)])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--mech",
+            "none",
+            "--epochs",
+            "1",
+            "--set",
+            "train.batch_size=256",
+            "--out",
+            str(run),
+        ],
+    )
     assert res.exit_code == 0, res.output
     (top / "afile").write_text("not a folder\n")
     attack_like = top / "attackdir"
@@ -47,9 +63,14 @@ def world(tmp_path_factory):
     }
     for name, text in files.items():
         (top / name).write_text(text)
-    return {"R": str(run), "RUNS": str(top / "runs"), "FILE": str(top / "afile"),
-            "ATTACKDIR": str(attack_like), "TOP": top,
-            **{k.split(".")[0]: str(top / k) for k in files}}
+    return {
+        "R": str(run),
+        "RUNS": str(top / "runs"),
+        "FILE": str(top / "afile"),
+        "ATTACKDIR": str(attack_like),
+        "TOP": top,
+        **{k.split(".")[0]: str(top / k) for k in files},
+    }
 
 
 T = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1"]
@@ -74,13 +95,19 @@ CASES = [
     (T + ["--set", "train.momentum=1"], "train.momentum=1 is not allowed: a number in [0, 1)"),
     (T + ["--set", "train.delta=true"], "train.delta=True is not allowed: a number in (0, 1)"),
     (T + ["--set", "train.batch_size=0"], "train.batch_size=0"),
-    (T + ["--set", "train.optimizer=rmsprop"], "train.optimizer='rmsprop' is not allowed: sgd or adam"),
+    (
+        T + ["--set", "train.optimizer=rmsprop"],
+        "train.optimizer='rmsprop' is not allowed: sgd or adam",
+    ),
     (T + ["--device", "tpu"], "train.device='tpu' is not allowed: auto, cpu or cuda"),
     (T + ["--set", "train.accountant=gdp"], "train.accountant='gdp' is not allowed: rdp or prv"),
     (T + ["--set", "train.grad_sample_mode=x"], "train.grad_sample_mode='x'"),
     (T + ["--set", "train.epsilon_v=0"], "train.epsilon_v=0"),
     (T + ["--set", "train.unit_sample_rate=1.5"], "train.unit_sample_rate=1.5"),
-    (T + ["--set", "train.unit_sampling=x"], "train.unit_sampling='x' is not allowed: poisson or fixed"),
+    (
+        T + ["--set", "train.unit_sampling=x"],
+        "train.unit_sampling='x' is not allowed: poisson or fixed",
+    ),
     (T + ["--set", "train.subclass_features=x"], "train.subclass_features='x'"),
     (T + ["--set", "train.checkpoint_every=-1"], "train.checkpoint_every=-1"),
     (T + ["--set", "train.k_sub=0"], "train.k_sub=0"),
@@ -94,7 +121,10 @@ CASES = [
     (T + ["--set", "data.splits.train=true"], "data.splits.train=True is not allowed"),
     (T + ["--set", "data.splits=abc"], "data.splits='abc' is not allowed"),
     (T + ["--set", "data.splits.train=0.9"], "fractions summing to at most 1"),
-    (T + ["--set", "pretrain.method=jigsaw"], "pretrain.method='jigsaw' is not allowed: rotation or null"),
+    (
+        T + ["--set", "pretrain.method=jigsaw"],
+        "pretrain.method='jigsaw' is not allowed: rotation or null",
+    ),
     (T + ["--set", "pretrain.holdout=1"], "pretrain.holdout=1"),
     (T + ["--set", "pretrain.epochs=0"], "pretrain.epochs=0"),
     (T + ["--set", "train=3"], "must look like section.key=value"),
@@ -113,20 +143,51 @@ CASES = [
     (T + ["--params", "{p_bad_yaml}"], "is not valid YAML"),
     (T + ["--params", "{TOP}/absent.yaml"], "not found"),
     # ---- epsilon
-    (E + ["--steps", "10", "--mech", "class", "--units", "0"], "units=0 is not allowed: an integer >= 1"),
-    (["epsilon", "--mech", "gaussian", "--noise-multiplier", "-1", "--sample-rate", "0.1",
-      "--steps", "10"], "noise_multiplier=-1.0 is not allowed"),
+    (
+        E + ["--steps", "10", "--mech", "class", "--units", "0"],
+        "units=0 is not allowed: an integer >= 1",
+    ),
+    (
+        [
+            "epsilon",
+            "--mech",
+            "gaussian",
+            "--noise-multiplier",
+            "-1",
+            "--sample-rate",
+            "0.1",
+            "--steps",
+            "10",
+        ],
+        "noise_multiplier=-1.0 is not allowed",
+    ),
     (E + ["--steps", "-1"], "steps=-1 is not allowed"),
     (E + ["--epochs", "0"], "epochs=0.0 is not allowed"),
     (E + ["--steps", "10", "--delta", "0"], "delta=0.0 is not allowed: a number in (0, 1)"),
     (E + ["--steps", "10", "--delta", "1.5"], "delta=1.5 is not allowed"),
     (E + ["--steps", "10", "--accountant", "gdp"], "accountant='gdp' is not allowed: rdp or prv"),
-    (["epsilon", "--mech", "vmf", "--kappa", "1", "--sample-rate", "0.1", "--steps", "10",
-      "--parts", "0"], "parts=0 is not allowed"),
+    (
+        [
+            "epsilon",
+            "--mech",
+            "vmf",
+            "--kappa",
+            "1",
+            "--sample-rate",
+            "0.1",
+            "--steps",
+            "10",
+            "--parts",
+            "0",
+        ],
+        "parts=0 is not allowed",
+    ),
     (E + ["--steps", "10", "--mech", "class", "--unit-sampling", "x"], "unit_sampling='x'"),
     (E + ["--steps", "10", "--mech", "subclass", "--k-sub", "0"], "k_sub=0 is not allowed"),
-    (["epsilon", "--mech", "gaussian", "--sample-rate", "0.1", "--steps", "10"],
-     "--noise-multiplier is required"),
+    (
+        ["epsilon", "--mech", "gaussian", "--sample-rate", "0.1", "--steps", "10"],
+        "--noise-multiplier is required",
+    ),
     (E + ["--steps", "10", "--epochs", "1"], "either --steps or --epochs"),
     # ---- attack
     (A + ["--seed", "-1"], "attack.seed=-1 is not allowed"),
@@ -143,18 +204,34 @@ CASES = [
     (A + ["--params", "{p_delta_str_bad}"], "attack.delta='1e-5x' is not allowed"),
     (A + ["--set", "attack.bogus=1"], "unknown params key attack.bogus"),
     (A + ["--set", "attack.seed=abc", "--seed", "1"], "attack.seed='abc' is not allowed"),
-    (["attack", "--attack", "iga", "--target", "{R}", "--set", "attack.iga.restarts=0"],
-     "attack.iga.restarts=0"),
-    (["attack", "--attack", "iga", "--target", "{R}", "--set", "attack.iga.at=middle"],
-     "attack.iga.at='middle' is not allowed: trained or init"),
-    (["attack", "--attack", "inversion", "--target", "{R}", "--set",
-      "attack.inversion.regularizer=tv2"], "unknown attack.inversion.regularizer 'tv2'"),
+    (
+        ["attack", "--attack", "iga", "--target", "{R}", "--set", "attack.iga.restarts=0"],
+        "attack.iga.restarts=0",
+    ),
+    (
+        ["attack", "--attack", "iga", "--target", "{R}", "--set", "attack.iga.at=middle"],
+        "attack.iga.at='middle' is not allowed: trained or init",
+    ),
+    (
+        [
+            "attack",
+            "--attack",
+            "inversion",
+            "--target",
+            "{R}",
+            "--set",
+            "attack.inversion.regularizer=tv2",
+        ],
+        "unknown attack.inversion.regularizer 'tv2'",
+    ),
     (["attack", "--attack", "nosuch", "--target", "{R}"], "unknown attack 'nosuch'"),
     (["attack", "--attack", "loss", "--target", "{TOP}/nope"], "does not exist"),
     (["attack", "--attack", "loss", "--target", "{R}@99"], "no checkpoint at epoch 99"),
     (["attack", "--attack", "loss", "--target", "{FILE}"], "is a file, not a run folder"),
-    (["attack", "--attack", "loss", "--target", "{ATTACKDIR}"],
-     "written by stage 'attack', not 'train'; pass a folder written by `privtool train`"),
+    (
+        ["attack", "--attack", "loss", "--target", "{ATTACKDIR}"],
+        "written by stage 'attack', not 'train'; pass a folder written by `privtool train`",
+    ),
     # ---- store
     (["store", "--target", "{R}", "--role", "x"], "--role 'x' is not allowed"),
     (["store", "--target", "{R}", "--seed", "-1"], "attack.seed=-1 is not allowed"),
@@ -163,7 +240,10 @@ CASES = [
     (S + ["--set", "select.seed=-1"], "select.seed=-1 is not allowed"),
     (S + ["--n-labeled", "0"], "select.n_labeled=0"),
     (S + ["--set", "select.k=0"], "select.k=0"),
-    (S + ["--set", "select.uncertainty=x"], "select.uncertainty='x' is not allowed: entropy or margin"),
+    (
+        S + ["--set", "select.uncertainty=x"],
+        "select.uncertainty='x' is not allowed: entropy or margin",
+    ),
     (S + ["--set", "select.near_private.epsilon_pca=0"], "select.near_private.epsilon_pca=0"),
     (S + ["--set", "select.finetune.lr=abc"], "select.finetune.lr='abc'"),
     (S + ["--set", "select.pollution.fraction=1"], "select.pollution.fraction=1"),
@@ -173,7 +253,10 @@ CASES = [
     # ---- calibrate
     (["calibrate", "--runs", "{TOP}/nope"], "does not exist"),
     (["calibrate", "--runs", "{FILE}"], "is a file, not a folder"),
-    (C + ["--set", "calibrate.baseline=bogus"], "calibrate.baseline='bogus' is not allowed: class, gaussian"),
+    (
+        C + ["--set", "calibrate.baseline=bogus"],
+        "calibrate.baseline='bogus' is not allowed: class, gaussian",
+    ),
     (C + ["--set", "calibrate.confidence=abc"], "calibrate.confidence='abc' is not allowed"),
     (C + ["--set", "calibrate.accuracy_tolerance=2"], "calibrate.accuracy_tolerance=2"),
     (C + ["--set", "calibrate.judged_by.membership=xyz"], "calibrate.judged_by.membership='xyz'"),
@@ -181,7 +264,10 @@ CASES = [
     # ---- report
     (["report", "{TOP}/nope"], "does not exist"),
     (["report", "{FILE}"], "is a file, not a folder"),
-    (["report", "{RUNS}", "--set", "report.markdown=3"], "report.markdown=3 is not allowed: true or false"),
+    (
+        ["report", "{RUNS}", "--set", "report.markdown=3"],
+        "report.markdown=3 is not allowed: true or false",
+    ),
     (["report", "{RUNS}", "--set", "report.title="], "report.title=None is not allowed"),
     # ---- data
     (["data", "verify", "bogus"], "unknown dataset 'bogus'"),
@@ -214,8 +300,16 @@ def test_bad_input_is_one_line_exit_1_nothing_written(world, tmp_path, args, mat
 
 def test_the_table_is_big_enough():
     assert len(CASES) >= 60
-    assert {c[0][0] for c in CASES} >= {"train", "epsilon", "attack", "store", "select",
-                                        "calibrate", "report", "data"}
+    assert {c[0][0] for c in CASES} >= {
+        "train",
+        "epsilon",
+        "attack",
+        "store",
+        "select",
+        "calibrate",
+        "report",
+        "data",
+    }
 
 
 def test_data_prepare_offline_leaves_no_root(tmp_path, monkeypatch):
@@ -244,8 +338,17 @@ def test_data_prepare_offline_leaves_no_root(tmp_path, monkeypatch):
 STAGES = {
     "train": ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--mech", "none"],
     "attack": ["attack", "--attack", "loss", "--target", "{R}"],
-    "select": ["select", "--strategy", "random", "--target", "{R}", "--set",
-               "select.finetune.epochs=1", "--n-labeled", "10"],
+    "select": [
+        "select",
+        "--strategy",
+        "random",
+        "--target",
+        "{R}",
+        "--set",
+        "select.finetune.epochs=1",
+        "--n-labeled",
+        "10",
+    ],
     "calibrate": ["calibrate", "--runs", "{RUNS}"],
     "report": ["report", "{RUNS}"],
     "store": ["store", "--target", "{R}", "--set", "attack.n_models=2"],

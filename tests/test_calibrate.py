@@ -33,6 +33,7 @@ runner = CliRunner()
 
 # ------------------------------------------------------------------------- equivalent ε
 
+
 def test_equivalent_epsilon_inverts_a_known_curve():
     eps = [1, 2, 4, 8]
     curve = [0.5 + 0.05 * math.log(e) for e in eps]  # linear in log ε
@@ -83,7 +84,7 @@ def test_isotonic_pools_violators():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0.0, 1.0), min_size=2, max_size=8), st.floats(0.0, 1.0))
 def test_equivalent_epsilon_lands_on_the_monotone_curve(steps, where):
-    eps = [2.0 ** i for i in range(len(steps))]
+    eps = [2.0**i for i in range(len(steps))]
     scores = list(itertools.accumulate(steps))
     xs, ys = isotonic([math.log(e) for e in eps], scores)
     value = min(max(ys[0] + where * (ys[-1] - ys[0]), ys[0]), ys[-1])
@@ -99,6 +100,7 @@ def test_median_interval_covers_the_median():
 
 
 # ---------------------------------------------------------------------------- the tables
+
 
 @pytest.fixture(scope="module")
 def fixture_runs(tmp_path_factory):
@@ -122,8 +124,14 @@ def test_rows_trace_back_to_run_and_attack_artifacts(fixture_runs):
         for name, a in r.attacks.items():
             m = json.loads((a.dir / "metrics.json").read_text())
             assert r.fields[f"{name}_dir"] == str(a.dir)
-            for key in ("auc", "tpr_at_0.1pct_fpr", "epsilon_lower_bound", "ssim", "mse",
-                        "mia_distance"):
+            for key in (
+                "auc",
+                "tpr_at_0.1pct_fpr",
+                "epsilon_lower_bound",
+                "ssim",
+                "mse",
+                "mia_distance",
+            ):
                 if key in m and f"{name}_{key}" in r.fields:
                     assert r.fields[f"{name}_{key}"] == m[key]
     g1 = rows[str(runs["g1"])]
@@ -144,8 +152,11 @@ def test_nominal_epsilon_and_every_epsilon_field(fixture_runs):
     assert v50["epsilon_nominal"] == 50 and v50["epsilon_nominal_source"] == "epsilon_v_nominal"
     assert v50["epsilon"] == 96 * 50 and v50["epsilon_step"] == 50
     ckpt = rows[f"{runs['g8']}@2"]  # a checkpoint: its own ε and accuracy, not the target's
-    entry = next(c for c in json.loads((runs["g8"] / "metrics.json").read_text())["checkpoints"]
-                 if c["epoch"] == 2)
+    entry = next(
+        c
+        for c in json.loads((runs["g8"] / "metrics.json").read_text())["checkpoints"]
+        if c["epoch"] == 2
+    )
     assert ckpt["checkpoint"] == 2 and ckpt["test_accuracy"] == entry["test_accuracy"]
     assert ckpt["epsilon_nominal"] == entry["epsilon"]
     assert rows[str(runs["none"])]["epsilon_nominal"] is None
@@ -173,8 +184,9 @@ def test_paper1_views_and_delta_table(fixture_runs):
     assert set(t7) == {("vmf − gaussian", 1), ("vmf − gaussian", 50)}
     g, v = rows[str(runs["g50"])], rows[str(runs["v50"])]
     # paper 1 Table 7's sign (its numbers): VMF − Gaussian
-    assert t7[("vmf − gaussian", 50)][3] == pytest.approx(100 * (v["loss_auc"] - g["loss_auc"]),
-                                                         abs=0.01)
+    assert t7[("vmf − gaussian", 50)][3] == pytest.approx(
+        100 * (v["loss_auc"] - g["loss_auc"]), abs=0.01
+    )
     assert t7[("vmf − gaussian", 50)][4] == pytest.approx(0.25 - 0.10)
     t6 = tables["table6_reconstruction"]
     assert t6.columns[-2:] == ["SSIM mnist-5k", "MSE mnist-5k"]
@@ -189,7 +201,7 @@ def test_equivalent_rows_use_the_gaussian_runs_of_the_same_model(fixture_runs):
     assert v50["relation"] in ("≈", "≤", "≥") and "protects like gaussian" in v50["text"]
     iga = eq[(str(runs["v50"]), "iga")]
     # Gaussian MSE 0.30 at ε 1, 0.10 at ε 50: 0.25 sits a quarter of the way in log ε
-    assert iga["equivalent_epsilon"] == pytest.approx(50 ** 0.25, rel=1e-6)
+    assert iga["equivalent_epsilon"] == pytest.approx(50**0.25, rel=1e-6)
     assert eq[(str(runs["none"]), "iga")]["relation"] == "≥"
     assert not any(e["target"] == str(runs["g1"]) for e in cal.equivalent)
 
@@ -269,6 +281,7 @@ def test_reproduce_command_round_trips_the_recorded_params(fixture_runs):
 
 # ----------------------------------------------------------------------------- the command
 
+
 def test_calibrate_command_writes_tables_plots_and_provenance(fixture_runs, tmp_path):
     root, runs = fixture_runs
     out = tmp_path / "cal"
@@ -276,16 +289,28 @@ def test_calibrate_command_writes_tables_plots_and_provenance(fixture_runs, tmp_
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
     assert metrics["n_rows"] == 10 and metrics["n_attack_results"] == 15
-    for name in ("calibration.md", "calibration.csv", "calibration.json", "metrics.json",
-                 "meta.json", "equivalent.csv", "accuracy_matched.csv",
-                 "tables/table7_delta.csv", "frontier-loss-auc.png", "frontier-iga-mse.png",
-                 "roc-loss.png", "grids/iga-vmf.png", "plots/frontier/loss-auc.csv",
-                 "plots/roc/loss.csv"):
+    for name in (
+        "calibration.md",
+        "calibration.csv",
+        "calibration.json",
+        "metrics.json",
+        "meta.json",
+        "equivalent.csv",
+        "accuracy_matched.csv",
+        "tables/table7_delta.csv",
+        "frontier-loss-auc.png",
+        "frontier-iga-mse.png",
+        "roc-loss.png",
+        "grids/iga-vmf.png",
+        "plots/frontier/loss-auc.csv",
+        "plots/roc/loss.csv",
+    ):
         assert (out / name).is_file(), name
     with open(out / "calibration.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["run_meta_sha256"] for r in rows} >= {file_hash(p / "meta.json")
-                                                    for p in runs.values()}
+    assert {r["run_meta_sha256"] for r in rows} >= {
+        file_hash(p / "meta.json") for p in runs.values()
+    }
     meta = json.loads((out / "meta.json").read_text())
     assert meta["stage"] == "calibrate"
     assert meta["inputs"]["sources"][str(runs["g1"])] == file_hash(runs["g1"] / "meta.json")
@@ -313,8 +338,18 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, case):
 
 def test_unknown_calibrate_key_names_the_valid_ones(fixture_runs, tmp_path):
     root, _ = fixture_runs
-    res = runner.invoke(app, ["calibrate", "--runs", str(root), "--out", str(tmp_path / "o"),
-                              "--set", "calibrate.tolerance=0.1"])
+    res = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--runs",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "calibrate.tolerance=0.1",
+        ],
+    )
     assert res.exit_code == 1 and "accuracy_tolerance" in res.output
     with pytest.raises(PrivtoolError, match="judged_by.membership"):
         calibrate_settings({"judged_by": {"membership": "mse"}})
@@ -349,10 +384,16 @@ def test_full_profile_overlay_gives_valid_params_with_the_papers_grid(tmp_path):
     cells = p.raw["sweep"]["train"]
     for model in ("lenet", "mlp"):
         mine = {k: v for k, v in cells.items() if k.startswith(f"{model}-")}
-        eps_g = sorted(float(v["args"].split("--epsilon ")[1].split()[0])
-                       for v in mine.values() if v["mech"] == "gaussian")
-        eps_v = sorted(float(v["args"].split("epsilon_v=")[1].split()[0])
-                       for v in mine.values() if v["mech"] == "vmf")
+        eps_g = sorted(
+            float(v["args"].split("--epsilon ")[1].split()[0])
+            for v in mine.values()
+            if v["mech"] == "gaussian"
+        )
+        eps_v = sorted(
+            float(v["args"].split("epsilon_v=")[1].split()[0])
+            for v in mine.values()
+            if v["mech"] == "vmf"
+        )
         assert eps_g == [0.8, 1, 2, 3, 8, 50] and eps_v == [1, 5, 10, 50, 500, 300000]
         assert sum(v["mech"] == "none" for v in mine.values()) == 1
         # paper 1 §3.4: VMF noise per row of each layer

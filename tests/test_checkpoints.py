@@ -17,8 +17,18 @@ from privtool.epsilon import compute_epsilon
 from privtool.errors import PrivtoolError
 
 runner = CliRunner()
-FAST = ["--dataset", "digits", "--model", "mlp", "--set", "train.batch_size=64",
-        "--device", "cpu", "--set", "train.noise_seed=from-seed"]  # determinism checked
+FAST = [
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--set",
+    "train.batch_size=64",
+    "--device",
+    "cpu",
+    "--set",
+    "train.noise_seed=from-seed",
+]  # determinism checked
 
 
 def invoke(*args):
@@ -65,11 +75,21 @@ def test_checkpoints_are_listed_hashed_and_in_the_curve(runs):
         assert 0 < c["test_accuracy"] <= 1 and c["delta"] == metrics["delta"]
     last = metrics["checkpoints"][-1]
     assert (last["epsilon"], last["test_accuracy"], last["train_gap"]) == (
-        metrics["epsilon"], metrics["test_accuracy"], metrics["train_gap"])
+        metrics["epsilon"],
+        metrics["test_accuracy"],
+        metrics["train_gap"],
+    )
     header, *rows = (run / "plots" / "curve.csv").read_text().splitlines()
     cols = header.split(",")
-    assert {"epoch", "step", "epsilon", "train_accuracy", "test_accuracy", "train_gap",
-            "checkpoint"} <= set(cols)
+    assert {
+        "epoch",
+        "step",
+        "epsilon",
+        "train_accuracy",
+        "test_accuracy",
+        "train_gap",
+        "checkpoint",
+    } <= set(cols)
     kept = [r.split(",")[cols.index("checkpoint")] for r in rows]
     assert kept == ["", "checkpoints/epoch-2.pt", "checkpoints/epoch-3.pt"]
     assert not (runs["g2"][0] / "checkpoints").exists() and runs["g2"][1]["checkpoints"] == []
@@ -78,21 +98,43 @@ def test_checkpoints_are_listed_hashed_and_in_the_curve(runs):
 def test_checkpoint_epsilon_equals_privtool_epsilon(runs):
     _, m = runs["g3"]
     for c in m["checkpoints"]:
-        want = compute_epsilon("gaussian", noise_multiplier=m["noise_multiplier"],
-                               sample_rate=m["sample_rate"], steps=c["step"], delta=m["delta"])
+        want = compute_epsilon(
+            "gaussian",
+            noise_multiplier=m["noise_multiplier"],
+            sample_rate=m["sample_rate"],
+            steps=c["step"],
+            delta=m["delta"],
+        )
         assert c["epsilon"] == pytest.approx(want["epsilon"], rel=1e-12)
     c = m["checkpoints"][0]
-    res = invoke("epsilon", "--mech", "gaussian", "--noise-multiplier", str(m["noise_multiplier"]),
-                 "--sample-rate", repr(m["sample_rate"]), "--steps", str(c["step"]),
-                 "--delta", repr(m["delta"]), "--json")
+    res = invoke(
+        "epsilon",
+        "--mech",
+        "gaussian",
+        "--noise-multiplier",
+        str(m["noise_multiplier"]),
+        "--sample-rate",
+        repr(m["sample_rate"]),
+        "--steps",
+        str(c["step"]),
+        "--delta",
+        repr(m["delta"]),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["epsilon"] == pytest.approx(c["epsilon"], rel=1e-12)
     _, v = runs["v3"]
     assert [c["epoch"] for c in v["checkpoints"]] == [1, 2, 3]
     for c in v["checkpoints"]:
-        want = compute_epsilon("vmf", kappa=v["kappa"], parts=v["parts"],
-                               sample_rate=v["sample_rate"], steps=c["step"], delta=v["delta"],
-                               part_dims=parse_part_dims(v["part_dims"]))
+        want = compute_epsilon(
+            "vmf",
+            kappa=v["kappa"],
+            parts=v["parts"],
+            sample_rate=v["sample_rate"],
+            steps=c["step"],
+            delta=v["delta"],
+            part_dims=parse_part_dims(v["part_dims"]),
+        )
         assert v["accounting"] == "pld"
         for key in ("epsilon", "epsilon_pure_bound", "epsilon_step", "epsilon_step_amplified"):
             assert c[key] == pytest.approx(want[key], rel=1e-12), key
@@ -124,8 +166,17 @@ def test_missing_epoch_is_one_line_listing_the_available_ones(runs, tmp_path):
     res = invoke("attack", "--attack", "iga", "--target", f"{run}@7", "--out", str(tmp_path / "a"))
     assert res.exit_code == 1 and "available epochs: 2, 3" in res.output
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
-    res = invoke("attack", "--attack", "iga", "--target", str(run), "--checkpoint", "1",
-                 "--out", str(tmp_path / "a"))
+    res = invoke(
+        "attack",
+        "--attack",
+        "iga",
+        "--target",
+        str(run),
+        "--checkpoint",
+        "1",
+        "--out",
+        str(tmp_path / "a"),
+    )
     assert res.exit_code == 1 and "no checkpoint at epoch 1; available epochs: 2, 3" in res.output
 
 
@@ -211,8 +262,12 @@ def test_every_model_pretrains_features_and_keeps_a_fresh_head(model):
     from privtool.stages.common import load_data_and_splits
 
     assert set(MODELS.names()) <= {"lenet", "lenet-sigmoid", "mlp", "cnn", "softmax", "tfp-cnn"}
-    p = _params(f"train.model={model}", "pretrain.epochs=1", "data.splits.public=0.04",
-                "data.splits.train=0.56")
+    p = _params(
+        f"train.model={model}",
+        "pretrain.epochs=1",
+        "data.splits.public=0.04",
+        "data.splits.train=0.56",
+    )
     data, splits = load_data_and_splits(p.data)
     torch.manual_seed(0)
     net = build_model(model, data.shape, data.n_classes)
@@ -222,8 +277,9 @@ def test_every_model_pretrains_features_and_keeps_a_fresh_head(model):
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # DP training sees the same RNG
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("head."))
-    changed = [k for k in after
-               if k.startswith("features.") and not torch.equal(before[k], after[k])]
+    changed = [
+        k for k in after if k.startswith("features.") and not torch.equal(before[k], after[k])
+    ]
     assert bool(changed) == (res.record["feature_parameters"] > 0)
     assert bool(res.warnings) == (model == "softmax")
     assert 0 <= res.metrics["pretrain_rotation_accuracy"] <= 1
@@ -244,16 +300,33 @@ def test_rotation_pretraining_on_real_digits_beats_chance():
     assert res.metrics["pretrain_source"] == "mnist-5k:public"
 
 
-@pytest.mark.parametrize("mech, extra", [
-    ("gaussian", ["--epsilon", "3"]),
-    pytest.param("vmf", ["--set", "train.epsilon_v=500000"], marks=pytest.mark.slow),
-    pytest.param("none", [], marks=pytest.mark.slow),
-    pytest.param("class", ["--epsilon", "8"], marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "mech, extra",
+    [
+        ("gaussian", ["--epsilon", "3"]),
+        pytest.param("vmf", ["--set", "train.epsilon_v=500000"], marks=pytest.mark.slow),
+        pytest.param("none", [], marks=pytest.mark.slow),
+        pytest.param("class", ["--epsilon", "8"], marks=pytest.mark.slow),
+    ],
+)
 def test_cli_pretrain_rotation_with_each_mechanism(tmp_path, mech, extra):
     out = tmp_path / "run"
-    res = invoke("train", *FAST, "--mech", mech, *extra, "--epochs", "2", "--pretrain", "rotation",
-                 "--set", "pretrain.epochs=2", "--out", str(out), "--json")
+    res = invoke(
+        "train",
+        *FAST,
+        "--mech",
+        mech,
+        *extra,
+        "--epochs",
+        "2",
+        "--pretrain",
+        "rotation",
+        "--set",
+        "pretrain.epochs=2",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["pretrain_source"] == "digits:public" and m["pretrain_rotation_accuracy"] > 0.25
@@ -280,9 +353,15 @@ def test_dp_model_from_rotation_pretraining_is_at_least_as_accurate(tmp_path):
     eps: dict[str, list[float]] = {"scratch": [], "rotation": []}
     for seed in (0, 1, 2):
         for mode in acc:
-            sets = ["train.device=cpu", "train.model=tfp-cnn", "train.mech=gaussian",
-                    "train.epsilon=3", f"train.seed={seed}", "train.checkpoint_every=0",
-                    "train.noise_seed=from-seed"]  # the same noise for both: the comparison is paired
+            sets = [
+                "train.device=cpu",
+                "train.model=tfp-cnn",
+                "train.mech=gaussian",
+                "train.epsilon=3",
+                f"train.seed={seed}",
+                "train.checkpoint_every=0",
+                "train.noise_seed=from-seed",
+            ]  # the same noise for both: the comparison is paired
             if mode == "rotation":
                 sets.append("pretrain.method=rotation")
             m = stage.run(load_params(None, sets), tmp_path / f"{mode}-{seed}")

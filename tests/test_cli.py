@@ -10,8 +10,18 @@ from privtool.artifacts import load_run, load_state_dict
 from privtool.cli import app
 
 runner = CliRunner()
-FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2",
-        "--set", "train.batch_size=64", "--set", "train.noise_seed=from-seed"]
+FAST = [
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--epochs",
+    "2",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.noise_seed=from-seed",
+]
 
 
 def invoke(*args):
@@ -61,14 +71,26 @@ def test_train_writes_a_complete_run(tmp_path, mech):
 
 def test_gaussian_epsilon_target_and_epsilon_command_agree(tmp_path):
     out = tmp_path / "g"
-    res = invoke("train", "--mech", "gaussian", "--epsilon", "2", *FAST, "--out", str(out),
-                 "--json")
+    res = invoke(
+        "train", "--mech", "gaussian", "--epsilon", "2", *FAST, "--out", str(out), "--json"
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert 1.9 < m["epsilon"] <= 2.0
-    res = invoke("epsilon", "--mech", "gaussian", "--noise-multiplier", str(m["noise_multiplier"]),
-                 "--sample-rate", str(m["sample_rate"]), "--steps", str(m["steps"]),
-                 "--delta", str(m["delta"]), "--json")
+    res = invoke(
+        "epsilon",
+        "--mech",
+        "gaussian",
+        "--noise-multiplier",
+        str(m["noise_multiplier"]),
+        "--sample-rate",
+        str(m["sample_rate"]),
+        "--steps",
+        str(m["steps"]),
+        "--delta",
+        str(m["delta"]),
+        "--json",
+    )
     assert res.exit_code == 0
     assert json.loads(res.stdout)["epsilon"] == pytest.approx(m["epsilon"], rel=1e-9)
 
@@ -77,16 +99,45 @@ def test_epsilon_from_epochs_counts_steps_as_train_does(tmp_path):
     """n/b = 539/100 = 5.39 (odd): train runs round(n/b)·E = 15 steps for E = 3, and
     `privtool epsilon --epochs 3` must give the ε of those steps (round(E/q) = 16 would not)."""
     out = tmp_path / "g"
-    res = invoke("train", "--mech", "gaussian", "--dataset", "digits", "--model", "mlp",
-                 "--epochs", "3", "--set", "train.batch_size=100",
-                 "--set", "train.noise_multiplier=1.1", "--set", "train.checkpoint_every=0",
-                 "--device", "cpu", "--out", str(out), "--json")
+    res = invoke(
+        "train",
+        "--mech",
+        "gaussian",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "3",
+        "--set",
+        "train.batch_size=100",
+        "--set",
+        "train.noise_multiplier=1.1",
+        "--set",
+        "train.checkpoint_every=0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     acc = json.loads((out / "accountant.json").read_text())
     assert acc["steps"] == 15 and round(3 / acc["sample_rate"]) == 16
-    res = invoke("epsilon", "--mech", "gaussian", "--noise-multiplier", "1.1",
-                 "--sample-rate", repr(acc["sample_rate"]), "--epochs", "3",
-                 "--delta", str(acc["delta"]), "--json")
+    res = invoke(
+        "epsilon",
+        "--mech",
+        "gaussian",
+        "--noise-multiplier",
+        "1.1",
+        "--sample-rate",
+        repr(acc["sample_rate"]),
+        "--epochs",
+        "3",
+        "--delta",
+        str(acc["delta"]),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
     assert got["steps"] == acc["steps"]
@@ -106,16 +157,31 @@ def test_unit_mechanisms_count_epoch_steps_as_epsilon_does():
 def test_same_seed_same_metrics(tmp_path):
     outs = []
     for name in ("a", "b"):
-        res = invoke("train", "--mech", "gaussian", *FAST, "--seed", "3",
-                     "--out", str(tmp_path / name))
+        res = invoke(
+            "train", "--mech", "gaussian", *FAST, "--seed", "3", "--out", str(tmp_path / name)
+        )
         assert res.exit_code == 0, res.output
         outs.append((tmp_path / name / "metrics.json").read_text())
     assert outs[0] == outs[1]
 
 
 def test_epsilon_pinned_opacus_value():
-    res = invoke("epsilon", "--mech", "gaussian", "--noise-multiplier", "1.5", "--sample-rate",
-                 "0.04", "--steps", "2250", "--delta", "1e-5", "--accountant", "rdp", "--json")
+    res = invoke(
+        "epsilon",
+        "--mech",
+        "gaussian",
+        "--noise-multiplier",
+        "1.5",
+        "--sample-rate",
+        "0.04",
+        "--steps",
+        "2250",
+        "--delta",
+        "1e-5",
+        "--accountant",
+        "rdp",
+        "--json",
+    )
     assert res.exit_code == 0
     from opacus.accountants import RDPAccountant
 
@@ -125,28 +191,60 @@ def test_epsilon_pinned_opacus_value():
 
 
 def test_epsilon_vmf_json():
-    res = invoke("epsilon", "--mech", "vmf", "--kappa", "2", "--parts", "3", "--sample-rate",
-                 "0.01", "--steps", "100", "--json")
+    res = invoke(
+        "epsilon",
+        "--mech",
+        "vmf",
+        "--kappa",
+        "2",
+        "--parts",
+        "3",
+        "--sample-rate",
+        "0.01",
+        "--steps",
+        "100",
+        "--json",
+    )
     assert res.exit_code == 0
     d = json.loads(res.stdout)
     assert d["epsilon_step"] == 12.0 and d["epsilon"] < 100 * d["epsilon_step_amplified"]
 
 
-@pytest.mark.parametrize("args, match", [
-    (["train", "--dataset", "imagenet42"], "unknown dataset 'imagenet42'"),
-    (["train", "--dataset", "cifar10", "--set", "data.root=/nonexistent"], "cifar-10-batches-py"),
-    (["train", "--model", "resnet"], "unknown model 'resnet'"),
-    (["train", "--mech", "laplace"], "unknown mechanism 'laplace'"),
-    (["train", "--epsilon", "0"], "train.epsilon=0"),
-    (["train", "--epsilon", "-1"], "train.epsilon=-1"),
-    (["train", "--set", "train.kappa=-1", "--mech", "vmf"], "train.kappa=-1"),
-    (["train", "--set", "train.bogus=1"], "unknown params key train.bogus"),
-    (["train", "--params", "missing.yaml"], "not found"),
-    (["epsilon", "--mech", "gaussian", "--noise-multiplier", "1", "--sample-rate", "1.5",
-      "--steps", "10"], "sample_rate"),
-    (["epsilon", "--mech", "vmf", "--kappa", "-1", "--sample-rate", "0.1", "--steps", "10"],
-     "kappa"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["train", "--dataset", "imagenet42"], "unknown dataset 'imagenet42'"),
+        (
+            ["train", "--dataset", "cifar10", "--set", "data.root=/nonexistent"],
+            "cifar-10-batches-py",
+        ),
+        (["train", "--model", "resnet"], "unknown model 'resnet'"),
+        (["train", "--mech", "laplace"], "unknown mechanism 'laplace'"),
+        (["train", "--epsilon", "0"], "train.epsilon=0"),
+        (["train", "--epsilon", "-1"], "train.epsilon=-1"),
+        (["train", "--set", "train.kappa=-1", "--mech", "vmf"], "train.kappa=-1"),
+        (["train", "--set", "train.bogus=1"], "unknown params key train.bogus"),
+        (["train", "--params", "missing.yaml"], "not found"),
+        (
+            [
+                "epsilon",
+                "--mech",
+                "gaussian",
+                "--noise-multiplier",
+                "1",
+                "--sample-rate",
+                "1.5",
+                "--steps",
+                "10",
+            ],
+            "sample_rate",
+        ),
+        (
+            ["epsilon", "--mech", "vmf", "--kappa", "-1", "--sample-rate", "0.1", "--steps", "10"],
+            "kappa",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_exit_1(tmp_path, args, match):
     out = tmp_path / "never"
     res = invoke(*args, *(["--out", str(out)] if args[0] == "train" else []))
@@ -170,12 +268,30 @@ def test_train_threads_sets_torchs_intra_op_threads(tmp_path):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        res = invoke("train", "--mech", "none", *FAST, "--epochs", "1", "--set", "train.threads=1",
-                     "--out", str(tmp_path / "run"))
+        res = invoke(
+            "train",
+            "--mech",
+            "none",
+            *FAST,
+            "--epochs",
+            "1",
+            "--set",
+            "train.threads=1",
+            "--out",
+            str(tmp_path / "run"),
+        )
         assert res.exit_code == 0, res.output
         assert torch.get_num_threads() == 1
-        bad = invoke("train", "--mech", "none", *FAST, "--set", "train.threads=0",
-                     "--out", str(tmp_path / "bad"))
+        bad = invoke(
+            "train",
+            "--mech",
+            "none",
+            *FAST,
+            "--set",
+            "train.threads=0",
+            "--out",
+            str(tmp_path / "bad"),
+        )
         assert bad.exit_code == 1 and "train.threads" in bad.output
         assert not (tmp_path / "bad").exists()
     finally:

@@ -18,17 +18,20 @@ def test_file_then_overrides(tmp_path):
     assert p.data.splits["test"] == 0.2  # untouched keys of a nested mapping survive
 
 
-@pytest.mark.parametrize("override, match", [
-    ("train.epochz=3", "unknown params key train.epochz; valid keys in 'train': .*epochs"),
-    ("train.epsilon=0", "train.epsilon=0 is not allowed"),
-    ("train.epsilon=-1", "train.epsilon=-1"),
-    ("train.kappa=-2", "train.kappa=-2"),
-    ("train.delta=1.5", "train.delta"),
-    ("train.partition=diagonal", "whole, layer or row"),
-    ("data.splits.train=1.2", "data.splits.train"),
-    ("nosection.key=1", "unknown params section 'nosection'"),
-    ("justakey=1", "must look like section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("train.epochz=3", "unknown params key train.epochz; valid keys in 'train': .*epochs"),
+        ("train.epsilon=0", "train.epsilon=0 is not allowed"),
+        ("train.epsilon=-1", "train.epsilon=-1"),
+        ("train.kappa=-2", "train.kappa=-2"),
+        ("train.delta=1.5", "train.delta"),
+        ("train.partition=diagonal", "whole, layer or row"),
+        ("data.splits.train=1.2", "data.splits.train"),
+        ("nosection.key=1", "unknown params section 'nosection'"),
+        ("justakey=1", "must look like section.key=value"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path, override, match):
     with pytest.raises(PrivtoolError, match=match):
         load_params(tmp_path / "absent.yaml", [override])

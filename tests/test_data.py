@@ -49,7 +49,9 @@ def _shared_root() -> Path | None:
 def shared_mnist() -> Path:
     root = _shared_root()
     if root is None or not (root / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip("real MNIST test files not found: set PRIVTOOL_DATA or put ../shared/data/mnist beside the repo")
+        pytest.skip(
+            "real MNIST test files not found: set PRIVTOOL_DATA or put ../shared/data/mnist beside the repo"
+        )
     return root / "mnist"
 
 
@@ -57,13 +59,17 @@ def shared_mnist() -> Path:
 def shared_faces() -> Path:
     root = _shared_root()
     if root is None or not (root / "faces94").is_dir():
-        pytest.skip("Faces94 folder not found: set PRIVTOOL_DATA or put ../shared/data/faces94 beside the repo")
+        pytest.skip(
+            "Faces94 folder not found: set PRIVTOOL_DATA or put ../shared/data/faces94 beside the repo"
+        )
     return root / "faces94"
 
 
 @pytest.fixture(scope="module")
 def t10k(shared_mnist) -> tuple[np.ndarray, np.ndarray]:
-    return read_idx_pair(shared_mnist / "t10k-images-idx3-ubyte.gz", shared_mnist / "t10k-labels-idx1-ubyte.gz")
+    return read_idx_pair(
+        shared_mnist / "t10k-images-idx3-ubyte.gz", shared_mnist / "t10k-labels-idx1-ubyte.gz"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +81,9 @@ def _no_env_root(monkeypatch):
 def _write_idx(path: Path, arr: np.ndarray) -> None:
     """Write ``arr`` in IDX format (big-endian), gzip when the name ends in .gz."""
     codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C}
-    header = bytes([0, 0, codes[arr.dtype], arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+    header = bytes([0, 0, codes[arr.dtype], arr.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in arr.shape
+    )
     payload = header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
@@ -216,11 +224,15 @@ def test_cifar10_reader_on_real_digits_in_cifar_format(t10k, tmp_path):
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)  # as the original python-2 pickles
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [str(i).encode() for i in range(10)], b"num_vis": 3072}, f, protocol=2)
+        pickle.dump(
+            {b"label_names": [str(i).encode() for i in range(10)], b"num_vis": 3072}, f, protocol=2
+        )
     data = load_dataset("cifar10", tmp_path)
     assert data.x.shape == (120, 3, 32, 32) and data.classes == tuple(str(i) for i in range(10))
     np.testing.assert_array_equal(data.y, y[:120])
-    np.testing.assert_array_equal(np.round(data.x[:, 1, 2:30, 2:30] * 255).astype(np.uint8), x[:120])
+    np.testing.assert_array_equal(
+        np.round(data.x[:, 1, 2:30, 2:30] * 255).astype(np.uint8), x[:120]
+    )
     assert dataset_status("cifar10", tmp_path).available
 
 
@@ -240,7 +252,9 @@ def test_svhn_reader_on_real_digits_in_mat_format(t10k, tmp_path):
     (tmp_path / "svhn").mkdir()
     for split, sl in (("train", slice(0, 50)), ("test", slice(50, 80))):
         x32 = np.pad(x[sl], ((0, 0), (2, 2), (2, 2)))
-        X = np.repeat(x32[..., None], 3, axis=3).transpose(1, 2, 3, 0)  # (32, 32, 3, N) as SVHN stores it
+        X = np.repeat(x32[..., None], 3, axis=3).transpose(
+            1, 2, 3, 0
+        )  # (32, 32, 3, N) as SVHN stores it
         labels = np.where(y[sl] == 0, 10, y[sl]).reshape(-1, 1)  # SVHN stores digit 0 as 10
         scipy_io.savemat(tmp_path / "svhn" / f"{split}_32x32.mat", {"X": X, "y": labels})
     data = load_dataset("svhn", tmp_path)
@@ -291,11 +305,15 @@ def test_folder_scheme_with_real_digits_as_png(tmp_path):
     for i in pick:
         folder = tmp_path / "imgs" / f"digit{d.target[i]}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((d.images[i] * 255 / 16).round().astype(np.uint8), mode="L").save(folder / f"{i}.png")
+        Image.fromarray((d.images[i] * 255 / 16).round().astype(np.uint8), mode="L").save(
+            folder / f"{i}.png"
+        )
     data = load_dataset(f"folder:{tmp_path / 'imgs'}")
     assert data.shape == (1, 8, 8) and data.classes == ("digit0", "digit1", "digit2")
     assert np.bincount(data.y).tolist() == [6, 6, 6]
-    np.testing.assert_allclose(data.x[0, 0], np.round(d.images[pick[0]] * 255 / 16) / 255, atol=1e-6)
+    np.testing.assert_allclose(
+        data.x[0, 0], np.round(d.images[pick[0]] * 255 / 16) / 255, atol=1e-6
+    )
     assert load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=16).shape == (1, 16, 16)
     st = dataset_status(f"folder:{tmp_path / 'imgs'}")
     assert st.available and st.n_examples == 18 and st.n_classes == 3 and st.shape == (1, 8, 8)
@@ -311,8 +329,12 @@ def test_npz_scheme_with_real_digits(tmp_path):
     d = load_digits()
     u8 = (d.images * 255 / 16).round().astype(np.uint8)
     np.savez(tmp_path / "hwc.npz", x=u8[..., None], y=d.target)  # (N, H, W, 1) uint8
-    np.savez(tmp_path / "chw.npz", x=(d.images / 16).astype(np.float64)[:, None], y=d.target)  # (N, 1, H, W) float
-    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    np.savez(
+        tmp_path / "chw.npz", x=(d.images / 16).astype(np.float64)[:, None], y=d.target
+    )  # (N, 1, H, W) float
+    names = np.array(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    )
     np.savez(tmp_path / "str.npz", x=u8, y=names[d.target])  # (N, H, W), string labels
     a = load_dataset(f"npz:{tmp_path / 'hwc.npz'}")
     b = load_dataset(f"npz:{tmp_path / 'chw.npz'}")
@@ -320,7 +342,9 @@ def test_npz_scheme_with_real_digits(tmp_path):
     assert a.shape == b.shape == c.shape == (1, 8, 8) and len(a) == 1797
     np.testing.assert_array_equal(a.y, d.target)
     np.testing.assert_allclose(a.x, b.x, atol=0.5 / 255 + 1e-6)
-    assert c.classes == tuple(sorted(names)) and [c.classes[i] for i in c.y[:3]] == list(names[d.target[:3]])
+    assert c.classes == tuple(sorted(names)) and [c.classes[i] for i in c.y[:3]] == list(
+        names[d.target[:3]]
+    )
     st = dataset_status(f"npz:{tmp_path / 'hwc.npz'}")
     assert st.available and st.n_examples == 1797 and st.shape == (1, 8, 8) and st.n_classes == 10
     np.savez(tmp_path / "raw255.npz", x=d.images[:, None] * 255 / 16, y=d.target)
@@ -336,7 +360,11 @@ def test_npz_scheme_with_real_digits(tmp_path):
 
 @pytest.mark.parametrize(
     "name, n, shape, n_classes",
-    [("digits", 1797, (1, 8, 8), 10), ("mnist-5k", 5000, (1, 28, 28), 10), ("lfw-subset", 200, (1, 25, 25), 2)],
+    [
+        ("digits", 1797, (1, 8, 8), 10),
+        ("mnist-5k", 5000, (1, 28, 28), 10),
+        ("lfw-subset", 200, (1, 25, 25), 2),
+    ],
 )
 def test_packaged_sets(name, n, shape, n_classes):
     data = load_dataset(name)
@@ -381,7 +409,16 @@ def test_unknown_dataset_lists_valid_names_and_schemes():
 def test_list_datasets_marks_unavailable_sets_with_missing_files(tmp_path):
     statuses = {s.name: s for s in list_datasets(tmp_path)}
     assert set(statuses) == set(DATASETS.names())
-    assert {"mnist", "fashion-mnist", "qmnist", "cifar10", "cifar100", "svhn", "lfw", "faces94"} <= set(statuses)
+    assert {
+        "mnist",
+        "fashion-mnist",
+        "qmnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "lfw",
+        "faces94",
+    } <= set(statuses)
     for name in ("digits", "mnist-5k", "lfw-subset"):
         assert statuses[name].available
     mnist = statuses["mnist"]
@@ -428,13 +465,18 @@ def test_make_splits_deterministic_disjoint_stratified():
         assert a[k].dtype == np.int64 and np.all(np.diff(a[k]) > 0)
     assert any(not np.array_equal(a[k], c[k]) for k in a)
     everything = np.concatenate(list(a.values()))
-    assert len(np.unique(everything)) == len(everything) == len(y)  # disjoint and, summing to 1, complete
+    assert (
+        len(np.unique(everything)) == len(everything) == len(y)
+    )  # disjoint and, summing to 1, complete
     n_c = np.bincount(y)
     for k, f in FRACTIONS.items():
         assert abs(len(a[k]) - f * len(y)) < 1
         assert np.all(np.abs(np.bincount(y[a[k]], minlength=10) - f * n_c) <= 1)
     assert index_hash(a["train"]) == index_hash(b["train"]) != index_hash(c["train"])
-    assert index_hash(a["train"]) == hashlib.sha256(np.asarray(a["train"], np.int64).tobytes()).hexdigest()
+    assert (
+        index_hash(a["train"])
+        == hashlib.sha256(np.asarray(a["train"], np.int64).tobytes()).hexdigest()
+    )
 
 
 def test_make_splits_partial_and_unbalanced():

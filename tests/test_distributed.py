@@ -25,9 +25,15 @@ from privtool.mechanisms import MECHANISMS, Schedule
 
 WORLD = 2
 # noise-free runs whose weights must match one process: (mech, extra TrainConfig fields)
-NOISE_FREE = {"gaussian": {"noise_multiplier": 0.0}, "class": {"noise_multiplier": 0.0},
-              "none": {}}
-GAUSS = {"n": 64, "batch": 32, "sigma": 1.5, "clip": 0.1, "d_in": 100, "d_out": 100}  # 10,100 noise coords
+NOISE_FREE = {"gaussian": {"noise_multiplier": 0.0}, "class": {"noise_multiplier": 0.0}, "none": {}}
+GAUSS = {
+    "n": 64,
+    "batch": 32,
+    "sigma": 1.5,
+    "clip": 0.1,
+    "d_in": 100,
+    "d_out": 100,
+}  # 10,100 noise coords
 VMF = {"b": 8, "d_in": 50, "classes": 10, "steps": 12}  # d = 510 parameters, one VMF part
 
 
@@ -42,7 +48,7 @@ def _digits(n_train: int = 300, n_test: int = 60):
 
     d = load_dataset("digits")
     x, y = torch.from_numpy(d.x), torch.from_numpy(d.y)
-    return d, x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
+    return d, x[:n_train], y[:n_train], x[n_train : n_train + n_test], y[n_train : n_train + n_test]
 
 
 def _train_digits(mech: str, distributed: str, **fields):
@@ -50,13 +56,24 @@ def _train_digits(mech: str, distributed: str, **fields):
     from privtool.training import seed_everything, train_model
 
     d, xtr, ytr, xte, yte = _digits()
-    cfg = TrainConfig(mech=mech, model="lenet", epochs=1, batch_size=64, lr=0.5, device="cpu",
-                      distributed=distributed, noise_seed="from-seed", **fields)
+    cfg = TrainConfig(
+        mech=mech,
+        model="lenet",
+        epochs=1,
+        batch_size=64,
+        lr=0.5,
+        device="cpu",
+        distributed=distributed,
+        noise_seed="from-seed",
+        **fields,
+    )
     seed_everything(0)
     model = build_model("lenet", d.shape, d.n_classes)
     out = train_model(cfg, model, xtr, ytr, xte, yte, device=torch.device("cpu"))
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            out.mechanism.accountant_state(out.metrics["steps"]))
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        out.mechanism.accountant_state(out.metrics["steps"]),
+    )
 
 
 def _gauss_updates(stepper_for) -> torch.Tensor:
@@ -70,8 +87,9 @@ def _gauss_updates(stepper_for) -> torch.Tensor:
     for sigma in (g["sigma"], 0.0):
         model = nn.Linear(g["d_in"], g["d_out"])
         model.load_state_dict(init)
-        cfg = TrainConfig(mech="gaussian", batch_size=g["batch"], noise_multiplier=sigma,
-                          max_grad_norm=g["clip"])
+        cfg = TrainConfig(
+            mech="gaussian", batch_size=g["batch"], noise_multiplier=sigma, max_grad_norm=g["clip"]
+        )
         step, idx = stepper_for(cfg, model, g["n"])
         step(x[idx], y[idx])
         after.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
@@ -97,8 +115,12 @@ def _vmf_stats(stepper_for, kappa: float) -> tuple[float, float, int]:
     for _ in range(v["steps"]):
         model.load_state_dict(init)
         step(x[idx], y[idx])
-        g = torch.cat([(init[k] - p.detach()).reshape(-1)  # lr = 1: the released gradient
-                       for k, p in zip(("weight", "bias"), model.parameters())])
+        g = torch.cat(
+            [
+                (init[k] - p.detach()).reshape(-1)  # lr = 1: the released gradient
+                for k, p in zip(("weight", "bias"), model.parameters())
+            ]
+        )
         dots.append(float(g @ mu))
         sq.append(float(g @ g))
     return float(np.mean(dots)), float(np.mean(sq)), int(mu.numel())
@@ -134,8 +156,9 @@ def _secret_batches_are_shared() -> list[bool]:
 
     s = Session(rank=torch.distributed.get_rank(), world=WORLD, active=True)
     cfg = TrainConfig(mech="vmf", batch_size=64, kappa=1.0, epsilon_v=None)
-    dm = DistributedMechanism(MECHANISMS.get("vmf")(cfg, Schedule(n=300, batch_size=64,
-                                                                  epochs=1)), s)
+    dm = DistributedMechanism(
+        MECHANISMS.get("vmf")(cfg, Schedule(n=300, batch_size=64, epochs=1)), s
+    )
     ok = []
     for share in dm.batches(1, secret_numpy_rng()):
         shares: list = [None] * WORLD
@@ -248,21 +271,52 @@ def test_ddp_outside_torchrun_is_one_clear_error(monkeypatch):
 
 
 def _env(rank: int, port: int) -> dict[str, str]:
-    return {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
-            "LOCAL_WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1", "PRIVTOOL_DDP_TIMEOUT": "60"}
+    return {
+        **os.environ,
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(WORLD),
+        "LOCAL_WORLD_SIZE": str(WORLD),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "OMP_NUM_THREADS": "1",
+        "PRIVTOOL_DDP_TIMEOUT": "60",
+    }
 
 
 @pytest.mark.slow
 def test_killed_rank_ends_run_with_clear_error(tmp_path):
     """SIGKILL rank 1 mid-training: rank 0 exits 1 with one line, and no run is written."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "privtool", "train", "--mech", "gaussian", "--dataset",
-           "digits", "--model", "lenet", "--epochs", "40", "--set", "train.distributed=ddp",
-           "--set", "train.device=cpu", "--set", "train.checkpoint_every=0", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "privtool",
+        "train",
+        "--mech",
+        "gaussian",
+        "--dataset",
+        "digits",
+        "--model",
+        "lenet",
+        "--epochs",
+        "40",
+        "--set",
+        "train.distributed=ddp",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "train.checkpoint_every=0",
+        "--out",
+        str(out),
+    ]
     port = _free_port()
-    procs = [subprocess.Popen(cmd, env=_env(r, port), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
+    procs = [
+        subprocess.Popen(
+            cmd, env=_env(r, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for r in range(WORLD)
+    ]
     try:
         deadline = time.time() + 120
         while not list(tmp_path.glob(".run.*.partial")):  # rank 0 is in training
@@ -285,13 +339,33 @@ def test_killed_rank_ends_run_with_clear_error(tmp_path):
 def test_ranks_with_different_params_fail_clearly(tmp_path):
     """Rank 1 given another learning rate: both ranks stop before training, one line each."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "privtool", "train", "--mech", "gaussian", "--dataset",
-           "digits", "--set", "train.distributed=ddp", "--set", "train.device=cpu", "--out",
-           str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "privtool",
+        "train",
+        "--mech",
+        "gaussian",
+        "--dataset",
+        "digits",
+        "--set",
+        "train.distributed=ddp",
+        "--set",
+        "train.device=cpu",
+        "--out",
+        str(out),
+    ]
     port = _free_port()
-    procs = [subprocess.Popen(cmd + ["--set", f"train.lr={0.5 + r}"], env=_env(r, port),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(WORLD)]
+    procs = [
+        subprocess.Popen(
+            cmd + ["--set", f"train.lr={0.5 + r}"],
+            env=_env(r, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(WORLD)
+    ]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     for p, e in zip(procs, errs):
         assert p.returncode == 1, e
@@ -305,18 +379,54 @@ def test_torchrun_cli_run_has_one_process_epsilon(tmp_path):
     one-process run's."""
     import json
 
-    common = ["--mech", "gaussian", "--epsilon", "3", "--dataset", "digits", "--epochs", "1",
-              "--set", "train.device=cpu", "--set", "train.checkpoint_every=0"]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                          str(WORLD), "--master_port", str(_free_port()), "-m", "privtool",
-                          "train", *common, "--set", "train.distributed=ddp", "--out",
-                          str(tmp_path / "ddp"), "--json"], check=False, capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    common = [
+        "--mech",
+        "gaussian",
+        "--epsilon",
+        "3",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "train.checkpoint_every=0",
+    ]
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(WORLD),
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "privtool",
+            "train",
+            *common,
+            "--set",
+            "train.distributed=ddp",
+            "--out",
+            str(tmp_path / "ddp"),
+            "--json",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr
     assert ddp.stdout.count('"epsilon"') >= 1 and ddp.stdout.strip().count("\n") == 0
-    one = subprocess.run([sys.executable, "-m", "privtool", "train", *common, "--out",
-                          str(tmp_path / "one")], check=False, capture_output=True, text=True,
-                         timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "privtool", "train", *common, "--out", str(tmp_path / "one")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr
     a, b = ((tmp_path / r / "accountant.json").read_text() for r in ("ddp", "one"))
     assert json.loads(a) == json.loads(b)

@@ -33,16 +33,20 @@ def test_nothing_below_the_stages_imports_them_or_the_cli():
         mod = _module(path)
         if mod in TOP or mod.startswith("privtool.stages"):
             continue
-        bad = {m for m in _imports(path)
-               if m in TOP or m == "privtool.stages" or m.startswith("privtool.stages.")}
+        bad = {
+            m
+            for m in _imports(path)
+            if m in TOP or m == "privtool.stages" or m.startswith("privtool.stages.")
+        }
         if bad:
             offenders.append((mod, sorted(bad)))
     assert offenders == []
 
 
 def test_library_core_never_imports_typer():
-    offenders = [_module(p) for p in PKG.rglob("*.py")
-                 if _module(p) not in TOP and "typer" in _imports(p)]
+    offenders = [
+        _module(p) for p in PKG.rglob("*.py") if _module(p) not in TOP and "typer" in _imports(p)
+    ]
     assert offenders == []
 
 

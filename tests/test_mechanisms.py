@@ -41,8 +41,13 @@ def test_gaussian_update_is_opacus_update(digits_batch, mode):
     ours = build_model("lenet", d.shape, 10)
     ref = build_model("lenet", d.shape, 10)
     ref.load_state_dict(ours.state_dict())
-    cfg = TrainConfig(mech="gaussian", batch_size=32, noise_multiplier=0.7, max_grad_norm=0.5,
-                      grad_sample_mode=mode)
+    cfg = TrainConfig(
+        mech="gaussian",
+        batch_size=32,
+        noise_multiplier=0.7,
+        max_grad_norm=0.5,
+        grad_sample_mode=mode,
+    )
     _, step = _stepper("gaussian", cfg, ours)
     step(x, y)
 
@@ -53,10 +58,17 @@ def test_gaussian_update_is_opacus_update(digits_batch, mode):
     crit = nn.CrossEntropyLoss()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = PrivacyEngine().make_private(module=ref, optimizer=opt, data_loader=loader,
-                                           noise_multiplier=0.7, max_grad_norm=0.5,
-                                           grad_sample_mode=mode, poisson_sampling=False,
-                                           criterion=crit, noise_generator=gen)
+        res = PrivacyEngine().make_private(
+            module=ref,
+            optimizer=opt,
+            data_loader=loader,
+            noise_multiplier=0.7,
+            max_grad_norm=0.5,
+            grad_sample_mode=mode,
+            poisson_sampling=False,
+            criterion=crit,
+            noise_generator=gen,
+        )
     model, opt = res[0], res[1]
     crit = res[2] if mode == "ghost" else crit
     opt.zero_grad()
@@ -78,7 +90,7 @@ def _per_sample_grads(model, x, y):
     grads = []
     for i in range(len(x)):
         model.zero_grad()
-        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
         grads.append([p.grad.detach().clone() for p in model.parameters()])
     return [torch.stack(g) for g in zip(*grads)]
 
@@ -100,13 +112,16 @@ def test_vmf_step_is_mean_of_unit_gradients_at_huge_kappa(digits_batch, partitio
         expect, off = [], 0
         for g in gs:
             k = g[0].numel()
-            expect.append(unit[:, off:off + k].reshape(g.shape).mean(0))
+            expect.append(unit[:, off : off + k].reshape(g.shape).mean(0))
             off += k
     else:
         expect = []
         for g in gs:
-            rows = g.reshape(32 * g.shape[1], -1) if (partition == "row" and g.dim() >= 3) \
+            rows = (
+                g.reshape(32 * g.shape[1], -1)
+                if (partition == "row" and g.dim() >= 3)
                 else g.reshape(32, -1)
+            )
             expect.append(_unit_rows(rows).reshape(g.shape).mean(0))
     for p0, p, e in zip(before, model.parameters(), expect):
         torch.testing.assert_close((p0 - p.detach()) / 0.1, e, rtol=1e-3, atol=1e-4)
@@ -141,8 +156,10 @@ def test_samplers():
 
 def test_vmf_noise_given_twice_or_not_at_all_is_an_error():
     model = build_model("mlp", (1, 8, 8), 10)
-    for cfg, match in [(TrainConfig(mech="vmf", kappa=1.0, epsilon=2.0), "set twice"),
-                       (TrainConfig(mech="vmf", epsilon_v=None), "needs its noise level")]:
+    for cfg, match in [
+        (TrainConfig(mech="vmf", kappa=1.0, epsilon=2.0), "set twice"),
+        (TrainConfig(mech="vmf", epsilon_v=None), "needs its noise level"),
+    ]:
         m = MECHANISMS.get("vmf")(cfg, Schedule(n=100, batch_size=10, epochs=1))
         with pytest.raises(PrivtoolError, match=match):
             m.calibrate(model)

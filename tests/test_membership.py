@@ -40,11 +40,30 @@ MEMBERSHIP = ["lira", "loss", "reference", "shokri"]
 
 # mnist-5k (real MNIST digits, embedded) with a shadow pool as large as the training set, so
 # reference models train on as many points as the target (paper 1 §5.2).
-SPLITS = ["--set", "data.splits.train=0.2", "--set", "data.splits.test=0.3",
-          "--set", "data.splits.shadow=0.4", "--set", "data.splits.public=0.1"]
+SPLITS = [
+    "--set",
+    "data.splits.train=0.2",
+    "--set",
+    "data.splits.test=0.3",
+    "--set",
+    "data.splits.shadow=0.4",
+    "--set",
+    "data.splits.public=0.1",
+]
 OVERFIT = ["--mech", "none", "--model", "mlp", "--epochs", "20", *SPLITS]
-GAUSS1 = ["--mech", "gaussian", "--epsilon", "1", "--model", "mlp", "--epochs", "20",
-          "--set", "train.grad_sample_mode=ghost", *SPLITS]
+GAUSS1 = [
+    "--mech",
+    "gaussian",
+    "--epsilon",
+    "1",
+    "--model",
+    "mlp",
+    "--epochs",
+    "20",
+    "--set",
+    "train.grad_sample_mode=ghost",
+    *SPLITS,
+]
 FAST = ["attack.n_models=4", "attack.workers=1"]
 
 
@@ -57,8 +76,9 @@ def sets(*items):
 
 
 def attack_json(name, target, out, *extra):
-    res = invoke("attack", "--attack", name, "--target", target, "--out", out, *sets(*FAST),
-                 *extra, "--json")
+    res = invoke(
+        "attack", "--attack", name, "--target", target, "--out", out, *sets(*FAST), *extra, "--json"
+    )
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout)
 
@@ -76,8 +96,9 @@ def test_roc_exact_on_a_small_example_with_ties():
     assert tpr_at_fpr(roc, 0.4) == pytest.approx(1 / 3)
     # strict "<" on FPR (Carlini et al. 2022; LiRA's code): FPR 0.5 is not below 0.5
     assert tpr_at_fpr(roc, 0.5) == pytest.approx(1 / 3) and tpr_at_fpr(roc, 0.51) == 2 / 3
-    assert balanced_accuracy(roc) == pytest.approx(max((t + 1 - f) / 2 for f, t in
-                                                       zip(roc.fpr, roc.tpr)))
+    assert balanced_accuracy(roc) == pytest.approx(
+        max((t + 1 - f) / 2 for f, t in zip(roc.fpr, roc.tpr))
+    )
 
 
 def test_roc_numbers_on_known_gaussian_scores():
@@ -113,7 +134,7 @@ def test_tpr_at_low_fpr_allows_no_false_positive_at_the_rate_itself():
     s_out = np.r_[4.0, np.linspace(-1, 0.5, n - 1)]
     s, m = np.r_[s_in, s_out], np.r_[np.ones(n, bool), np.zeros(n, bool)]
     roc = roc_curve(s, m)
-    lira_code = roc.tpr[np.where(roc.fpr < .001)[0][-1]]
+    lira_code = roc.tpr[np.where(roc.fpr < 0.001)[0][-1]]
     assert tpr_at_fpr(roc, 0.001) == lira_code == pytest.approx(1 / n)
     assert score_attack(s, m, confidence=0.95, delta=1e-5)[0]["tpr_at_0.1pct_fpr"] == 1 / n
 
@@ -128,8 +149,8 @@ def test_epsilon_lower_bound_is_one_sided_by_default_and_names_its_direction():
     m = np.r_[np.ones(n, bool), np.zeros(n, bool)]
     roc = roc_curve(s, m)
     sig = (1 - conf) / 2 / len(roc_hull(roc))
-    fpr_u = stats.beta.ppf(1 - sig, n // 2 + 1, n // 2)      # CP upper bound of (n/2) / n
-    fnr_u = 1 - sig ** (1 / n)                                 # CP upper bound of 0 / n
+    fpr_u = stats.beta.ppf(1 - sig, n // 2 + 1, n // 2)  # CP upper bound of (n/2) / n
+    fnr_u = 1 - sig ** (1 / n)  # CP upper bound of 0 / n
     one = epsilon_lower_bound(roc, confidence=conf, delta=delta)
     assert one["epsilon_lower_bound"] == pytest.approx(np.log((1 - delta - fnr_u) / fpr_u))
     assert one["epsilon_lower_bound_sides"] == "one-sided"
@@ -145,13 +166,13 @@ def test_epsilon_lower_bound_is_one_sided_by_default_and_names_its_direction():
 def test_epsilon_lower_bound_of_perfect_separation_is_the_closed_form():
     n, conf, delta = 100, 0.95, 1e-5
     roc = roc_curve(np.r_[np.ones(n), np.zeros(n)], np.r_[np.ones(n, bool), np.zeros(n, bool)])
-    assert len(roc_hull(roc)) == 3                        # (0,0), (0,1), (1,1)
-    sig = (1 - conf) / 2 / 3                              # two rates, Bonferroni over 3
-    fpr_u = 1 - sig ** (1 / n)                            # CP upper bound of 0 / n
+    assert len(roc_hull(roc)) == 3  # (0,0), (0,1), (1,1)
+    sig = (1 - conf) / 2 / 3  # two rates, Bonferroni over 3
+    fpr_u = 1 - sig ** (1 / n)  # CP upper bound of 0 / n
     want = np.log((1 - delta - fpr_u) / fpr_u)
     got = epsilon_lower_bound(roc, confidence=conf, delta=delta)
     assert got["epsilon_lower_bound"] == pytest.approx(want, rel=1e-9)
-    assert got["epsilon_lower_bound_point"] is None       # raw rates: ∞
+    assert got["epsilon_lower_bound_point"] is None  # raw rates: ∞
 
 
 @pytest.mark.parametrize("eps", [0.5, 1.0, 2.0])
@@ -180,14 +201,14 @@ def test_losses_and_scaled_logits_are_stable_and_exact():
     assert phi[0] == pytest.approx(np.log(p[0]) - np.log(1 - p[0]))
     assert phi[1] == pytest.approx(1000.0) and np.isfinite(phi).all()
     assert phi[2] == pytest.approx(np.log(1 / 3) - np.log(2 / 3))
-    assert scaled_logit(np.stack([z, z]), y).shape == (2, 3)     # (N, n, C) signals
+    assert scaled_logit(np.stack([z, z]), y).shape == (2, 3)  # (N, n, C) signals
 
 
 def test_reference_alpha_inverts_numpy_quantiles():
     rng = np.random.default_rng(1)
     ref = rng.exponential(size=(8, 200))
     out = np.ones_like(ref, bool)
-    out[:3, :50] = False                                  # some points have 5 references
+    out[:3, :50] = False  # some points have 5 references
     t = rng.exponential(size=200)
     alpha = reference_alpha(t, ref, out)
     for j in range(200):
@@ -214,7 +235,7 @@ def test_reference_ties_in_alpha_are_neutral():
     rng = np.random.default_rng(3)
     n = 200
     member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
-    t = np.r_[rng.uniform(0.0, 0.05, n), rng.uniform(0.02, 0.1, n)]   # members: lower loss
+    t = np.r_[rng.uniform(0.0, 0.05, n), rng.uniform(0.02, 0.1, n)]  # members: lower loss
     ref = rng.uniform(1.0, 2.0, size=(4, 2 * n))
     score, alpha = reference_scores(t, ref, np.ones_like(ref, bool))
     assert (alpha == 0).all()
@@ -237,11 +258,14 @@ def test_lira_and_reference_separate_a_known_shift():
     ref_in[1::2] = ~ref_in[::2]
     ref_phi = mu + ref_in + rng.normal(0, 0.3, (N, n))
     target = mu + member + rng.normal(0, 0.3, n)
-    for s in (lira_online(target, ref_phi, ref_in), lira_offline(target, ref_phi, ~ref_in),
-              reference_scores(-target, -ref_phi, ~ref_in)[0]):
+    for s in (
+        lira_online(target, ref_phi, ref_in),
+        lira_offline(target, ref_phi, ~ref_in),
+        reference_scores(-target, -ref_phi, ~ref_in)[0],
+    ):
         assert score_attack(s, member, confidence=0.95, delta=1e-5)[0]["auc"] > 0.9
     global_only = score_attack(-(-target), member, confidence=0.95, delta=1e-5)[0]["auc"]
-    assert global_only < 0.7                              # difficulty hides a global threshold
+    assert global_only < 0.7  # difficulty hides a global threshold
 
 
 def test_store_masks_are_complementary_pairs():
@@ -250,7 +274,7 @@ def test_store_masks_are_complementary_pairs():
     masks = np.stack([model_mask(points, pool, "online", 0, m) for m in range(6)])
     assert not masks[:, :10].any() and not masks[:, 90:].any()
     assert np.array_equal(masks[0], ~masks[1] & np.isin(points, pool))
-    assert (masks[:, 10:90].sum(0) == 3).all()                   # each pool point in half
+    assert (masks[:, 10:90].sum(0) == 3).all()  # each pool point in half
     assert np.array_equal(masks[2], model_mask(points, pool, "online", 0, 2))
     assert not np.array_equal(masks[0], model_mask(points, pool, "online", 1, 0))
     assert not np.array_equal(masks[0], model_mask(points, pool, "offline", 0, 0))
@@ -272,15 +296,23 @@ def test_stacked_training_equals_one_by_one(optimizer, lr, momentum):
     d = load_dataset("digits")
     rng = np.random.default_rng(0)
     sets = [np.sort(rng.choice(len(d.y), k, replace=False)) for k in (256, 300, 384)]
-    cfg = TrainConfig(mech="none", model="mlp", epochs=2, batch_size=128, optimizer=optimizer,
-                      lr=lr, momentum=momentum)
+    cfg = TrainConfig(
+        mech="none",
+        model="mlp",
+        epochs=2,
+        batch_size=128,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+    )
     stacked = train_stacked(cfg, [3, 4, 5], sets, d.x, d.y, d.shape, 10, torch.device("cpu"))
     for seed, tr, state in zip([3, 4, 5], sets, stacked):
         seed_everything(seed)
         model = build_model("mlp", d.shape, 10)
         x, y = torch.from_numpy(d.x[tr]), torch.from_numpy(d.y[tr])
-        out = train_model(replace(cfg, seed=seed), model, x, y, x[:2], y[:2],
-                          device=torch.device("cpu"))
+        out = train_model(
+            replace(cfg, seed=seed), model, x, y, x[:2], y[:2], device=torch.device("cpu")
+        )
         for k, v in out.model.state_dict().items():
             assert torch.allclose(state[k], v, atol=1e-5), k
 
@@ -311,8 +343,9 @@ def test_stacked_and_one_by_one_differ_only_by_float_rounding():
             seed_everything(seed)
             model = build_model(cfg.model, d.shape, 10)
             xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(d.y[tr])
-            one = train_model(replace(cfg, seed=seed), model, xt, yt, xt[:2], yt[:2],
-                              device=torch.device("cpu")).model.eval()
+            one = train_model(
+                replace(cfg, seed=seed), model, xt, yt, xt[:2], yt[:2], device=torch.device("cpu")
+            ).model.eval()
             twin = build_model(cfg.model, d.shape, 10)
             twin.load_state_dict(state)
             with torch.no_grad():
@@ -377,13 +410,15 @@ def work(tmp_path_factory):
         return cache[key]
 
     os.chdir(root)
-    torch.set_num_threads(1)   # small models: one thread, no contention with the progress bar
+    torch.set_num_threads(1)  # small models: one thread, no contention with the progress bar
     privtool.data.load_dataset = load_once
     try:
         runs = {}
-        for name, args in {"none": OVERFIT, "gauss": GAUSS1,
-                           "digits": ["--dataset", "digits", "--model", "mlp", "--epochs", "3",
-                                      "--mech", "none"]}.items():
+        for name, args in {
+            "none": OVERFIT,
+            "gauss": GAUSS1,
+            "digits": ["--dataset", "digits", "--model", "mlp", "--epochs", "3", "--mech", "none"],
+        }.items():
             res = invoke("train", *args, "--out", root / "runs" / name)
             assert res.exit_code == 0, res.output
             runs[name] = root / "runs" / name
@@ -397,9 +432,16 @@ def work(tmp_path_factory):
 def test_reference_attack_json_beats_chance_on_overfit_and_not_on_gaussian(work):
     root, runs = work
     m = attack_json("reference", runs["none"], root / "att" / "ref-none")
-    for key in ("auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "balanced_accuracy",
-                "epsilon_lower_bound", "epsilon_lower_bound_ci_high", "n_models",
-                "target_mechanism"):
+    for key in (
+        "auc",
+        "tpr_at_0.1pct_fpr",
+        "tpr_at_1pct_fpr",
+        "balanced_accuracy",
+        "epsilon_lower_bound",
+        "epsilon_lower_bound_ci_high",
+        "n_models",
+        "target_mechanism",
+    ):
         assert key in m
     assert m["n_models"] == 4 and m["store_models_trained"] == 4
     assert m["auc"] > 0.58, m["auc"]
@@ -414,7 +456,7 @@ def test_reference_attack_json_beats_chance_on_overfit_and_not_on_gaussian(work)
         assert z["score_reference"].shape == z["index"].shape == z["alpha"].shape
 
     g = attack_json("reference", runs["gauss"], root / "att" / "ref-gauss")
-    assert g["store_models_trained"] == 0 and g["store"] == m["store"]   # one shared store
+    assert g["store_models_trained"] == 0 and g["store"] == m["store"]  # one shared store
     assert g["target_mechanism"] == "gaussian" and g["target_epsilon"] <= 1.0
     assert abs(g["auc"] - 0.5) < 0.05, g["auc"]
     assert g["epsilon_lower_bound"] <= g["target_epsilon"]
@@ -424,12 +466,12 @@ def test_lira_loss_shokri_on_overfit_model(work):
     root, runs = work
     lira = attack_json("lira", runs["none"], root / "att" / "lira")
     assert lira["online_auc"] == lira["auc"] and lira["offline_auc"] > 0.55 and lira["auc"] > 0.55
-    assert lira["store_models_trained"] == 4                      # only the online models
+    assert lira["store_models_trained"] == 4  # only the online models
     assert (root / "att" / "lira" / "plots" / "roc_offline.csv").is_file()
     loss = attack_json("loss", runs["none"], root / "att" / "loss")
     assert loss["auc"] > 0.53 and "store" not in loss and 0.5 < loss["yeom_accuracy"] < 1
     shokri = attack_json("shokri", runs["none"], root / "att" / "shokri")
-    assert shokri["store_models_trained"] == 0                    # non-DP target: same store
+    assert shokri["store_models_trained"] == 0  # non-DP target: same store
     assert shokri["auc"] > 0.53 and 0 <= shokri["attack_accuracy"] <= 1
 
 
@@ -437,13 +479,13 @@ def test_store_resumes_extends_and_fans_out_over_processes(work):
     root, runs = work
     store = root / "stores" / "digits"
     base = ["store", "--target", runs["digits"], "--out", store, "--json"]
-    res = invoke(*base, *sets("attack.n_models=2", "attack.workers=2"))   # 2 processes
+    res = invoke(*base, *sets("attack.n_models=2", "attack.workers=2"))  # 2 processes
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["store_models_trained"] == 2
-    res = invoke(*base, *sets("attack.n_models=4", "attack.workers=1"))   # extend by two
+    res = invoke(*base, *sets("attack.n_models=4", "attack.workers=1"))  # extend by two
     assert json.loads(res.stdout)["store_models_trained"] == 2
-    (store / "offline" / "m0001.npz").unlink()                            # a killed run...
-    (store / "offline" / "m0002.npz").write_bytes(b"truncated")           # ...and a torn file
+    (store / "offline" / "m0001.npz").unlink()  # a killed run...
+    (store / "offline" / "m0002.npz").write_bytes(b"truncated")  # ...and a torn file
     res = invoke(*base, *sets("attack.n_models=4", "attack.workers=1"))
     assert json.loads(res.stdout)["store_models_trained"] == 2
     res = invoke(*base, *sets("attack.n_models=4"))
@@ -452,8 +494,9 @@ def test_store_resumes_extends_and_fans_out_over_processes(work):
     assert meta["identity"]["dataset"] == "digits" and meta["n_models"]["offline"] == 4
     with np.load(store / "offline" / "signals.npz") as z:
         assert z["logits"].shape[:2] == z["in"].shape == (4, len(z["points"]))
-    m = attack_json("reference", runs["digits"], root / "att" / "ref-digits",
-                    "--set", f"attack.store={store}")
+    m = attack_json(
+        "reference", runs["digits"], root / "att" / "ref-digits", "--set", f"attack.store={store}"
+    )
     assert m["store"] == str(store) and m["store_models_trained"] == 0
 
 
@@ -464,51 +507,97 @@ def test_store_on_ray_equals_the_local_processes(work):
     root, runs = work
     stores = {b: root / "stores" / f"digits-{b}" for b in ("local", "ray")}
     for backend, store in stores.items():
-        res = invoke("store", "--target", runs["digits"], "--out", store, "--json",
-                     *sets("attack.n_models=2", "attack.workers=2", f"attack.backend={backend}"))
+        res = invoke(
+            "store",
+            "--target",
+            runs["digits"],
+            "--out",
+            store,
+            "--json",
+            *sets("attack.n_models=2", "attack.workers=2", f"attack.backend={backend}"),
+        )
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)["store_models_trained"] == 2
-    with np.load(stores["local"] / "offline" / "signals.npz") as a, \
-            np.load(stores["ray"] / "offline" / "signals.npz") as b:
+    with (
+        np.load(stores["local"] / "offline" / "signals.npz") as a,
+        np.load(stores["ray"] / "offline" / "signals.npz") as b,
+    ):
         assert np.array_equal(a["in"], b["in"]) and np.array_equal(a["points"], b["points"])
         np.testing.assert_allclose(a["logits"], b["logits"], rtol=0, atol=1e-5)
-    (stores["ray"] / "offline" / "m0001.npz").unlink()                       # a killed run
-    res = invoke("store", "--target", runs["digits"], "--out", stores["ray"], "--json",
-                 *sets("attack.n_models=2", "attack.workers=1", "attack.backend=ray"))
+    (stores["ray"] / "offline" / "m0001.npz").unlink()  # a killed run
+    res = invoke(
+        "store",
+        "--target",
+        runs["digits"],
+        "--out",
+        stores["ray"],
+        "--json",
+        *sets("attack.n_models=2", "attack.workers=1", "attack.backend=ray"),
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["store_models_trained"] == 1
 
 
 def test_unknown_store_backend_is_one_line_exit_1(work):
     root, runs = work
-    res = invoke("store", "--target", runs["digits"], "--out", root / "stores" / "bad-backend",
-                 *sets("attack.backend=dask"))
+    res = invoke(
+        "store",
+        "--target",
+        runs["digits"],
+        "--out",
+        root / "stores" / "bad-backend",
+        *sets("attack.backend=dask"),
+    )
     assert res.exit_code == 1 and "attack.backend='dask' is not allowed: local or ray" in res.output
     assert not (root / "stores" / "bad-backend").exists()
 
 
-@pytest.mark.parametrize("case", ["other-dataset", "too-small", "missing-run", "no-store",
-                                  "online-missing"])
+@pytest.mark.parametrize(
+    "case", ["other-dataset", "too-small", "missing-run", "no-store", "online-missing"]
+)
 def test_bad_input_is_one_line_exit_1(work, case):
     root, runs = work
     digits_store = root / "stores" / "digits-small"
-    res = invoke("store", "--target", runs["digits"], "--out", digits_store,
-                 *sets("attack.n_models=2", "attack.workers=1"))
+    res = invoke(
+        "store",
+        "--target",
+        runs["digits"],
+        "--out",
+        digits_store,
+        *sets("attack.n_models=2", "attack.workers=1"),
+    )
     assert res.exit_code == 0, res.output
     target, extra, match = {
-        "other-dataset": (runs["none"], [f"attack.store={digits_store}"],
-                          "holds models of dataset 'digits', but target"),
-        "too-small": (runs["digits"], [f"attack.store={digits_store}", "attack.n_models=3"],
-                      "holds 2 complete offline models, attack.n_models=3 asks for 3"),
+        "other-dataset": (
+            runs["none"],
+            [f"attack.store={digits_store}"],
+            "holds models of dataset 'digits', but target",
+        ),
+        "too-small": (
+            runs["digits"],
+            [f"attack.store={digits_store}", "attack.n_models=3"],
+            "holds 2 complete offline models, attack.n_models=3 asks for 3",
+        ),
         "missing-run": (root / "runs" / "nope", [], "does not exist"),
         "no-store": (runs["digits"], [f"attack.store={root / 'nostore'}"], "is not a model store"),
-        "online-missing": (runs["digits"], [f"attack.store={digits_store}", "attack.n_models=2"],
-                           "complete online models"),
+        "online-missing": (
+            runs["digits"],
+            [f"attack.store={digits_store}", "attack.n_models=2"],
+            "complete online models",
+        ),
     }[case]
     name = "lira" if case == "online-missing" else "reference"
     out = root / "att" / f"bad-{case}"
-    res = invoke("attack", "--attack", name, "--target", target, "--out", out,
-                 *sets("attack.workers=1", *extra))
+    res = invoke(
+        "attack",
+        "--attack",
+        name,
+        "--target",
+        target,
+        "--out",
+        out,
+        *sets("attack.workers=1", *extra),
+    )
     assert res.exit_code == 1, res.output
     assert match in res.output, res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
@@ -529,19 +618,21 @@ def _canary_scores(mech: str, n_runs: int, digits) -> tuple[np.ndarray, np.ndarr
     rng = np.random.default_rng(0)
     idx = rng.choice(len(digits.y), 257, replace=False)
     x, y = torch.from_numpy(digits.x[idx]).clone(), torch.from_numpy(digits.y[idx]).clone()
-    x[0], y[0] = 1 - x[0], (y[0] + 1) % 10                                 # the canary
+    x[0], y[0] = 1 - x[0], (y[0] + 1) % 10  # the canary
     extra = dict(epsilon=1.0, grad_sample_mode="ghost") if mech == "gaussian" else {}
     scores: dict[bool, list[float]] = {True: [], False: []}
     eps = None
     for with_canary in (True, False):
         keep = slice(0, None) if with_canary else slice(1, None)
         for r in range(n_runs):
-            cfg = TrainConfig(mech=mech, model="mlp", epochs=30, batch_size=64, lr=0.5, seed=r,
-                              **extra)
+            cfg = TrainConfig(
+                mech=mech, model="mlp", epochs=30, batch_size=64, lr=0.5, seed=r, **extra
+            )
             torch.manual_seed(r)
             model = build_model("mlp", digits.shape, 10)
-            out = train_model(cfg, model, x[keep], y[keep], x[1:2], y[1:2],
-                              device=torch.device("cpu"))
+            out = train_model(
+                cfg, model, x[keep], y[keep], x[1:2], y[1:2], device=torch.device("cpu")
+            )
             with torch.no_grad():
                 logit = out.model(x[:1])
             scores[with_canary].append(-float(cross_entropy(logit.numpy(), y[:1].numpy())[0]))
@@ -559,7 +650,7 @@ def test_audit_never_exceeds_the_accounted_epsilon_of_a_gaussian_run():
     torch.set_num_threads(1)
     digits = load_dataset("digits")
     s_in, s_out, _ = _canary_scores("none", 24, digits)
-    assert audit_epsilon(s_in, s_out, confidence=0.95, delta=1e-5) > 0.8   # ≤ 1.51 at 24 runs
+    assert audit_epsilon(s_in, s_out, confidence=0.95, delta=1e-5) > 0.8  # ≤ 1.51 at 24 runs
     s_in, s_out, eps = _canary_scores("gaussian", 24, digits)
     assert 0.9 < eps <= 1.0
     assert audit_epsilon(s_in, s_out, confidence=0.95, delta=1e-5) <= eps

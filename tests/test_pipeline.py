@@ -35,12 +35,16 @@ def test_dvc_repro_whole_pipeline_then_noop(tmp_path):
     proj.mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, proj / name)
-    shutil.copytree(ROOT / "privtool", proj / "privtool",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "privtool", proj / "privtool", ignore=shutil.ignore_patterns("__pycache__")
+    )
     params = shortened(yaml.safe_load((ROOT / "params.yaml").read_text()))
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
     def run(*cmd):
         res = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)
@@ -55,7 +59,10 @@ def test_dvc_repro_whole_pipeline_then_noop(tmp_path):
     for cell in cells:
         assert (proj / "runs" / "train" / cell / "model.pt").is_file(), cell
         for attack in ("iga", "inversion", "loss", "reference", "lira", "rmia"):
-            assert (proj / "runs" / "attack" / attack / cell / "metrics.json").is_file(), (attack, cell)
+            assert (proj / "runs" / "attack" / attack / cell / "metrics.json").is_file(), (
+                attack,
+                cell,
+            )
     cal = proj / "results" / "calibration"
     assert (cal / "calibration.md").is_file()
     assert list(cal.glob("frontier-*.png")), "no frontier plot"
@@ -64,15 +71,19 @@ def test_dvc_repro_whole_pipeline_then_noop(tmp_path):
     # every train cell is a row of the table, traced to its run directory and meta.json hash
     rows = json.loads((cal / "calibration.json").read_text())
     rows = rows["rows"]
-    train_rows = {Path(r["run"]).name: r for r in rows
-                  if r["stage"] == "train" and r["checkpoint"] is None}
+    train_rows = {
+        Path(r["run"]).name: r for r in rows if r["stage"] == "train" and r["checkpoint"] is None
+    }
     assert set(cells) <= set(train_rows), sorted(train_rows)
     meta = (proj / "runs" / "train" / "none" / "meta.json").read_bytes()
     assert train_rows["none"]["run_meta_sha256"] == hashlib.sha256(meta).hexdigest()
     assert any(r["stage"] == "select" for r in rows)
     for cell in params["sweep"]["audit"]:  # the ε sandwich of every audited cell
         assert (proj / "runs" / "audit" / cell / "audit.json").is_file(), cell
-        assert train_rows[cell]["audit_sandwich"] and "VIOLATED" not in train_rows[cell]["audit_sandwich"]
+        assert (
+            train_rows[cell]["audit_sandwich"]
+            and "VIOLATED" not in train_rows[cell]["audit_sandwich"]
+        )
 
     again = run(sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in again

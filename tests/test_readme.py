@@ -63,8 +63,11 @@ def test_every_fast_worked_example_runs(cmd):
 
 
 # "ε ≈ FIGURE at δ = …, from `privtool epsilon …`": the figure next to the command
-QUOTED_EPSILON = re.compile(r"ε ≈ ([\d.,]+(?:·10[⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+)?) at δ = [^,]*,\s*from\s*"
-                            r"`(privtool epsilon [^`]+)`", flags=re.S)
+QUOTED_EPSILON = re.compile(
+    r"ε ≈ ([\d.,]+(?:·10[⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+)?) at δ = [^,]*,\s*from\s*"
+    r"`(privtool epsilon [^`]+)`",
+    flags=re.S,
+)
 
 
 def test_quoted_epsilons_are_what_the_command_prints():

@@ -40,8 +40,18 @@ from privtool.models import build_model
 from privtool.stages import attack as attack_stage
 
 runner = CliRunner()
-FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--set", "train.batch_size=64",
-        "--set", "train.noise_seed=from-seed"]
+FAST = [
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--epochs",
+    "2",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.noise_seed=from-seed",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +63,12 @@ def digits():
 def runs(tmp_path_factory):
     """Tiny trained runs on real digits: non-private, Gaussian at ε = 1, VMF."""
     root = tmp_path_factory.mktemp("runs")
-    cells = {"none": [], "gaussian": ["--epsilon", "1"],
-             "vmf": ["--set", "train.epsilon_v=500000"]}
+    cells = {"none": [], "gaussian": ["--epsilon", "1"], "vmf": ["--set", "train.epsilon_v=500000"]}
     out = {}
     for mech, extra in cells.items():
-        res = runner.invoke(app, ["train", "--mech", mech, *FAST, *extra,
-                                  "--out", str(root / mech)])
+        res = runner.invoke(
+            app, ["train", "--mech", mech, *FAST, *extra, "--out", str(root / mech)]
+        )
         assert res.exit_code == 0, res.output
         out[mech] = root / mech
     return out
@@ -96,7 +106,7 @@ def wang_ssim(x, y, data_range=1.0):
     σ² = Σw·x² − μ², C1 = (0.01·L)², C2 = (0.03·L)², the mean of the SSIM map."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
     w = np.outer(g, g) / np.outer(g, g).sum()
 
     def filt(z):
@@ -104,9 +114,9 @@ def wang_ssim(x, y, data_range=1.0):
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     mx, my = filt(x), filt(y)
-    vx, vy, cxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    smap = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    smap = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(smap.mean())
 
 
@@ -153,14 +163,18 @@ def test_mia_distance_and_batch_matching(digits):
 def test_regularizers(digits):
     flat = torch.full((2, 1, 6, 6), 0.3)
     assert torch.allclose(bilateral_tv(flat, InversionOptions()), torch.zeros(2))
-    assert torch.allclose(REGULARIZERS.get("l1")(flat, InversionOptions()), torch.full((2,), 0.3 * 36))
+    assert torch.allclose(
+        REGULARIZERS.get("l1")(flat, InversionOptions()), torch.full((2,), 0.3 * 36)
+    )
     step = torch.zeros(1, 1, 3, 3)
     step[..., :, 2] = 1.0  # a vertical edge: only horizontal shifts see it
     opt = InversionOptions(btv_window=1, btv_decay=0.5)
     # shifts (l, m) with l+m >= 0: (1,0) 3 pixels × 0.5; (-1,1) 2 × 0.25; (0,1) 0; (1,1) 2 × 0.25
     assert float(bilateral_tv(step, opt)) == pytest.approx(3 * 0.5 + 2 * 0.25 + 2 * 0.25)
     assert float(total_variation(step[None])) == pytest.approx(0 + 3 / 6)
-    with pytest.raises(PrivtoolError, match="unknown attack.inversion.regularizer 'tv2'.*btv, l1, none"):
+    with pytest.raises(
+        PrivtoolError, match="unknown attack.inversion.regularizer 'tv2'.*btv, l1, none"
+    ):
         InversionOptions(regularizer="tv2")
     per_pixel = InversionOptions(reduction="mean", btv_window=1, btv_decay=0.5)
     assert torch.allclose(REGULARIZERS.get("l1")(flat, per_pixel), torch.full((2,), 0.3))
@@ -183,7 +197,7 @@ def test_per_sample_gradients_match_a_loop(digits):
     g = per_sample_gradients(model, x, y)
     for i in range(3):
         model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
         for gs, p in zip(g, model.parameters()):
             assert torch.allclose(gs[i], p.grad, atol=1e-6)
 
@@ -207,21 +221,27 @@ def test_releases(digits):
     assert torch.allclose(flat, exp, atol=1e-7)
     # class/subclass: one record is one unit, clipped and noised like gaussian
     assert RELEASES.get("class") is RELEASES.get("subclass")
-    assert make_release("subclass", {"noise_multiplier": 1.0, "max_grad_norm": 3.0}).max_grad_norm == 3.0
+    assert (
+        make_release("subclass", {"noise_multiplier": 1.0, "max_grad_norm": 3.0}).max_grad_norm
+        == 3.0
+    )
     # VMF, one record, whole: a unit vector whose mean is A_d(κ) · direction
     from privtool.mechanisms.vmf_sampler import mean_resultant_length
 
     kappa = 20000.0
     vmf = make_release("vmf", {"kappa": kappa, "partition": "whole"})
-    draws = torch.stack([torch.cat([t.flatten() for t in vmf.release(one, gen)])
-                         for _ in range(400)])
+    draws = torch.stack(
+        [torch.cat([t.flatten() for t in vmf.release(one, gen)]) for _ in range(400)]
+    )
     assert torch.allclose(draws.norm(dim=1), torch.ones(400), atol=1e-4)
     mean = torch.cat([t.flatten() for t in vmf.expected([t[None] for t in one])])
     d = draws.shape[1]
     assert mean.norm() == pytest.approx(mean_resultant_length(d, kappa), rel=1e-4)
     assert torch.nn.functional.cosine_similarity(draws.mean(0), mean, dim=0) > 0.98
     assert float((draws @ mean).mean() / mean.norm()) == pytest.approx(float(mean.norm()), rel=0.01)
-    with pytest.raises(PrivtoolError, match="unknown mechanism .*valid: class, gaussian, none, subclass, vmf"):
+    with pytest.raises(
+        PrivtoolError, match="unknown mechanism .*valid: class, gaussian, none, subclass, vmf"
+    ):
         make_release("laplace", {})
     with pytest.raises(PrivtoolError, match="no 'kappa'"):
         make_release("vmf", {})
@@ -232,8 +252,9 @@ def test_label_read_off_the_gradient(digits):
     for idx in ([0], [1, 2, 3]):
         x, y = torch.from_numpy(digits.x[idx]), torch.from_numpy(digits.y[idx])
         assert len(set(y.tolist())) == len(idx)
-        observed = [t[None] for t in release_gradient("none", per_sample_gradients(model, x, y),
-                                                      {}, None)]
+        observed = [
+            t[None] for t in release_gradient("none", per_sample_gradients(model, x, y), {}, None)
+        ]
         got = labels_from_gradient(model, observed, digits.n_classes, len(idx))
         assert sorted(got[0].tolist()) == sorted(y.tolist())
 
@@ -244,7 +265,9 @@ def test_gradient_function_is_differentiable_and_batched(digits):
     p = torch.softmax(torch.randn(2, 3, digits.n_classes), -1)
     g = gradient_function(model)(x, p)
     assert [t.shape[:2] for t in g] == [(2, 3)] * len(g)
-    OBJECTIVES.get("cosine")([t.mean(1) for t in g], [t.mean(1).detach() + 1 for t in g]).sum().backward()
+    OBJECTIVES.get("cosine")(
+        [t.mean(1) for t in g], [t.mean(1).detach() + 1 for t in g]
+    ).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
@@ -254,9 +277,20 @@ def test_gradient_function_is_differentiable_and_batched(digits):
 # breaching's config/attack/invertinggradients.yaml (+ _default_optimization_attack.yaml's
 # init), the reference set-up paper 1 adopts, in privtool's keys; TV 0.1 is Geiping et al.'s
 # inversefed weight on mean|Δx| + mean|Δy| (breaching's 0.2 "corresponds to 0.1 in the old repo")
-BREACHING_IGA = {"objective": "cosine", "optimizer": "adam", "lr": 0.1, "signed": True,
-                 "lr_decay": True, "boxed": True, "iterations": 24_000, "tv": 0.1,
-                 "init": "randn", "restarts": 1, "restart_scoring": "cosine", "keep_best": True}
+BREACHING_IGA = {
+    "objective": "cosine",
+    "optimizer": "adam",
+    "lr": 0.1,
+    "signed": True,
+    "lr_decay": True,
+    "boxed": True,
+    "iterations": 24_000,
+    "tv": 0.1,
+    "init": "randn",
+    "restarts": 1,
+    "restart_scoring": "cosine",
+    "keep_best": True,
+}
 
 
 def test_iga_defaults_are_breachings_inverting_gradients_and_each_is_settable():
@@ -274,10 +308,21 @@ def test_iga_defaults_are_breachings_inverting_gradients_and_each_is_settable():
     assert {k: shipped[k] for k in BREACHING_IGA} == BREACHING_IGA
     doc = IGAOptions.__doc__
     for key in BREACHING_IGA:
-        assert f"``{key}: " in doc, key            # each default says where it comes from
-    other = {"objective": "l2", "optimizer": "sgd", "lr": 0.5, "signed": False,
-             "lr_decay": False, "boxed": False, "iterations": 7, "tv": 0.0, "init": "rand",
-             "restarts": 3, "restart_scoring": "objective", "keep_best": False}
+        assert f"``{key}: " in doc, key  # each default says where it comes from
+    other = {
+        "objective": "l2",
+        "optimizer": "sgd",
+        "lr": 0.5,
+        "signed": False,
+        "lr_decay": False,
+        "boxed": False,
+        "iterations": 7,
+        "tv": 0.0,
+        "init": "rand",
+        "restarts": 3,
+        "restart_scoring": "objective",
+        "keep_best": False,
+    }
     _, opts = attack_settings({"iga": other}, "iga")
     assert {k: getattr(IGAOptions(**opts), k) for k in other} == other
 
@@ -293,18 +338,37 @@ def test_iga_keeps_each_restarts_best_iterate_and_scores_restarts_by_the_match(r
     target = load_target(runs["none"], torch.device("cpu"))
     model, data = attacked_model(target, "init"), target.data
     release = make_release(target.mechanism, target.metrics)
-    part = np.arange(3)[:, None]                            # 3 targets of 1 image
-    observed = observe(model, release, torch.from_numpy(data.x[part]),
-                       torch.from_numpy(data.y[part]), data.n_classes,
-                       torch.Generator().manual_seed(0))
+    part = np.arange(3)[:, None]  # 3 targets of 1 image
+    observed = observe(
+        model,
+        release,
+        torch.from_numpy(data.x[part]),
+        torch.from_numpy(data.y[part]),
+        data.n_classes,
+        torch.Generator().manual_seed(0),
+    )
     results = {}
     for keep, scoring in ((True, "cosine"), (False, "cosine"), (True, "objective")):
-        cfg, opts = attack_settings({"iga": {"iterations": 30, "restarts": 3, "lr": 0.3,
-                                             "keep_best": keep, "restart_scoring": scoring}},
-                                    "iga")
+        cfg, opts = attack_settings(
+            {
+                "iga": {
+                    "iterations": 30,
+                    "restarts": 3,
+                    "lr": 0.3,
+                    "keep_best": keep,
+                    "restart_scoring": scoring,
+                }
+            },
+            "iga",
+        )
         results[keep, scoring] = ATTACKS.get("iga")(cfg, opts).reconstruct(
-            model, release, observed, tuple(data.shape), data.n_classes,
-            torch.Generator().manual_seed(1))
+            model,
+            release,
+            observed,
+            tuple(data.shape),
+            data.n_classes,
+            torch.Generator().manual_seed(1),
+        )
     assert (results[True, "cosine"].loss <= results[False, "cosine"].loss + 1e-6).all()
     # scored by the whole objective, the kept restart has the lowest objective of the three
     assert (results[True, "objective"].loss <= results[True, "cosine"].loss + 1e-6).all()
@@ -313,9 +377,14 @@ def test_iga_keeps_each_restarts_best_iterate_and_scores_restarts_by_the_match(r
         assert r.images.min() >= 0 and r.images.max() <= 1
 
 
-@pytest.mark.parametrize("name,opts", [("dlg", {"iterations": 200}),
-                                       # 8×8 digits: a lighter TV than the 28×28 default
-                                       ("iga", {"iterations": 400, "restarts": 1, "tv": 0.01})])
+@pytest.mark.parametrize(
+    "name,opts",
+    [
+        ("dlg", {"iterations": 200}),
+        # 8×8 digits: a lighter TV than the 28×28 default
+        ("iga", {"iterations": 400, "restarts": 1, "tv": 0.01}),
+    ],
+)
 def test_raw_gradient_reveals_the_image_a_gaussian_release_hides(runs, tmp_path, name, opts):
     """Paper 1 §5.3: at initialisation the raw gradient of one image gives it back; the same
     attack through a Gaussian ε = 1 release gets nothing like it."""
@@ -349,7 +418,10 @@ def test_attack_artifacts_and_determinism(runs, tmp_path):
         assert z["reconstructions"].shape == (4, 2, 1, 8, 8)
         assert z["reconstructions"].min() >= 0 and z["reconstructions"].max() <= 1
     m3 = attack("iga", runs["vmf"], tmp_path / "c", **{**keys, "seed": 4})
-    with np.load(tmp_path / "c" / "reconstructions.npz") as z3, np.load(out / "reconstructions.npz") as z1:
+    with (
+        np.load(tmp_path / "c" / "reconstructions.npz") as z3,
+        np.load(out / "reconstructions.npz") as z1,
+    ):
         assert not np.array_equal(z1["indices"], z3["indices"])
     assert m3["n_targets"] == 4
     png = mechanism_grid([tmp_path / "a", tmp_path / "b"], tmp_path / "grid.png", n_images=4)
@@ -373,9 +445,26 @@ def test_enhanced_inversion_beats_plain_on_a_non_private_cnn(tmp_path):
     Fredrikson's gradient descent on paper 3's MNIST CNN. Also with a lighter ℓ1 weight, where
     the enhanced images still carry their class (paper 3's λ = 0.05 on a 28×28 sum-ℓ1 pushes
     most pixels to 0, which the L2 distance rewards)."""
-    res = runner.invoke(app, ["train", "--mech", "none", "--model", "cnn", "--epochs", "4",
-                              "--set", "train.lr=0.1", "--set", "data.splits.train=0.5",
-                              "--set", "data.splits.shadow=0.2", "--out", str(tmp_path / "cnn")])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--mech",
+            "none",
+            "--model",
+            "cnn",
+            "--epochs",
+            "4",
+            "--set",
+            "train.lr=0.1",
+            "--set",
+            "data.splits.train=0.5",
+            "--set",
+            "data.splits.shadow=0.2",
+            "--out",
+            str(tmp_path / "cnn"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     plain = attack("inversion", tmp_path / "cnn", tmp_path / "plain", variant="plain")
     enhanced = attack("inversion", tmp_path / "cnn", tmp_path / "enh")
@@ -387,17 +476,32 @@ def test_enhanced_inversion_beats_plain_on_a_non_private_cnn(tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("name,keys,match", [
-    ("iga", {"batch_size": 100000}, r"attack.iga.batch_size=100000 is larger than the \d+ training"),
-    ("dlg", {"n_targets": 5000}, r"attack.n_targets × attack.dlg.batch_size = 5000 × 1 exceeds"),
-    ("inversion", {"regularizer": "tv2"}, r"unknown attack.inversion.regularizer 'tv2'"),
-    ("iga", {"at": "middle"}, r"attack.iga.at='middle' is not allowed: trained or init"),
-    ("iga", {"tv": -1}, r"attack.iga.tv=-1 is not allowed"),
-    ("iga", {"optimizer": "lbfgs"}, r"attack.iga.optimizer='lbfgs' is not allowed: adam or sgd"),
-    ("iga", {"restart_scoring": "tv"}, r"attack.iga.restart_scoring='tv' is not allowed"),
-    ("iga", {"boxed": 1}, r"attack.iga.boxed=1 is not allowed: true or false"),
-    ("iga", {"gamma": 0.1}, r"unknown params key attack.iga.gamma"),
-])
+@pytest.mark.parametrize(
+    "name,keys,match",
+    [
+        (
+            "iga",
+            {"batch_size": 100000},
+            r"attack.iga.batch_size=100000 is larger than the \d+ training",
+        ),
+        (
+            "dlg",
+            {"n_targets": 5000},
+            r"attack.n_targets × attack.dlg.batch_size = 5000 × 1 exceeds",
+        ),
+        ("inversion", {"regularizer": "tv2"}, r"unknown attack.inversion.regularizer 'tv2'"),
+        ("iga", {"at": "middle"}, r"attack.iga.at='middle' is not allowed: trained or init"),
+        ("iga", {"tv": -1}, r"attack.iga.tv=-1 is not allowed"),
+        (
+            "iga",
+            {"optimizer": "lbfgs"},
+            r"attack.iga.optimizer='lbfgs' is not allowed: adam or sgd",
+        ),
+        ("iga", {"restart_scoring": "tv"}, r"attack.iga.restart_scoring='tv' is not allowed"),
+        ("iga", {"boxed": 1}, r"attack.iga.boxed=1 is not allowed: true or false"),
+        ("iga", {"gamma": 0.1}, r"unknown params key attack.iga.gamma"),
+    ],
+)
 def test_bad_input_is_one_line(runs, tmp_path, name, keys, match):
     with pytest.raises(PrivtoolError, match=match) as e:
         attack(name, runs["none"], tmp_path / "o", **keys)
@@ -440,7 +544,7 @@ def test_a_killed_attack_resumes_from_its_finished_chunks(runs, tmp_path, monkey
     monkeypatch.setattr(IGA, "reconstruct", dies_on_second_chunk)
     with pytest.raises(SystemExit):
         attack("iga", runs["gaussian"], tmp_path / "cut", **keys)
-    assert not (tmp_path / "cut").exists()                 # nothing half-written
+    assert not (tmp_path / "cut").exists()  # nothing half-written
     assert len(list((tmp_path / ".cut.resume").glob("chunk-*.npz"))) == 1
 
     calls.clear()
@@ -451,8 +555,9 @@ def test_a_killed_attack_resumes_from_its_finished_chunks(runs, tmp_path, monkey
 
     monkeypatch.setattr(IGA, "reconstruct", counts)
     resumed = attack("iga", runs["gaussian"], tmp_path / "cut", **keys)
-    assert len(calls) == 2                                  # only the two unfinished chunks
-    assert (tmp_path / "cut" / "per_target.csv").read_text() == \
-        (tmp_path / "whole" / "per_target.csv").read_text()
+    assert len(calls) == 2  # only the two unfinished chunks
+    assert (tmp_path / "cut" / "per_target.csv").read_text() == (
+        tmp_path / "whole" / "per_target.csv"
+    ).read_text()
     assert resumed["mse"] == whole["mse"]
     assert not (tmp_path / ".cut.resume").exists()

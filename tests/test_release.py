@@ -17,8 +17,18 @@ from privtool.errors import PrivtoolError
 from privtool.release import NOISE_REPRODUCIBLE, NOISE_SECRET, split_metrics
 
 runner = CliRunner()
-TINY = ["--dataset", "digits", "--model", "softmax", "--epochs", "2", "--device", "cpu",
-        "--set", "train.batch_size=64"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--model",
+    "softmax",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--set",
+    "train.batch_size=64",
+]
 
 
 def invoke(*args):
@@ -41,21 +51,21 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("release")
     (root / "empty.yaml").write_text("{}\n")
     out = {}
-    for name, extra in {"s1": ["--mech", "gaussian", "--epsilon", 3],
-                        "s2": ["--mech", "gaussian", "--epsilon", 3],
-                        "r1": ["--mech", "gaussian", "--epsilon", 3, "--set",
-                               "train.noise_seed=from-seed"],
-                        "r2": ["--mech", "gaussian", "--epsilon", 3, "--set",
-                               "train.noise_seed=from-seed"],
-                        "cls": ["--mech", "class", "--epsilon", 8]}.items():
+    for name, extra in {
+        "s1": ["--mech", "gaussian", "--epsilon", 3],
+        "s2": ["--mech", "gaussian", "--epsilon", 3],
+        "r1": ["--mech", "gaussian", "--epsilon", 3, "--set", "train.noise_seed=from-seed"],
+        "r2": ["--mech", "gaussian", "--epsilon", 3, "--set", "train.noise_seed=from-seed"],
+        "cls": ["--mech", "class", "--epsilon", 8],
+    }.items():
         out[name] = (root / name, train(root / name, "--params", root / "empty.yaml", *extra))
     return out
 
 
 def test_secret_noise_differs_from_seed_noise_is_bit_identical_and_labelled(runs):
     w = {k: load_state_dict(runs[k][0] / "model.pt") for k in ("s1", "s2", "r1", "r2")}
-    assert not same(w["s1"], w["s2"])            # same seed, secret noise: different models
-    assert same(w["r1"], w["r2"])                # from-seed: bit-identical
+    assert not same(w["s1"], w["s2"])  # same seed, secret noise: different models
+    assert same(w["r1"], w["r2"])  # from-seed: bit-identical
     assert runs["s1"][1]["noise"] == NOISE_SECRET and runs["s1"][1]["noise_seed"] == "secret"
     assert runs["r1"][1]["noise"] == NOISE_REPRODUCIBLE
     # the noise level and ε do not depend on where the noise comes from
@@ -69,7 +79,7 @@ def test_metrics_split_release_and_diagnostics(runs):
     m = json.loads((runs["cls"][0] / "metrics.json").read_text())
     rel, diag = m["release"], m["diagnostics"]
     for key in ("train_accuracy", "train_gap", "train_loss", "largest_unit"):
-        assert key in diag and key not in rel and key in m   # flat field kept for old readers
+        assert key in diag and key not in rel and key in m  # flat field kept for old readers
     assert rel["epsilon_class"] == m["epsilon_class"] and "test_accuracy" in rel
     assert all("train_accuracy" not in c for c in rel["checkpoints"])
     assert [c["epoch"] for c in diag["checkpoints"]] == [1, 2]
@@ -78,8 +88,9 @@ def test_metrics_split_release_and_diagnostics(runs):
 
 def test_checkpoints_record_the_epsilon_of_releasing_them_all(runs):
     m = runs["s1"][1]
-    assert [c["epsilon_if_all_checkpoints_released"] for c in m["checkpoints"]] == \
-        [m["epsilon"]] * 2
+    assert [c["epsilon_if_all_checkpoints_released"] for c in m["checkpoints"]] == [
+        m["epsilon"]
+    ] * 2
     assert m["checkpoints"][0]["epsilon"] < m["epsilon"]
 
 
@@ -88,13 +99,23 @@ def test_export_copies_only_the_release(runs, tmp_path):
     assert (run / "units.npy").is_file()
     res = invoke("export", run, "--out", tmp_path / "share", "--json")
     assert res.exit_code == 0, res.output
-    files = sorted(p.relative_to(tmp_path / "share").as_posix()
-                   for p in (tmp_path / "share").rglob("*") if p.is_file())
-    assert files == ["accountant.json", "checkpoints/epoch-1.pt", "checkpoints/epoch-2.pt",
-                     "meta.json", "metrics.json", "model.pt"]
+    files = sorted(
+        p.relative_to(tmp_path / "share").as_posix()
+        for p in (tmp_path / "share").rglob("*")
+        if p.is_file()
+    )
+    assert files == [
+        "accountant.json",
+        "checkpoints/epoch-1.pt",
+        "checkpoints/epoch-2.pt",
+        "meta.json",
+        "metrics.json",
+        "model.pt",
+    ]
     shared = json.loads((tmp_path / "share" / "metrics.json").read_text())
-    text = (tmp_path / "share" / "metrics.json").read_text() + \
-        (tmp_path / "share" / "accountant.json").read_text()
+    text = (tmp_path / "share" / "metrics.json").read_text() + (
+        tmp_path / "share" / "accountant.json"
+    ).read_text()
     for key in ("train_accuracy", "train_gap", "train_loss", "largest_unit"):
         assert f'"{key}"' not in text
     assert shared["epsilon_class"] == m["epsilon_class"] and shared["noise"] == NOISE_SECRET
@@ -119,20 +140,49 @@ def test_delta_at_or_above_one_over_n_is_refused(tmp_path):
         check_delta(1e-3, 1000)
     # digits (1797) × data.splits.train (≤ 0.5) < 1000 records: δ = 0.002 ≥ 1/n is refused
     # before anything is written, naming n
-    res = invoke("train", *TINY, "--mech", "gaussian", "--set", "train.delta=0.002",
-                 "--out", tmp_path / "d")
+    res = invoke(
+        "train", *TINY, "--mech", "gaussian", "--set", "train.delta=0.002", "--out", tmp_path / "d"
+    )
     n = int(re.search(r"1/n = 1/(\d+) ", res.stderr).group(1))
     assert res.exit_code == 1 and 500 < n < 1000 and not (tmp_path / "d").exists()
     assert f"({n} training records)" in res.stderr and res.stderr.count("\n") == 1
     # class-level DP: δ is compared with the 10 classes
-    res = invoke("train", *TINY, "--mech", "class", "--set", "train.delta=0.1",
-                 "--out", tmp_path / "c")
+    res = invoke(
+        "train", *TINY, "--mech", "class", "--set", "train.delta=0.1", "--out", tmp_path / "c"
+    )
     assert res.exit_code == 1 and "10 class units" in res.stderr
-    res = invoke("epsilon", "--mech", "gaussian", "--noise-multiplier", 1, "--sample-rate",
-                 0.01, "--steps", 10, "--delta", 1e-3, "--n", 1000)
+    res = invoke(
+        "epsilon",
+        "--mech",
+        "gaussian",
+        "--noise-multiplier",
+        1,
+        "--sample-rate",
+        0.01,
+        "--steps",
+        10,
+        "--delta",
+        1e-3,
+        "--n",
+        1000,
+    )
     assert res.exit_code == 1 and "--delta=0.001" in res.stderr
-    res = invoke("epsilon", "--mech", "gaussian", "--noise-multiplier", 1, "--sample-rate",
-                 0.01, "--steps", 10, "--delta", 5e-4, "--n", 1000, "--json")
+    res = invoke(
+        "epsilon",
+        "--mech",
+        "gaussian",
+        "--noise-multiplier",
+        1,
+        "--sample-rate",
+        0.01,
+        "--steps",
+        10,
+        "--delta",
+        5e-4,
+        "--n",
+        1000,
+        "--json",
+    )
     assert res.exit_code == 0 and "1/(10·n)" in json.loads(res.stdout)["delta_warning"]
 
 
@@ -173,11 +223,17 @@ def test_whole_curve_composition_is_between_independent_bounds():
 
     sigma = classic_gaussian_sigma(epsilon=0.5, delta=1e-5)
     parent = Cost("parent DP training", 2.0, 1e-5, "add/remove one record")
-    per_cell = [Cost("DP-PCA (Analyze Gauss)", 0.5, 1e-5, parent.relation),
-                Cost("support counts (Laplace)", 0.5, 0.0, parent.relation)]
+    per_cell = [
+        Cost("DP-PCA (Analyze Gauss)", 0.5, 1e-5, parent.relation),
+        Cost("support counts (Laplace)", 0.5, 0.0, parent.relation),
+    ]
     for l1 in (1.0, 2.0):
-        cell = {"dp_pca_sigma": sigma, "dp_pca_sensitivity": 1.0,
-                "support_laplace_scale": l1 / 0.5, "support_sensitivity": l1}
+        cell = {
+            "dp_pca_sigma": sigma,
+            "dp_pca_sensitivity": 1.0,
+            "support_laplace_scale": l1 / 0.5,
+            "support_sensitivity": l1,
+        }
         for n in (1, 15):
             got = compose_curve(parent, per_cell, [cell] * n)
             assert got["delta_basic"] == pytest.approx(1e-5 + n * 1e-5)
@@ -189,8 +245,10 @@ def test_whole_curve_composition_is_between_independent_bounds():
         assert got["epsilon_composed"] < 0.75 * got["epsilon_basic"]  # 15 cells: PLD wins
     # nothing private in the curve: the parent alone; a non-private parent: ∞
     assert compose_curve(parent, [], [])["epsilon_composed"] == 2.0
-    assert compose_curve(Cost("p", None, 0.0, "not private"), per_cell,
-                         [cell])["epsilon_composed"] is None
+    assert (
+        compose_curve(Cost("p", None, 0.0, "not private"), per_cell, [cell])["epsilon_composed"]
+        is None
+    )
 
 
 def test_repo_params_keep_secret_noise_and_the_pipeline_cells_opt_into_from_seed():

@@ -46,8 +46,12 @@ def test_report_embeds_every_png_and_links_every_file(calibrated, tmp_path):
             assert base64.b64encode(f.read_bytes()).decode() in html, rel
     # self-contained: no image or script fetched from anywhere
     assert not re.search(r"src=['\"](?!data:)", html) and "<script" not in html
-    for title in ("Paper 1 Table 5 view", "Paper 1 Table 7 view", "Equivalent gaussian ε",
-                  "Accuracy-matched comparison"):
+    for title in (
+        "Paper 1 Table 5 view",
+        "Paper 1 Table 7 view",
+        "Equivalent gaussian ε",
+        "Accuracy-matched comparison",
+    ):
         assert title in html and title in md
     # each run's settings and the exact command that remakes it
     assert f"privtool train --out {runs['v50']}" in html
@@ -97,16 +101,35 @@ def test_report_bad_input_is_one_line_and_exit_1(tmp_path, case):
 def test_train_attack_calibrate_report_end_to_end(tmp_path):
     """The real stages on a tiny dataset, then calibrate and report over their output."""
     runs = tmp_path / "runs"
-    fast = ["--dataset", "digits", "--model", "mlp", "--epochs", "2",
-            "--set", "train.batch_size=64"]
-    for name, extra in (("g1", ["--mech", "gaussian", "--epsilon", "1"]),
-                        ("g8", ["--mech", "gaussian", "--epsilon", "8"]),
-                        ("v", ["--mech", "vmf", "--set", "train.epsilon_v=50000"])):
+    fast = [
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "--set",
+        "train.batch_size=64",
+    ]
+    for name, extra in (
+        ("g1", ["--mech", "gaussian", "--epsilon", "1"]),
+        ("g8", ["--mech", "gaussian", "--epsilon", "8"]),
+        ("v", ["--mech", "vmf", "--set", "train.epsilon_v=50000"]),
+    ):
         res = runner.invoke(app, ["train", *extra, *fast, "--out", str(runs / "train" / name)])
         assert res.exit_code == 0, res.output
-        res = runner.invoke(app, ["attack", "--attack", "loss", "--target",
-                                  str(runs / "train" / name),
-                                  "--out", str(runs / "attack" / "loss" / name)])
+        res = runner.invoke(
+            app,
+            [
+                "attack",
+                "--attack",
+                "loss",
+                "--target",
+                str(runs / "train" / name),
+                "--out",
+                str(runs / "attack" / "loss" / name),
+            ],
+        )
         assert res.exit_code == 0, res.output
     out = tmp_path / "cal"
     res = runner.invoke(app, ["calibrate", "--runs", str(runs), "--out", str(out), "--json"])

@@ -46,6 +46,7 @@ def _softmax_true(logits, labels, t):
 def _direct_rmia(pt_x, pr_x, out_x, pt_z, pr_z, out_z, a, gamma):
     """Score(x) = mean_q mean_z 1[LR_q(x, z) ≥ γ], every pair formed explicitly; Pr(·) =
     ((1+a)/2)·mean_OUT + (1−a)/2, or the mean over all models when a is None (online)."""
+
     def pr(p_t, p_r, out):
         q_n, n = p_t.shape
         res = np.empty((q_n, n))
@@ -59,8 +60,16 @@ def _direct_rmia(pt_x, pr_x, out_x, pt_z, pr_z, out_z, a, gamma):
         return res
 
     rx, rz = pr(pt_x, pr_x, out_x), pr(pt_z, pr_z, out_z)
-    return np.mean([[np.mean([rx[q, i] / rz[q, j] >= gamma for j in range(rz.shape[1])])
-                     for i in range(rx.shape[1])] for q in range(rx.shape[0])], axis=0)
+    return np.mean(
+        [
+            [
+                np.mean([rx[q, i] / rz[q, j] >= gamma for j in range(rz.shape[1])])
+                for i in range(rx.shape[1])
+            ]
+            for q in range(rx.shape[0])
+        ],
+        axis=0,
+    )
 
 
 @pytest.mark.parametrize("a, t, gamma", [(0.3, 1.0, 2.0), (0.0, 2.0, 1.0), (None, 0.5, 2.0)])
@@ -72,20 +81,33 @@ def test_rmia_score_matches_a_straightforward_implementation(a, t, gamma):
     lr_x, lr_z = rng.normal(0, 2, (n_ref, q_n, n, c)), rng.normal(0, 2, (n_ref, q_n, m, c))
     out_x = np.ones((n_ref, n), bool)
     out_z = np.zeros((n_ref, m), bool)
-    for k in range(0, n_ref, 2):                    # complementary pairs, as the store draws
+    for k in range(0, n_ref, 2):  # complementary pairs, as the store draws
         half = rng.random(m) < 0.5
         out_z[k], out_z[k + 1] = half, ~half
-    want = _direct_rmia(_softmax_true(lt_x, y_x, t), _softmax_true(lr_x, y_x, t), out_x,
-                        _softmax_true(lt_z, y_z, t), _softmax_true(lr_z, y_z, t), out_z, a, gamma)
-    lp = [true_class_log_prob(v, y, t) for v, y in ((lt_x, y_x), (lr_x, y_x), (lt_z, y_z),
-                                                     (lr_z, y_z))]
+    want = _direct_rmia(
+        _softmax_true(lt_x, y_x, t),
+        _softmax_true(lr_x, y_x, t),
+        out_x,
+        _softmax_true(lt_z, y_z, t),
+        _softmax_true(lr_z, y_z, t),
+        out_z,
+        a,
+        gamma,
+    )
+    lp = [
+        true_class_log_prob(v, y, t)
+        for v, y in ((lt_x, y_x), (lr_x, y_x), (lt_z, y_z), (lr_z, y_z))
+    ]
     if a is None:
         got = rmia_scores(online_log_ratio(lp[0], lp[1]), online_log_ratio(lp[2], lp[3]), gamma)
     else:
-        got = rmia_scores(offline_log_ratio(lp[0], lp[1], out_x, a),
-                          offline_log_ratio(lp[2], lp[3], out_z, a), gamma)
+        got = rmia_scores(
+            offline_log_ratio(lp[0], lp[1], out_x, a),
+            offline_log_ratio(lp[2], lp[3], out_z, a),
+            gamma,
+        )
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
-    assert 0 < got.min() < got.max() < 1           # the example exercises the whole range
+    assert 0 < got.min() < got.max() < 1  # the example exercises the whole range
 
 
 def test_rmia_scores_are_ties_neutral():
@@ -93,7 +115,7 @@ def test_rmia_scores_are_ties_neutral():
     the score never decreases with the point's own ratio."""
     rng = np.random.default_rng(2)
     lx, lz = rng.normal(size=(2, 30)), rng.normal(size=(2, 80))
-    lx[:, 7] = lx[:, 3]                             # a duplicated point
+    lx[:, 7] = lx[:, 3]  # a duplicated point
     s = rmia_scores(lx, lz, 2.0)
     assert s[7] == s[3]
     perm_x, perm_z = rng.permutation(30), rng.permutation(80)
@@ -123,8 +145,16 @@ def test_tune_offline_a_is_the_argmax_of_a_direct_auc():
         aucs = []
         for t in range(n_ref):
             refs = [i for i in range(n_ref) if i not in (t, t ^ 1)]
-            s = _direct_rmia(p_pool[t], p_pool[refs], ~in_pool[refs], p_pop[t], p_pop[refs],
-                             np.ones((len(refs), m), bool), a, 2.0)
+            s = _direct_rmia(
+                p_pool[t],
+                p_pool[refs],
+                ~in_pool[refs],
+                p_pop[t],
+                p_pop[refs],
+                np.ones((len(refs), m), bool),
+                a,
+                2.0,
+            )
             aucs.append(roc_auc_score(in_pool[t], s))
         assert table[a] == pytest.approx(np.mean(aucs), abs=1e-12)
     with pytest.raises(PrivtoolError, match="at least 4 offline models"):
@@ -138,8 +168,14 @@ def test_rmia_is_registered_with_checked_options():
     attack = cls(cfg, own)
     assert attack.options.gamma == 2.0 and attack.options.offline_a == "tune" and attack.online
     assert not cls(cfg, {"online": False}).online
-    for key, bad in (("gamma", 0), ("offline_a", 1.5), ("offline_a", "auto"),
-                     ("temperature", -1), ("online", "yes"), ("n_eval", 0)):
+    for key, bad in (
+        ("gamma", 0),
+        ("offline_a", 1.5),
+        ("offline_a", "auto"),
+        ("temperature", -1),
+        ("online", "yes"),
+        ("n_eval", 0),
+    ):
         with pytest.raises(PrivtoolError, match=f"attack.rmia.{key}=.* is not allowed"):
             cls(cfg, {key: bad})
     with pytest.raises(PrivtoolError, match="attack.augment='flip' is not allowed"):
@@ -156,7 +192,7 @@ def test_queries_mirror_and_shift_move_pixels_as_stated():
     np.testing.assert_array_equal(augment_images(x, (True, 0, 0)), x[..., ::-1])
     down = augment_images(x, (False, 1, 0))
     np.testing.assert_array_equal(down[..., 1:, :], x[..., :-1, :])
-    np.testing.assert_array_equal(down[..., 0, :], x[..., 1, :])        # reflect padding
+    np.testing.assert_array_equal(down[..., 0, :], x[..., 1, :])  # reflect padding
     right = augment_images(x, (False, 0, -1))
     np.testing.assert_array_equal(right[..., :, :-1], x[..., :, 1:])
 
@@ -169,14 +205,14 @@ def test_views_per_class_and_exposure_against_direct_counts():
     rng = np.random.default_rng(4)
     n = 300
     labels, member = rng.integers(0, 3, n), rng.random(n) < 0.5
-    scores = rng.normal(size=n) + member * (labels == 2)      # only class 2 leaks
-    scores[5] = scores[9]                                      # a tie
+    scores = rng.normal(size=n) + member * (labels == 2)  # only class 2 leaks
+    scores[5] = scores[9]  # a tie
     rows = per_class_metrics(scores, member, labels, range(4))
     for r in rows[:3]:
         sel = labels == r["class"]
         assert r["auc"] == pytest.approx(roc_auc_score(member[sel], scores[sel]), abs=1e-12)
         assert (r["n_in"], r["n_out"]) == ((sel & member).sum(), (sel & ~member).sum())
-    assert rows[3]["auc"] is None and rows[3]["n_in"] == 0     # an absent class
+    assert rows[3]["auc"] is None and rows[3]["n_in"] == 0  # an absent class
     assert max(rows[:3], key=lambda r: r["auc"])["class"] == 2
     expo = exposure(scores, member)
     want = [np.mean(scores[~member] >= s) for s in scores]
@@ -197,10 +233,25 @@ def digits(tmp_path_factory):
     os.chdir(root)
     torch.set_num_threads(1)
     try:
-        res = invoke("train", "--dataset", "digits", "--model", "mlp", "--epochs", "60",
-                     "--mech", "none", "--out", root / "runs" / "mlp",
-                     *sets("data.splits.train=0.3", "data.splits.test=0.2",
-                           "data.splits.shadow=0.4", "data.splits.public=0.1"))
+        res = invoke(
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "60",
+            "--mech",
+            "none",
+            "--out",
+            root / "runs" / "mlp",
+            *sets(
+                "data.splits.train=0.3",
+                "data.splits.test=0.2",
+                "data.splits.shadow=0.4",
+                "data.splits.public=0.1",
+            ),
+        )
         assert res.exit_code == 0, res.output
         yield root, root / "runs" / "mlp"
     finally:
@@ -209,8 +260,17 @@ def digits(tmp_path_factory):
 
 
 def attack_json(name, target, out, *extra):
-    res = invoke("attack", "--attack", name, "--target", target, "--out", out,
-                 *sets("attack.n_models=4", "attack.workers=1", *extra), "--json")
+    res = invoke(
+        "attack",
+        "--attack",
+        name,
+        "--target",
+        target,
+        "--out",
+        out,
+        *sets("attack.n_models=4", "attack.workers=1", *extra),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout)
 
@@ -222,7 +282,7 @@ def test_rmia_offline_beats_lira_offline_on_the_same_store(digits):
     lira = attack_json("lira", run, root / "att" / "lira")
     rmia = attack_json("rmia", run, root / "att" / "rmia")
     assert rmia["store"] == lira["store"] and rmia["store_models_trained"] == 0
-    assert rmia["eval_train_accuracy"] - rmia["eval_test_accuracy"] > 0.03   # overfit
+    assert rmia["eval_train_accuracy"] - rmia["eval_test_accuracy"] > 0.03  # overfit
     assert rmia["offline_auc"] >= lira["offline_auc"] > 0.5, (rmia, lira)
     assert rmia["offline_tpr_at_1pct_fpr"] >= lira["offline_tpr_at_1pct_fpr"]
     for key in ("auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "online_auc", "offline_auc"):
@@ -234,11 +294,15 @@ def test_rmia_offline_beats_lira_offline_on_the_same_store(digits):
     # views: per-class figures in the JSON, per-record exposure and the top-k grid on disk
     assert set(rmia["per_class"]) == {str(c) for c in range(10)}
     assert all(0 <= v["auc"] <= 1 and v["n_in"] > 0 for v in rmia["per_class"].values())
-    assert rmia["per_class"][str(rmia["most_exposed_class"])]["auc"] == \
-        rmia["most_exposed_class_auc"] == max(v["auc"] for v in rmia["per_class"].values())
+    assert (
+        rmia["per_class"][str(rmia["most_exposed_class"])]["auc"]
+        == rmia["most_exposed_class_auc"]
+        == max(v["auc"] for v in rmia["per_class"].values())
+    )
     out = root / "att" / "rmia"
     assert (out / "grid.png").stat().st_size > 1000 and len(rmia["top_exposed_index"]) == 16
     import csv
+
     with open(out / "records.csv") as f:
         records = list(csv.DictReader(f))
     assert len(records) == rmia["n_in"] + rmia["n_out"]
@@ -256,26 +320,40 @@ def test_augmented_queries_are_computed_once_per_reference_model(digits):
     store = root / lira["store"]
     assert lira["n_queries"] == 2 and lira["augment"] == "mirror"
     files = sorted(store.glob("*/m*.mirror.npz"))
-    assert len(files) == 8                                        # 4 offline + 4 online
-    with np.load(store / "offline" / "m0000.mirror.npz") as q, \
-            np.load(store / "offline" / "m0000.npz") as plain:
+    assert len(files) == 8  # 4 offline + 4 online
+    with (
+        np.load(store / "offline" / "m0000.mirror.npz") as q,
+        np.load(store / "offline" / "m0000.npz") as plain,
+    ):
         assert q["logits"].shape[0] == 2
         np.testing.assert_allclose(q["logits"][0], plain["logits"], rtol=0, atol=1e-5)
     stamps = [f.stat().st_mtime_ns for f in files]
     rmia = attack_json("rmia", run, root / "att" / "rmia-mirror", "attack.augment=mirror")
     assert rmia["n_queries"] == 2 and rmia["store_models_trained"] == 0
-    assert [f.stat().st_mtime_ns for f in files] == stamps        # reused, not recomputed
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # reused, not recomputed
     # a store named by attack.store is never modified: missing queries are an error
-    res = invoke("attack", "--attack", "rmia", "--target", run, "--out", root / "att" / "bad",
-                 *sets("attack.n_models=4", "attack.workers=1", f"attack.store={store}",
-                       "attack.augment=mirror-shift"))
+    res = invoke(
+        "attack",
+        "--attack",
+        "rmia",
+        "--target",
+        run,
+        "--out",
+        root / "att" / "bad",
+        *sets(
+            "attack.n_models=4",
+            "attack.workers=1",
+            f"attack.store={store}",
+            "attack.augment=mirror-shift",
+        ),
+    )
     assert res.exit_code == 1 and "has no attack.augment=mirror-shift logits" in res.output
     assert len(res.output.strip().splitlines()) == 1 and not (root / "att" / "bad").exists()
 
 
 def test_calibrate_and_report_show_rmia_beside_lira(digits):
     root, run = digits
-    src = root / "cal-src"                          # one lira and one rmia result of the run
+    src = root / "cal-src"  # one lira and one rmia result of the run
     for name in ("lira", "rmia"):
         attack_json(name, run, src / name)
     cal = root / "cal"
@@ -304,11 +382,28 @@ def test_one_store_serves_a_dp_target_of_the_same_recipe(digits):
     store its non-private twin built, training nothing."""
     root, run = digits
     base = attack_json("rmia", run, root / "att" / "rmia-base")
-    res = invoke("train", "--dataset", "digits", "--model", "mlp", "--epochs", "60",
-                 "--mech", "gaussian", "--epsilon", "1", "--out", root / "runs" / "dp",
-                 *sets("data.splits.train=0.3", "data.splits.test=0.2",
-                       "data.splits.shadow=0.4", "data.splits.public=0.1",
-                       "train.grad_sample_mode=ghost"))
+    res = invoke(
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "60",
+        "--mech",
+        "gaussian",
+        "--epsilon",
+        "1",
+        "--out",
+        root / "runs" / "dp",
+        *sets(
+            "data.splits.train=0.3",
+            "data.splits.test=0.2",
+            "data.splits.shadow=0.4",
+            "data.splits.public=0.1",
+            "train.grad_sample_mode=ghost",
+        ),
+    )
     assert res.exit_code == 0, res.output
     dp = attack_json("rmia", root / "runs" / "dp", root / "att" / "rmia-dp")
     assert dp["store"] == base["store"] and dp["store_models_trained"] == 0

@@ -25,8 +25,13 @@ ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPA
 
 
 def writer(out: Path, tag: str, hold: float = 0.2) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(WRITER), str(out), tag, str(hold)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WRITER), str(out), tag, str(hold)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def leftovers(out: Path) -> list[str]:
@@ -70,9 +75,11 @@ def test_swap_never_leaves_out_missing(tmp_path):
     out = tmp_path / "run"
     with staged_dir(out) as tmp:
         write_json(tmp / "metrics.json", {"v": -1})
-    code = ("import sys; from pathlib import Path; from privtool.artifacts import staged_dir, "
-            "write_json\nfor i in range(300):\n    with staged_dir(Path(sys.argv[1])) as t:\n"
-            "        write_json(t / 'metrics.json', {'v': i})\n")
+    code = (
+        "import sys; from pathlib import Path; from privtool.artifacts import staged_dir, "
+        "write_json\nfor i in range(300):\n    with staged_dir(Path(sys.argv[1])) as t:\n"
+        "        write_json(t / 'metrics.json', {'v': i})\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=ENV)
     missing = checks = 0
     while proc.poll() is None:
@@ -101,8 +108,10 @@ def test_two_concurrent_writers_one_fails_in_one_line(tmp_path):
 def test_lock_in_process_refuses_a_second_holder(tmp_path):
     out = tmp_path / "run"
     with out_lock(out):
-        with pytest.raises(PrivtoolError, match="being written by another privtool process"), \
-                out_lock(out):
+        with (
+            pytest.raises(PrivtoolError, match="being written by another privtool process"),
+            out_lock(out),
+        ):
             pass
     with out_lock(out):  # released (and its file removed) after the first
         pass
@@ -127,10 +136,28 @@ def test_sigterm_is_handled_like_sigint_no_partial_left(tmp_path):
 def test_sigterm_real_train_cli_leaves_no_partial(tmp_path):
     """The real command (DVC and CI send SIGTERM): no .partial, no lock, no run."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "privtool", "train", "--dataset", "digits",
-                             "--model", "mlp", "--epochs", "50", "--mech", "none",
-                             "--out", str(out)], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "privtool",
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "50",
+            "--mech",
+            "none",
+            "--out",
+            str(out),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_partial(out, proc, timeout=240)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -190,7 +217,10 @@ def _immutable(path: Path) -> bool:
     """chattr +i: unwritable even for root (the tests may run as root)."""
     if shutil.which("chattr") is None:
         return False
-    return subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True).returncode == 0
+    return (
+        subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True).returncode
+        == 0
+    )
 
 
 @pytest.mark.parametrize("make", ["under_a_file", "unwritable_parent"])
@@ -246,9 +276,26 @@ def trained(tmp_path_factory):
 
     top = tmp_path_factory.mktemp("integrity")
     run = top / "runs" / "train" / "g"
-    res = CliRunner().invoke(app, ["train", "--dataset", "digits", "--model", "mlp", "--epochs",
-                                   "2", "--mech", "gaussian", "--set", "train.batch_size=256",
-                                   "--set", "train.checkpoint_every=1", "--out", str(run)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--mech",
+            "gaussian",
+            "--set",
+            "train.batch_size=256",
+            "--set",
+            "train.checkpoint_every=1",
+            "--out",
+            str(run),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return run
 
@@ -302,8 +349,10 @@ def test_a_run_without_a_metrics_hash_is_refused(trained, tmp_path):
         load_run(run)
 
 
-@pytest.mark.parametrize("where", ["../other/checkpoints/epoch-1.pt", "/etc/passwd", "link.pt",
-                                   "checkpoints/../model.pt"])
+@pytest.mark.parametrize(
+    "where",
+    ["../other/checkpoints/epoch-1.pt", "/etc/passwd", "link.pt", "checkpoints/../model.pt"],
+)
 def test_checkpoint_paths_resolve_inside_the_run_only(trained, tmp_path, where):
     from privtool.checkpoints import load_checkpoint
 

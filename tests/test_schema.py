@@ -21,9 +21,16 @@ from privtool.schema import Rule, build, describe, settings, validate
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-SETTINGS_MODULES = ["privtool.config", "privtool.attacks.base", "privtool.attacks.inversion",
-                    "privtool.attacks.reconstruction", "privtool.attacks.membership",
-                    "privtool.calibrate.settings", "privtool.report", "privtool.epsilon"]
+SETTINGS_MODULES = [
+    "privtool.config",
+    "privtool.attacks.base",
+    "privtool.attacks.inversion",
+    "privtool.attacks.reconstruction",
+    "privtool.attacks.membership",
+    "privtool.calibrate.settings",
+    "privtool.report",
+    "privtool.epsilon",
+]
 
 
 def settings_classes():
@@ -57,32 +64,35 @@ def test_no_settings_module_keeps_its_own_check():
 @dataclass(frozen=True)
 class Toy:
     n: int = 1
-    limit: float | None = None        # no rule: its annotation still types it
+    limit: float | None = None  # no rule: its annotation still types it
     flag: bool = False
     name: str = "x"
     weights: dict[str, float] | None = None
-    seed: int = None                  # type: ignore[assignment]  (null allowed by its default)
+    seed: int = None  # type: ignore[assignment]  (null allowed by its default)
 
     def __post_init__(self) -> None:
         validate(self)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n": True}, "toy.n=True is not allowed: an integer >= 1"),
-    ({"n": "abc"}, "toy.n='abc' is not allowed: an integer >= 1"),   # type before range
-    ({"n": 0}, "toy.n=0 is not allowed: an integer >= 1"),
-    ({"n": 1.5}, "toy.n=1.5 is not allowed"),
-    ({"limit": "abc"}, "toy.limit='abc' is not allowed: a number or null"),
-    ({"limit": False}, "toy.limit=False is not allowed: a number or null"),
-    ({"limit": float("nan")}, "toy.limit=nan is not allowed"),
-    ({"flag": 1}, "toy.flag=1 is not allowed: true or false"),
-    ({"flag": "yes"}, "toy.flag='yes' is not allowed: true or false"),
-    ({"name": 3}, "toy.name=3 is not allowed: a non-empty string"),
-    ({"name": ""}, "toy.name='' is not allowed: a non-empty string"),
-    ({"weights": {"a": True}}, "toy.weights.a=True is not allowed: a number"),
-    ({"weights": [1]}, "toy.weights=[1] is not allowed"),
-    ({"seed": "x"}, "toy.seed='x' is not allowed: an integer or null"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n": True}, "toy.n=True is not allowed: an integer >= 1"),
+        ({"n": "abc"}, "toy.n='abc' is not allowed: an integer >= 1"),  # type before range
+        ({"n": 0}, "toy.n=0 is not allowed: an integer >= 1"),
+        ({"n": 1.5}, "toy.n=1.5 is not allowed"),
+        ({"limit": "abc"}, "toy.limit='abc' is not allowed: a number or null"),
+        ({"limit": False}, "toy.limit=False is not allowed: a number or null"),
+        ({"limit": float("nan")}, "toy.limit=nan is not allowed"),
+        ({"flag": 1}, "toy.flag=1 is not allowed: true or false"),
+        ({"flag": "yes"}, "toy.flag='yes' is not allowed: true or false"),
+        ({"name": 3}, "toy.name=3 is not allowed: a non-empty string"),
+        ({"name": ""}, "toy.name='' is not allowed: a non-empty string"),
+        ({"weights": {"a": True}}, "toy.weights.a=True is not allowed: a number"),
+        ({"weights": [1]}, "toy.weights=[1] is not allowed"),
+        ({"seed": "x"}, "toy.seed='x' is not allowed: an integer or null"),
+    ],
+)
 def test_a_field_is_typed_by_its_annotation_and_ranged_by_its_rule(kwargs, message):
     with pytest.raises(PrivtoolError) as e:
         Toy(**kwargs)
@@ -100,9 +110,11 @@ def test_numeric_strings_are_the_numbers_yaml_1_1_left_as_strings():
 
 def test_params_file_reads_yaml_1_1_exponents_as_numbers(tmp_path):
     f = tmp_path / "params.yaml"
-    f.write_text("train:\n  delta: 1e-5\n  lr: 5e-1\n  epochs: 2e0\nselect:\n"
-                 "  near_private:\n    delta_pca: 1e-6\nattack:\n  delta: 1e-5\n"
-                 "  iga:\n    lr: 1e-1\n")
+    f.write_text(
+        "train:\n  delta: 1e-5\n  lr: 5e-1\n  epochs: 2e0\nselect:\n"
+        "  near_private:\n    delta_pca: 1e-6\nattack:\n  delta: 1e-5\n"
+        "  iga:\n    lr: 1e-1\n"
+    )
     p = load_params(f)
     assert p.train.delta == 1e-5 and p.train.lr == 0.5 and p.train.epochs == 2
     assert p.select.near_private.delta_pca == 1e-6
@@ -121,8 +133,9 @@ def test_one_error_through_every_door(tmp_path):
     f.write_text("train:\n  epochs: 0\n")
     msgs = set()
     for args in (["--epochs", "0"], ["--set", "train.epochs=0"], ["--params", str(f)]):
-        res = runner.invoke(app, ["train", "--dataset", "digits", *args,
-                                  "--out", str(tmp_path / "never")])
+        res = runner.invoke(
+            app, ["train", "--dataset", "digits", *args, "--out", str(tmp_path / "never")]
+        )
         assert res.exit_code == 1
         msgs.add(res.output.strip())
     assert msgs == {"error: train.epochs=0 is not allowed: an integer >= 1"}
@@ -193,10 +206,28 @@ def test_same_seed_gives_bit_identical_weights_and_metrics(tmp_path, mech):
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        res = runner.invoke(app, ["train", "--mech", mech, "--dataset", "digits", "--model", "mlp",
-                                  "--epochs", "1", "--seed", "7", "--set", "train.batch_size=128",
-                                  "--set", "train.noise_seed=from-seed",  # secret noise is not
-                                  "--out", str(out)])  # ...reproducible, by design
+        res = runner.invoke(
+            app,
+            [
+                "train",
+                "--mech",
+                mech,
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--seed",
+                "7",
+                "--set",
+                "train.batch_size=128",
+                "--set",
+                "train.noise_seed=from-seed",  # secret noise is not
+                "--out",
+                str(out),
+            ],
+        )  # ...reproducible, by design
         assert res.exit_code == 0, res.output
         runs.append(out)
     wa, wb = (load_state_dict(r / "model.pt") for r in runs)

@@ -52,18 +52,42 @@ def invoke(*args):
 def one_line_error(res):
     """Exit 1 with exactly one line on stderr and no traceback."""
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    return res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:") \
+    return (
+        res.exit_code == 1
+        and len(lines) == 1
+        and lines[0].startswith("error:")
         and "Traceback" not in res.output
+    )
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Gaussian DP-SGD at ε = 3, 4 epochs of LeNet on mnist-5k, a checkpoint every epoch."""
     out = tmp_path_factory.mktemp("select") / "g3"
-    res = invoke("train", "--mech", "gaussian", "--epsilon", 3, "--dataset", "mnist-5k",
-                 "--model", "lenet", "--epochs", 4, "--device", "cpu", "--seed", 0,
-                 "--set", "train.checkpoint_every=1", "--set", "train.noise_seed=from-seed",
-                 "--out", out, "--json")
+    res = invoke(
+        "train",
+        "--mech",
+        "gaussian",
+        "--epsilon",
+        3,
+        "--dataset",
+        "mnist-5k",
+        "--model",
+        "lenet",
+        "--epochs",
+        4,
+        "--device",
+        "cpu",
+        "--seed",
+        0,
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.noise_seed=from-seed",
+        "--out",
+        out,
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     return out, json.loads(res.stdout)
 
@@ -82,9 +106,14 @@ def polluted_pool(parent):
 
 
 def task(parent, pool, cfg, n, seed=0, relation=ADD_REMOVE):
-    return Task(n_labeled=n, public=parent.pool_signals(pool), cfg=cfg,
-                rng=np.random.default_rng(seed), relation=relation,
-                private=parent.private_signals)
+    return Task(
+        n_labeled=n,
+        public=parent.pool_signals(pool),
+        cfg=cfg,
+        rng=np.random.default_rng(seed),
+        relation=relation,
+        private=parent.private_signals,
+    )
 
 
 # ---------------------------------------------------------------- strategies
@@ -100,8 +129,9 @@ def test_every_strategy_returns_n_distinct_pool_indices_without_labels(name, par
         assert len(set(idx.tolist())) == n and idx.min() >= 0 and idx.max() < len(pool)
     assert pool.revealed == 0  # no strategy asks for a label
     again = STRATEGIES.get(name)().select(task(parent, pool, cfg, 7))
-    assert np.array_equal(again.indices, STRATEGIES.get(name)().select(
-        task(parent, pool, cfg, 7)).indices)  # a fixed seed gives the same points
+    assert np.array_equal(
+        again.indices, STRATEGIES.get(name)().select(task(parent, pool, cfg, 7)).indices
+    )  # a fixed seed gives the same points
     costs = STRATEGIES.get(name).costs(cfg, ADD_REMOVE)
     assert bool(costs) == STRATEGIES.get(name).uses_private == (name == "near-private")
 
@@ -148,7 +178,8 @@ def test_diverse_public_spreads_over_clusters(parent):
     z = (parent.pool_signals(pool).embeddings - mean) @ comps
     assert pdist(z[sel.indices]).mean() > pdist(z[ent.indices]).mean()
     assert set(sel.indices) <= set(ent.indices) | set(
-        STRATEGIES.get("entropy")().select(task(parent, pool, cfg, 4 * n)).indices)
+        STRATEGIES.get("entropy")().select(task(parent, pool, cfg, 4 * n)).indices
+    )
     two = STRATEGIES.get("diverse-public")().select(task(parent, pool, replace(cfg, n_each=2), n))
     assert two.details["n_clusters"] == n // 2 and len(set(two.indices)) == n
 
@@ -182,8 +213,7 @@ def test_gaussian_calibration_for_large_epsilon_is_exact():
     for eps in (1.0, 4.0):
         sigma, how = gaussian_sigma(epsilon=eps, delta=1e-5)
         assert how.startswith("analytic")
-        d = pld.from_gaussian_mechanism(sigma, sensitivity=1.0,
-                                        value_discretization_interval=1e-4)
+        d = pld.from_gaussian_mechanism(sigma, sensitivity=1.0, value_discretization_interval=1e-4)
         assert d.get_delta_for_epsilon(eps) == pytest.approx(1e-5, rel=1e-3)
 
 
@@ -215,8 +245,16 @@ def test_dp_pca_recovers_a_strong_direction_and_degrades_with_less_epsilon():
     x = normalise_rows(rng.normal(size=(n, d)) * 0.2 + np.outer(rng.choice([-1, 1], n), axis))
 
     def alignment(eps):
-        return np.mean([abs(analyze_gauss(x, n_components=1, epsilon=eps, delta=1e-5,
-                                          rng=rng).components[0, 0]) for _ in range(20)])
+        return np.mean(
+            [
+                abs(
+                    analyze_gauss(x, n_components=1, epsilon=eps, delta=1e-5, rng=rng).components[
+                        0, 0
+                    ]
+                )
+                for _ in range(20)
+            ]
+        )
 
     assert alignment(0.5) > 0.99 and alignment(0.5) > alignment(0.002)
     with pytest.raises(PrivtoolError, match="norm <= 1"):
@@ -248,8 +286,8 @@ def _neighbours(data, domain):
     for i in range(len(data) + 1):
         add_remove += [data[:i] + (r,) + data[i:] for r in domain]
     for i in range(len(data)):
-        add_remove.append(data[:i] + data[i + 1:])
-        replace_one += [data[:i] + (r,) + data[i + 1:] for r in domain if r != data[i]]
+        add_remove.append(data[:i] + data[i + 1 :])
+        replace_one += [data[:i] + (r,) + data[i + 1 :] for r in domain if r != data[i]]
     return {ADD_REMOVE: add_remove, REPLACE_ONE: replace_one}
 
 
@@ -263,7 +301,7 @@ def test_support_sensitivity_covers_every_neighbour_by_brute_force(private_k):
 
     from privtool.select.strategies import support_voters
 
-    domain = [(u, v) for u in (0.0, 1.0, 2.0) for v in (0, 1)]   # logits [u, 0]: margin −u
+    domain = [(u, v) for u in (0.0, 1.0, 2.0) for v in (0, 1)]  # logits [u, 0]: margin −u
 
     def hist(data):
         if not data:
@@ -276,12 +314,14 @@ def test_support_sensitivity_covers_every_neighbour_by_brute_force(private_k):
     for relation in (ADD_REMOVE, REPLACE_ONE):
         sens = support_sensitivity(relation, top_k=private_k is not None)
         for n in (k - 1, k, k + 1):
-            worst = max(np.abs(hist(d) - hist(e)).sum()
-                        for d in itertools.product(domain, repeat=n)
-                        for e in _neighbours(d, domain)[relation])
+            worst = max(
+                np.abs(hist(d) - hist(e)).sum()
+                for d in itertools.product(domain, repeat=n)
+                for e in _neighbours(d, domain)[relation]
+            )
             assert worst <= sens, (relation, n)
             if private_k is None or n >= k:
-                assert worst == sens, (relation, n)   # tight: the bound is reached
+                assert worst == sens, (relation, n)  # tight: the bound is reached
 
 
 def test_near_private_sensitivity_does_not_depend_on_the_private_data_size(parent):
@@ -308,8 +348,11 @@ def test_near_private_records_its_noise(parent):
     top = replace(cfg, near_private=replace(cfg.near_private, private_k=100))
     d = STRATEGIES.get("near-private")().select(task(parent, pool, top, 10)).details
     assert d["n_private_voters"] == 100 and d["support_laplace_scale"] == 4.0
-    d = STRATEGIES.get("near-private")().select(task(parent, pool, cfg, 10,
-                                                     relation=REPLACE_ONE)).details
+    d = (
+        STRATEGIES.get("near-private")()
+        .select(task(parent, pool, cfg, 10, relation=REPLACE_ONE))
+        .details
+    )
     assert d["support_sensitivity"] == 2.0 and d["dp_pca_sensitivity"] == math.sqrt(2)
 
 
@@ -318,16 +361,20 @@ def test_near_private_records_its_noise(parent):
 
 def test_composition_is_basic_and_per_mechanism():
     gauss = parent_cost("gaussian", {"epsilon": 2.0, "delta": 1e-5}, {}, record_level=True)
-    extra = [Cost("DP-PCA (Analyze Gauss)", 0.3, 1e-5, ADD_REMOVE),
-             Cost("support counts (Laplace)", 0.7, 0.0, ADD_REMOVE)]
+    extra = [
+        Cost("DP-PCA (Analyze Gauss)", 0.3, 1e-5, ADD_REMOVE),
+        Cost("support counts (Laplace)", 0.7, 0.0, ADD_REMOVE),
+    ]
     eps, delta = compose([gauss, *extra])
     assert eps == pytest.approx(3.0) and delta == pytest.approx(2e-5)
-    assert compose([parent_cost("none", {"epsilon": None}, {}, record_level=True),
-                    *extra])[0] is None
+    assert (
+        compose([parent_cost("none", {"epsilon": None}, {}, record_level=True), *extra])[0] is None
+    )
     assert record_relation("vmf") == REPLACE_ONE and record_relation("gaussian") == ADD_REMOVE
     with pytest.raises(PrivtoolError, match="different neighbouring relations"):
-        compose([parent_cost("vmf", {"epsilon": 5.0, "delta": 1e-5}, {}, record_level=True),
-                 *extra])
+        compose(
+            [parent_cost("vmf", {"epsilon": 5.0, "delta": 1e-5}, {}, record_level=True), *extra]
+        )
     # class-level DP: the unit ε for post-processing strategies, the record-level one (group
     # privacy over the unit) when composing with releases about single records
     priv = {"epsilon_class": 1.0, "delta": 1e-6}
@@ -338,10 +385,14 @@ def test_composition_is_basic_and_per_mechanism():
 
 
 def test_epsilon_limit_takes_the_latest_checkpoint_that_fits():
-    cands = [Candidate(f"r@{e}", e, {"epsilon": eps, "delta": 1e-5})
-             for e, eps in ((1, 1.0), (2, 1.8), (3, 2.5))]
-    extra = [Cost("DP-PCA (Analyze Gauss)", 0.5, 1e-5, ADD_REMOVE),
-             Cost("support counts (Laplace)", 0.5, 0.0, ADD_REMOVE)]
+    cands = [
+        Candidate(f"r@{e}", e, {"epsilon": eps, "delta": 1e-5})
+        for e, eps in ((1, 1.0), (2, 1.8), (3, 2.5))
+    ]
+    extra = [
+        Cost("DP-PCA (Analyze Gauss)", 0.5, 1e-5, ADD_REMOVE),
+        Cost("support counts (Laplace)", 0.5, 0.0, ADD_REMOVE),
+    ]
     kw = dict(mechanism="gaussian", metrics={}, pinned=False, what="x")
     assert choose_parent(cands, extra=extra, limit=2.9, **kw).candidate.epoch == 2
     assert choose_parent(cands, extra=[], limit=2.9, **kw).candidate.epoch == 3
@@ -377,8 +428,20 @@ def test_composed_epsilon_of_real_runs(run):
 def test_select_json_writes_a_fine_tuned_run_linked_to_its_parent(run, tmp_path):
     out, metrics = run
     dest = tmp_path / "np"
-    res = invoke("select", "--strategy", "near-private", "--target", f"{out}@3",
-                 "--n-labeled", 30, "--out", dest, "--json", "--device", "cpu")
+    res = invoke(
+        "select",
+        "--strategy",
+        "near-private",
+        "--target",
+        f"{out}@3",
+        "--n-labeled",
+        30,
+        "--out",
+        dest,
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     cp3 = next(c for c in metrics["checkpoints"] if c["epoch"] == 3)
@@ -395,11 +458,15 @@ def test_select_json_writes_a_fine_tuned_run_linked_to_its_parent(run, tmp_path)
     assert link["meta_sha256"] == file_hash(out / "meta.json")
     assert meta["privacy"]["epsilon"] == m["epsilon"]
     assert [p["name"] for p in meta["privacy"]["parts"]] == [
-        "parent DP training", "DP-PCA (Analyze Gauss)", "support counts (Laplace)"]
+        "parent DP training",
+        "DP-PCA (Analyze Gauss)",
+        "support counts (Laplace)",
+    ]
     rows = (dest / "selected.csv").read_text().splitlines()
     assert rows[0] == "rank,pool_index,source,source_index,label,polluted" and len(rows) == 31
     assert meta["inputs"]["public_pool"]["index_sha256"] == index_hash(
-        np.load(out / "splits.npz")["public"])
+        np.load(out / "splits.npz")["public"]
+    )
     assert set(load_state_dict(dest / "model.pt")) == set(load_state_dict(out / "model.pt"))
 
 
@@ -407,14 +474,29 @@ def test_fixed_seed_gives_identical_runs(run, tmp_path):
     out, _ = run
     got = []
     for name in ("a", "b"):
-        res = invoke("select", "--strategy", "diverse-public", "--target", out, "--n-labeled",
-                     20, "--seed", 3, "--out", tmp_path / name, "--json", "--device", "cpu")
+        res = invoke(
+            "select",
+            "--strategy",
+            "diverse-public",
+            "--target",
+            out,
+            "--n-labeled",
+            20,
+            "--seed",
+            3,
+            "--out",
+            tmp_path / name,
+            "--json",
+            "--device",
+            "cpu",
+        )
         assert res.exit_code == 0, res.output
         got.append(json.loads(res.stdout))
     assert got[0]["test_accuracy"] == got[1]["test_accuracy"]
     assert got[0]["epsilon"] == got[1]["epsilon"] == run[1]["epsilon"]
-    assert (tmp_path / "a" / "selected.csv").read_text() == \
-        (tmp_path / "b" / "selected.csv").read_text()
+    assert (tmp_path / "a" / "selected.csv").read_text() == (
+        tmp_path / "b" / "selected.csv"
+    ).read_text()
     a, b = (load_state_dict(tmp_path / n / "model.pt") for n in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -422,8 +504,22 @@ def test_fixed_seed_gives_identical_runs(run, tmp_path):
 def test_curve_writes_mean_and_sd_per_strategy_and_budget(run, tmp_path):
     out, _ = run
     dest = tmp_path / "curve"
-    res = invoke("select", "--strategy", "random,diverse-public", "--budgets", "5,10",
-                 "--seeds", 2, "--target", out, "--out", dest, "--json", "--device", "cpu")
+    res = invoke(
+        "select",
+        "--strategy",
+        "random,diverse-public",
+        "--budgets",
+        "5,10",
+        "--seeds",
+        2,
+        "--target",
+        out,
+        "--out",
+        dest,
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["strategies"] == ["random", "diverse-public"] and m["budgets"] == [5, 10]
@@ -443,9 +539,14 @@ def test_diverse_public_beats_random_at_a_small_budget(parent):
     acc = {}
     for s in ("random", "diverse-public"):
         plan = core.plan(s, str(parent.target.dir), cfg)
-        acc[s] = np.mean([core.select_and_finetune(parent, pool, plan, cfg, strategy=s,
-                                                   n_labeled=20, seed=i, record_curve=False)
-                          .metrics["test_accuracy"] for i in range(5)])
+        acc[s] = np.mean(
+            [
+                core.select_and_finetune(
+                    parent, pool, plan, cfg, strategy=s, n_labeled=20, seed=i, record_curve=False
+                ).metrics["test_accuracy"]
+                for i in range(5)
+            ]
+        )
     assert acc["diverse-public"] > acc["random"], acc
 
 
@@ -455,18 +556,39 @@ def test_near_private_selects_fewer_polluting_points(parent, polluted_pool):
     cfg, pool = polluted_pool
     assert pool.polluted.sum() == 125 and pool.record["pollution"]["dataset"] == "lfw-subset"
     assert pool.x.shape[1:] == parent.target.data.x.shape[1:]
-    frac = {s: np.mean([pool.pollution_fraction(STRATEGIES.get(s)().select(
-        task(parent, pool, cfg, 50, seed=i)).indices) for i in range(3)])
-        for s in ("random", "diverse-public", "near-private")}
+    frac = {
+        s: np.mean(
+            [
+                pool.pollution_fraction(
+                    STRATEGIES.get(s)().select(task(parent, pool, cfg, 50, seed=i)).indices
+                )
+                for i in range(3)
+            ]
+        )
+        for s in ("random", "diverse-public", "near-private")
+    }
     assert frac["near-private"] < frac["random"], frac
     assert frac["near-private"] < frac["diverse-public"], frac
 
 
 def test_polluted_run_reports_the_polluted_fraction(run, tmp_path):
     out, _ = run
-    res = invoke("select", "--strategy", "random", "--target", out, "--n-labeled", 40,
-                 "--set", "select.pollution.dataset=lfw-subset", "--out", tmp_path / "p",
-                 "--json", "--device", "cpu")
+    res = invoke(
+        "select",
+        "--strategy",
+        "random",
+        "--target",
+        out,
+        "--n-labeled",
+        40,
+        "--set",
+        "select.pollution.dataset=lfw-subset",
+        "--out",
+        tmp_path / "p",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert 0 <= m["pollution_selected_fraction"] <= 1
@@ -480,15 +602,18 @@ def test_polluted_run_reports_the_polluted_fraction(run, tmp_path):
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--strategy", "nope"], "unknown selection strategy 'nope'; valid: diverse-public"),
-    (["--strategy", "random", "--n-labeled", 501], "more than the 500 points"),
-    (["--strategy", "near-private", "--epsilon-limit", 1.0], "--epsilon-limit 1 is too small"),
-    (["--strategy", "random", "--target", "/nonexistent/run"], "does not exist"),
-    (["--strategy", "random", "--set", "select.bogus=1"], "unknown params key select.bogus"),
-    (["--strategy", "random", "--set", "select.finetune.lr=-1"], "select.finetune.lr=-1"),
-    (["--strategy", "all", "--budgets", "10,9999"], "budget 9999 is more than"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--strategy", "nope"], "unknown selection strategy 'nope'; valid: diverse-public"),
+        (["--strategy", "random", "--n-labeled", 501], "more than the 500 points"),
+        (["--strategy", "near-private", "--epsilon-limit", 1.0], "--epsilon-limit 1 is too small"),
+        (["--strategy", "random", "--target", "/nonexistent/run"], "does not exist"),
+        (["--strategy", "random", "--set", "select.bogus=1"], "unknown params key select.bogus"),
+        (["--strategy", "random", "--set", "select.finetune.lr=-1"], "select.finetune.lr=-1"),
+        (["--strategy", "all", "--budgets", "10,9999"], "budget 9999 is more than"),
+    ],
+)
 def test_bad_input_is_one_line_exit_1(run, tmp_path, args, msg):
     out, _ = run
     if "--target" not in args:
@@ -509,13 +634,26 @@ def test_select_params_are_validated():
         load_params(None, ["select.pollution.fraction=1.5"])
 
 
-def test_curve_composes_every_near_private_release_and_warns_of_later_checkpoints(run,
-                                                                                 tmp_path):
+def test_curve_composes_every_near_private_release_and_warns_of_later_checkpoints(run, tmp_path):
     """Issue 22: 1 budget × 2 seeds of NearPrivate from epoch 2 of a 4-epoch run: two DP-PCA
     and two support-count releases on the same private data, composed with the parent."""
     out, metrics = run
-    res = invoke("select", "--strategy", "near-private,random", "--budgets", 5, "--seeds", 2,
-                 "--target", f"{out}@2", "--out", tmp_path / "c", "--json", "--device", "cpu")
+    res = invoke(
+        "select",
+        "--strategy",
+        "near-private,random",
+        "--budgets",
+        5,
+        "--seeds",
+        2,
+        "--target",
+        f"{out}@2",
+        "--out",
+        tmp_path / "c",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     cp2 = next(c for c in metrics["checkpoints"] if c["epoch"] == 2)
@@ -529,6 +667,18 @@ def test_curve_composes_every_near_private_release_and_warns_of_later_checkpoint
     assert "epsilon_whole_curve" in rows[0].split(",")
     assert "later checkpoints (epochs 3, 4)" in res.stderr
     # the final model has no later checkpoint: no warning
-    res = invoke("select", "--strategy", "random", "--target", out, "--n-labeled", 5,
-                 "--out", tmp_path / "f", "--json", "--device", "cpu")
+    res = invoke(
+        "select",
+        "--strategy",
+        "random",
+        "--target",
+        out,
+        "--n-labeled",
+        5,
+        "--out",
+        tmp_path / "f",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0 and "warning" not in res.stderr

@@ -23,8 +23,10 @@ from privtool.models import MODELS, build_model
 
 def exact_gaussian_epsilon(mu: float, delta: float) -> float:
     """Tight ε of a μ-GDP mechanism (Balle & Wang 2018 / Dong et al. 2019)."""
+
     def f(e):
         return norm.cdf(-e / mu + mu / 2) - math.exp(e) * norm.cdf(-e / mu - mu / 2) - delta
+
     return brentq(f, 0.0, 500.0) if f(0.0) > 0 else 0.0
 
 
@@ -32,8 +34,9 @@ def exact_gaussian_epsilon(mu: float, delta: float) -> float:
 def test_fixed_all_units_equals_composed_gaussian_with_sensitivity_2S(sigma, steps):
     """k = K (no subsampling): T replace-one releases of sensitivity 2S and noise σS are a
     Gaussian with μ = 2√T/σ; dp_accounting's RDP bound must be above the exact value and close."""
-    eps = fixed_unit_epsilon(noise_multiplier=sigma, n_units=20, units_per_step=20, steps=steps,
-                             delta=1e-5)
+    eps = fixed_unit_epsilon(
+        noise_multiplier=sigma, n_units=20, units_per_step=20, steps=steps, delta=1e-5
+    )
     exact = exact_gaussian_epsilon(2 * math.sqrt(steps) / sigma, 1e-5)
     assert exact <= eps <= 1.35 * exact + 0.05
 
@@ -44,8 +47,15 @@ def test_poisson_units_is_opacus_rdp(sigma, q, steps):
 
     acc = RDPAccountant()
     acc.history = [(sigma, q, steps)]
-    out = unit_epsilon(kind="class", sampling="poisson", noise_multiplier=sigma, sample_rate=q,
-                       steps=steps, delta=1e-5, n_units=10)
+    out = unit_epsilon(
+        kind="class",
+        sampling="poisson",
+        noise_multiplier=sigma,
+        sample_rate=q,
+        steps=steps,
+        delta=1e-5,
+        n_units=10,
+    )
     assert out["epsilon_class"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-12)
     assert "epsilon" not in out  # the unit is always in the name
     # one record changes one class = remove + add of a unit: group privacy over 2 steps
@@ -83,15 +93,23 @@ def _wbk_theorem9_gaussian_rdp(gamma: float, sigma: float, alpha: int) -> float:
         return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
 
     e2 = 1 / sigma**2
-    terms = [0.0, 2 * math.log(gamma) + log_comb(alpha, 2)
-             + min(math.log(4) + math.log(math.expm1(e2)), e2 + math.log(2))]
-    terms += [j * math.log(gamma) + log_comb(alpha, j) + math.log(2) + (j - 1) * j / (2 * sigma**2)
-              for j in range(3, alpha + 1)]
+    terms = [
+        0.0,
+        2 * math.log(gamma)
+        + log_comb(alpha, 2)
+        + min(math.log(4) + math.log(math.expm1(e2)), e2 + math.log(2)),
+    ]
+    terms += [
+        j * math.log(gamma) + log_comb(alpha, j) + math.log(2) + (j - 1) * j / (2 * sigma**2)
+        for j in range(3, alpha + 1)
+    ]
     return float(logsumexp(terms)) / (alpha - 1)
 
 
-@pytest.mark.parametrize("sigma, n_units, k, steps", [(2.0, 50, 10, 100), (4.0, 500, 100, 200),
-                                                       (3.0, 100, 5, 50), (8.0, 10, 2, 1000)])
+@pytest.mark.parametrize(
+    "sigma, n_units, k, steps",
+    [(2.0, 50, 10, 100), (4.0, 500, 100, 200), (3.0, 100, 5, 50), (8.0, 10, 2, 1000)],
+)
 def test_fixed_subsampled_matches_independent_wbk_bound(sigma, n_units, k, steps):
     """Our fixed-size accountant (dp_accounting, σ/2 for sensitivity 2S) against Theorem 9 of
     WBK19 coded here: it may only be tighter (dp_accounting uses their strengthened Gaussian
@@ -99,29 +117,44 @@ def test_fixed_subsampled_matches_independent_wbk_bound(sigma, n_units, k, steps
     from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
     orders = np.arange(2, 257)
-    rdp = np.array([steps * _wbk_theorem9_gaussian_rdp(k / n_units, sigma / 2, int(a))
-                    for a in orders])
+    rdp = np.array(
+        [steps * _wbk_theorem9_gaussian_rdp(k / n_units, sigma / 2, int(a)) for a in orders]
+    )
     independent = compute_epsilon(orders, rdp, 1e-5)[0]
-    ours = fixed_unit_epsilon(noise_multiplier=sigma, n_units=n_units, units_per_step=k,
-                              steps=steps, delta=1e-5)
+    ours = fixed_unit_epsilon(
+        noise_multiplier=sigma, n_units=n_units, units_per_step=k, steps=steps, delta=1e-5
+    )
     assert 0.97 * independent <= ours <= independent * (1 + 1e-9)
 
 
 def test_subsampling_without_replacement_amplifies():
-    full = fixed_unit_epsilon(noise_multiplier=2.0, n_units=50, units_per_step=50, steps=100,
-                              delta=1e-5)
-    sub = fixed_unit_epsilon(noise_multiplier=2.0, n_units=50, units_per_step=10, steps=100,
-                             delta=1e-5)
+    full = fixed_unit_epsilon(
+        noise_multiplier=2.0, n_units=50, units_per_step=50, steps=100, delta=1e-5
+    )
+    sub = fixed_unit_epsilon(
+        noise_multiplier=2.0, n_units=50, units_per_step=10, steps=100, delta=1e-5
+    )
     assert sub < full
 
 
 @settings(max_examples=25, deadline=None)
-@given(sigma=st.floats(0.5, 5.0), steps=st.integers(1, 400), more=st.integers(1, 400),
-       sampling=st.sampled_from(["poisson", "fixed"]))
+@given(
+    sigma=st.floats(0.5, 5.0),
+    steps=st.integers(1, 400),
+    more=st.integers(1, 400),
+    sampling=st.sampled_from(["poisson", "fixed"]),
+)
 def test_epsilon_monotone_in_steps_and_sigma(sigma, steps, more, sampling):
     def eps(s, t):
-        return unit_epsilon(kind="subclass", sampling=sampling, noise_multiplier=s,
-                            sample_rate=0.2, steps=t, delta=1e-5, n_units=50)["epsilon_subclass"]
+        return unit_epsilon(
+            kind="subclass",
+            sampling=sampling,
+            noise_multiplier=s,
+            sample_rate=0.2,
+            steps=t,
+            delta=1e-5,
+            n_units=50,
+        )["epsilon_subclass"]
 
     assert eps(sigma, steps) <= eps(sigma, steps + more) + 1e-9
     assert eps(sigma * 1.5, steps) <= eps(sigma, steps) + 1e-9
@@ -135,8 +168,9 @@ def test_epsilon_target_solves_sigma_without_overshoot(sampling):
     sigma = unit_noise_multiplier(target_epsilon=5.0, sampling=sampling, **kw)
 
     def eps(s):
-        return unit_epsilon(kind="class", sampling=sampling, noise_multiplier=s,
-                            **kw)["epsilon_class"]
+        return unit_epsilon(kind="class", sampling=sampling, noise_multiplier=s, **kw)[
+            "epsilon_class"
+        ]
 
     assert eps(sigma) <= 5.0 and eps(0.97 * sigma) > 5.0
 
@@ -146,7 +180,9 @@ def test_paper3_theorem1_round_trip():
     sigma = math.sqrt(16 * q**2 * T * math.log(1 / delta) / eps**2)
     out = paper3_theorem1(noise_multiplier=sigma, sample_rate=q, steps=T, delta=delta)
     assert out["epsilon_paper3_theorem1"] == pytest.approx(eps)
-    assert out["paper3_theorem1_condition_holds"] == int(q < math.sqrt(eps / (64 * math.sqrt(T * math.log(1 / delta)))))
+    assert out["paper3_theorem1_condition_holds"] == int(
+        q < math.sqrt(eps / (64 * math.sqrt(T * math.log(1 / delta))))
+    )
 
 
 def test_form_units_deterministic_and_bounded():
@@ -169,8 +205,9 @@ def test_form_units_deterministic_and_bounded():
 
 
 @pytest.mark.parametrize("loop_min_unit", [1, 10**9], ids=["per-unit-backward", "per-sample"])
-@pytest.mark.parametrize("batch_size, max_grad_norm", [(16, 1e9), (1, 1e9), (7, 0.05),
-                                                     (1000, 0.05)])
+@pytest.mark.parametrize(
+    "batch_size, max_grad_norm", [(16, 1e9), (1, 1e9), (7, 0.05), (1000, 0.05)]
+)
 def test_step_is_sum_of_clipped_unit_means_over_qK(batch_size, max_grad_norm, loop_min_unit):
     """σ = 0: the update is -lr · Σ_units clip_S(mean gradient of the unit) / (qK), computed
     here by a micro-batch loop, whatever the chunk size (units spanning chunks included) and
@@ -182,14 +219,22 @@ def test_step_is_sum_of_clipped_unit_means_over_qK(batch_size, max_grad_norm, lo
     torch.manual_seed(0)
     model = build_model("mlp", d.shape, 10)
     before = [p.detach().clone() for p in model.parameters()]
-    cfg = TrainConfig(mech="subclass", k_sub=3, noise_multiplier=0.0, max_grad_norm=max_grad_norm,
-                      batch_size=batch_size, unit_sample_rate=0.5, lr=0.1)
+    cfg = TrainConfig(
+        mech="subclass",
+        k_sub=3,
+        noise_multiplier=0.0,
+        max_grad_norm=max_grad_norm,
+        batch_size=batch_size,
+        unit_sample_rate=0.5,
+        lr=0.1,
+    )
     mech = MECHANISMS.get("subclass")(cfg, Schedule(n=200, batch_size=16, epochs=1))
     mech.prepare(x, y)
     mech.calibrate(model)
     mech.LOOP_MIN_UNIT = loop_min_unit
-    step = mech.make_stepper(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                             torch.Generator().manual_seed(0))
+    step = mech.make_stepper(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(0)
+    )
     idx = next(mech.batches(1, np.random.default_rng(0)))
     units = mech._batch_units.copy()
     assert len(np.unique(units)) > 5
@@ -201,14 +246,15 @@ def test_step_is_sum_of_clipped_unit_means_over_qK(batch_size, max_grad_norm, lo
         members = idx[units == u]
         ref.zero_grad()
         torch.nn.functional.cross_entropy(ref(x[members]), y[members]).backward()
-        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in ref.parameters()))
+        norm = torch.sqrt(sum((p.grad**2).sum() for p in ref.parameters()))
         scale = min(1.0, max_grad_norm / float(norm))
         for t, p in zip(total, ref.parameters()):
             t += scale * p.grad
     step(x[idx], y[idx])
     for p0, p, t in zip(before, model.parameters(), total):
-        torch.testing.assert_close(p0 - p.detach(), 0.1 * t / (0.5 * mech.n_units),
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            p0 - p.detach(), 0.1 * t / (0.5 * mech.n_units), rtol=1e-4, atol=1e-6
+        )
 
 
 def test_step_orders_records_by_unit_and_paths_agree():
@@ -227,8 +273,9 @@ def test_step_orders_records_by_unit_and_paths_agree():
         mech.prepare(x, y)
         mech.calibrate(model)
         mech.LOOP_MIN_UNIT = loop_min_unit
-        step = mech.make_stepper(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                                 torch.Generator().manual_seed(0))
+        step = mech.make_stepper(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(0)
+        )
         idx = next(mech.batches(1, np.random.default_rng(3)))
         if shuffle:
             perm = np.random.default_rng(1).permutation(len(idx))
@@ -247,14 +294,16 @@ def test_every_registered_model_takes_a_unit_step(model_name):
     d = load_dataset("mnist-5k")  # 28×28: every model's kernels fit
     x, y = torch.from_numpy(d.x[:120]), torch.from_numpy(d.y[:120])
     model = build_model(model_name, d.shape, 10)
-    cfg = TrainConfig(mech="subclass", k_sub=2, batch_size=8, unit_sample_rate=0.5,
-                      subclass_features="embeddings")
+    cfg = TrainConfig(
+        mech="subclass", k_sub=2, batch_size=8, unit_sample_rate=0.5, subclass_features="embeddings"
+    )
     mech = MECHANISMS.get("subclass")(cfg, Schedule(n=120, batch_size=8, epochs=1))
     mech.prepare(x, y)
     mech.calibrate(model)
     before = [p.detach().clone() for p in model.parameters()]
-    step = mech.make_stepper(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                             torch.Generator().manual_seed(0))
+    step = mech.make_stepper(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(0)
+    )
     idx = next(mech.batches(1, np.random.default_rng(0)))
     loss, _ = step(x[idx], y[idx])
     assert math.isfinite(loss)
@@ -267,9 +316,26 @@ runner = CliRunner()
 @pytest.mark.parametrize("mech, extra", [("class", []), ("subclass", ["--set", "train.k_sub=5"])])
 def test_train_class_and_subclass_end_to_end(tmp_path, mech, extra):
     out = tmp_path / mech
-    res = runner.invoke(app, ["train", "--mech", mech, "--dataset", "digits", "--model", "mlp",
-                              "--epochs", "2", "--set", "train.lr=0.05", *extra, "--out", str(out),
-                              "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--mech",
+            mech,
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--set",
+            "train.lr=0.05",
+            *extra,
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["unit_kind"] == mech and f"epsilon_{mech}" in m and "epsilon" not in m
@@ -280,17 +346,44 @@ def test_train_class_and_subclass_end_to_end(tmp_path, mech, extra):
     assert len(units) == m["n_train"] and units.max() + 1 == m["n_units"]
     meta = json.loads((out / "meta.json").read_text())
     assert "units.npy" in meta["outputs"]
-    eps = runner.invoke(app, ["epsilon", "--mech", mech, "--noise-multiplier",
-                              str(m["noise_multiplier"]), "--sample-rate", str(m["sample_rate"]),
-                              "--steps", str(m["steps"]), "--delta", str(m["delta"]),
-                              "--k-sub", str(m["k_sub"]), "--json"])
+    eps = runner.invoke(
+        app,
+        [
+            "epsilon",
+            "--mech",
+            mech,
+            "--noise-multiplier",
+            str(m["noise_multiplier"]),
+            "--sample-rate",
+            str(m["sample_rate"]),
+            "--steps",
+            str(m["steps"]),
+            "--delta",
+            str(m["delta"]),
+            "--k-sub",
+            str(m["k_sub"]),
+            "--json",
+        ],
+    )
     res_eps = json.loads(eps.stdout)
     for key in (f"epsilon_{mech}", "epsilon_record", "delta_record", "epsilon_paper3_theorem1"):
         assert res_eps[key] == pytest.approx(m[key])
 
 
 def test_k_sub_larger_than_a_class_is_a_cli_error(tmp_path):
-    res = runner.invoke(app, ["train", "--mech", "subclass", "--dataset", "digits", "--set",
-                              "train.k_sub=5000", "--out", str(tmp_path / "x")])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--mech",
+            "subclass",
+            "--dataset",
+            "digits",
+            "--set",
+            "train.k_sub=5000",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert res.exit_code == 1 and "k_sub=5000 is larger than class" in res.output
     assert not (tmp_path / "x").exists()

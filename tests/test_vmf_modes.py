@@ -53,8 +53,15 @@ def _same_direction_batch(b: int, rows: int, d: int, seed: int = 0):
     return [w, bias], mu
 
 
-@pytest.mark.parametrize("name,kappa", [("opacus-add-unit", 3.0), ("opacus-add-unit", 40.0),
-                                        ("opacus-add-scaled", 3.0), ("opacus-add-sample", 6.0)])
+@pytest.mark.parametrize(
+    "name,kappa",
+    [
+        ("opacus-add-unit", 3.0),
+        ("opacus-add-unit", 40.0),
+        ("opacus-add-scaled", 3.0),
+        ("opacus-add-sample", 6.0),
+    ],
+)
 def test_added_noise_is_scaled_vmf_around_the_clipped_direction(name, kappa):
     """noise = release − Σ clip(g_i) per row: norm C (κC scaled), mean direction μ and mean
     resultant length A_d(κ) (per-sample mode: B draws around each sample's direction)."""
@@ -65,8 +72,9 @@ def test_added_noise_is_scaled_vmf_around_the_clipped_direction(name, kappa):
     clipped_sum = [g.sum(0) for g in flat_clip(grads, c, 1)]
     noise = out[0] - clipped_sum[0]
     scale = kappa * c if name == "opacus-add-scaled" else c
-    assert torch.allclose(noise.norm(dim=1), torch.full((rows,), scale, dtype=noise.dtype),
-                          rtol=1e-9)
+    assert torch.allclose(
+        noise.norm(dim=1), torch.full((rows,), scale, dtype=noise.dtype), rtol=1e-9
+    )
     mean = noise.mean(0) / scale
     r = float(mean.norm())
     assert abs(r - a_d(d, kappa)) < 4 / math.sqrt(rows)  # MC standard error ≈ 1/√rows
@@ -79,7 +87,8 @@ def test_alg2_rows_are_unit_vmf_draws_around_each_row():
     grads, mu = _same_direction_batch(1, 4000, 5)
     kappa = 4.0
     out = make_mode("alg2", kappa=kappa, partition="row").release(
-        grads, torch.Generator().manual_seed(2))[0]
+        grads, torch.Generator().manual_seed(2)
+    )[0]
     assert torch.allclose(out.norm(dim=1), torch.ones(4000, dtype=out.dtype), rtol=1e-9)
     assert abs(float(out.mean(0) @ mu) - a_d(5, kappa)) < 4 / math.sqrt(4000)
 
@@ -90,12 +99,15 @@ def test_expected_is_the_mean_of_the_release(name, partition):
     """What the IGA attacker matches (expected) is the Monte-Carlo mean of the release / B
     (within 5 standard errors per coordinate)."""
     g = torch.Generator().manual_seed(3)
-    grads = [torch.randn(3, 4, 6, generator=g, dtype=torch.float64),
-             torch.randn(3, 4, generator=g, dtype=torch.float64)]
+    grads = [
+        torch.randn(3, 4, 6, generator=g, dtype=torch.float64),
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+    ]
     mode = make_mode(name, kappa=2.0, partition=partition, max_grad_norm=0.8)
     gen = torch.Generator().manual_seed(4)
-    draws = torch.stack([torch.cat([r.reshape(-1) for r in mode.release(grads, gen)]) / 3
-                         for _ in range(400)])
+    draws = torch.stack(
+        [torch.cat([r.reshape(-1) for r in mode.release(grads, gen)]) / 3 for _ in range(400)]
+    )
     exp = torch.cat([e[0].reshape(-1) for e in mode.expected([x.unsqueeze(0) for x in grads])])
     se = draws.std(0) / math.sqrt(len(draws))
     assert bool(((draws.mean(0) - exp).abs() <= 5 * se + 1e-12).all())
@@ -112,12 +124,18 @@ def test_alg2_step_is_unchanged_from_main():
     for case in ref["cases"]:
         torch.manual_seed(0)
         model = build_model("lenet", d.shape, 10)
-        cfg = TrainConfig(mech="vmf", batch_size=32, kappa=case["kappa"],
-                          partition=case["partition"], vmf_mode="alg2")
+        cfg = TrainConfig(
+            mech="vmf",
+            batch_size=32,
+            kappa=case["kappa"],
+            partition=case["partition"],
+            vmf_mode="alg2",
+        )
         m = MECHANISMS.get("vmf")(cfg, Schedule(n=320, batch_size=32, epochs=1))
         m.calibrate(model)
-        step = m.make_stepper(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                              torch.Generator().manual_seed(123))
+        step = m.make_stepper(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(123)
+        )
         loss, correct = step(x, y)
         loss2, _ = step(x, y)
         assert (loss, correct) == (pytest.approx(case["loss"], rel=1e-6), case["correct"])
@@ -131,11 +149,31 @@ def test_alg2_step_is_unchanged_from_main():
 @pytest.fixture(scope="module")
 def no_dp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "train" / "add-unit"
-    res = CliRunner().invoke(app, ["train", "--mech", "vmf", "--dataset", "digits", "--model",
-                                   "mlp", "--epochs", "2", "--set", "train.batch_size=64",
-                                   "--set", "train.vmf_mode=opacus-add-unit", "--set",
-                                   "train.epsilon_v=50", "--set", "train.partition=row",
-                                   "--out", str(out), "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--mech",
+            "vmf",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--set",
+            "train.batch_size=64",
+            "--set",
+            "train.vmf_mode=opacus-add-unit",
+            "--set",
+            "train.epsilon_v=50",
+            "--set",
+            "train.partition=row",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     return out
 
@@ -157,12 +195,40 @@ def test_no_guarantee_modes_refuse_an_epsilon_target_and_privtool_epsilon():
         mech = MECHANISMS.get("vmf")(cfg, Schedule(n=100, batch_size=10, epochs=1))
         with pytest.raises(PrivtoolError, match="no DP guarantee"):
             mech.calibrate(torch.nn.Linear(3, 2))
-        res = CliRunner().invoke(app, ["epsilon", "--mech", "vmf", "--kappa", "5",
-                                       "--sample-rate", "0.1", "--steps", "10",
-                                       "--vmf-mode", name])
+        res = CliRunner().invoke(
+            app,
+            [
+                "epsilon",
+                "--mech",
+                "vmf",
+                "--kappa",
+                "5",
+                "--sample-rate",
+                "0.1",
+                "--steps",
+                "10",
+                "--vmf-mode",
+                name,
+            ],
+        )
         assert res.exit_code == 1 and "no DP guarantee" in res.output
-    res = CliRunner().invoke(app, ["epsilon", "--mech", "vmf", "--kappa", "5", "--sample-rate",
-                                   "0.1", "--steps", "10", "--vmf-mode", "alg2", "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "epsilon",
+            "--mech",
+            "vmf",
+            "--kappa",
+            "5",
+            "--sample-rate",
+            "0.1",
+            "--steps",
+            "10",
+            "--vmf-mode",
+            "alg2",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0 and json.loads(res.output)["epsilon"] > 0
 
 
@@ -172,10 +238,15 @@ def test_select_budget_refuses_a_no_guarantee_parent(no_dp_run):
     m = json.loads((no_dp_run / "metrics.json").read_text())
     cands = [Candidate(f"{no_dp_run}@{c['epoch']}", c["epoch"], c) for c in m["checkpoints"]]
     with pytest.raises(PrivtoolError, match="no DP guarantee"):
-        choose_parent(cands, mechanism="vmf", metrics=m, extra=[], limit=1e9, pinned=False,
-                      what="nothing")
-    assert choose_parent(cands, mechanism="vmf", metrics=m, extra=[], limit=None,
-                         pinned=False, what="nothing").epsilon is None
+        choose_parent(
+            cands, mechanism="vmf", metrics=m, extra=[], limit=1e9, pinned=False, what="nothing"
+        )
+    assert (
+        choose_parent(
+            cands, mechanism="vmf", metrics=m, extra=[], limit=None, pinned=False, what="nothing"
+        ).epsilon
+        is None
+    )
 
 
 def test_calibrate_labels_no_guarantee_runs(no_dp_run):
@@ -197,13 +268,22 @@ def test_forensics_agreement_statistics():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "forensics", Path(__file__).parents[1] / "scripts" / "forensics.py")
+        "forensics", Path(__file__).parents[1] / "scripts" / "forensics.py"
+    )
     fx = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fx)
     eps = [1, 50, 500, 300000]
-    rows = [{"model": "lenet", "mode": "alg2", "epsilon_v": float(e),
-             "accuracy %": fx.PAPER["lenet"][e][0] + 2.0, "MIA-R AUC %": None,
-             "IGA MSE": -fx.PAPER["lenet"][e][2]} for e in eps]
+    rows = [
+        {
+            "model": "lenet",
+            "mode": "alg2",
+            "epsilon_v": float(e),
+            "accuracy %": fx.PAPER["lenet"][e][0] + 2.0,
+            "MIA-R AUC %": None,
+            "IGA MSE": -fx.PAPER["lenet"][e][2],
+        }
+        for e in eps
+    ]
     stats = {s["metric"]: s for s in fx.compare(rows)}
     assert set(stats) == {"accuracy %", "IGA MSE"}  # no AUC measured: no row
     acc, mse = stats["accuracy %"], stats["IGA MSE"]

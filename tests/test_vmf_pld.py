@@ -34,6 +34,7 @@ DELTA = 1e-5
 
 def t_density(kappa: float, dim: int):
     """Normalised density of t = xᵀy under VMF(κ, x) on S^{d−1}: ∝ e^{κ(t−1)}(1 − t²)^{(d−3)/2}."""
+
     def f(t):
         return np.exp(kappa * (t - 1.0)) * (1.0 - t * t) ** ((dim - 3) / 2)
 
@@ -49,6 +50,7 @@ def hockey_stick(losses: np.ndarray, probs: np.ndarray, eps: float) -> float:
 
 def gdp_epsilon(mu: float, delta: float) -> float:
     """ε of μ-GDP at δ (Dong, Roth & Su 2019, Cor. 2.13)."""
+
     def d(eps):
         return ndtr(-eps / mu + mu / 2) - math.exp(eps) * ndtr(-eps / mu - mu / 2) - delta
 
@@ -77,14 +79,19 @@ def test_one_part_pld_brackets_quadrature(dim, kappa):
     f = t_density(kappa, dim)
     h = 1e-3 * 2 * kappa
     up, down = part_pld(kappa, dim, h, True), part_pld(kappa, dim, h, False)
+
     def exact(eps):
-        return integrate.quad(lambda t: f(t) * -np.expm1(eps - 2 * kappa * t),
-                              eps / (2 * kappa), 1, limit=200)[0]
+        return integrate.quad(
+            lambda t: f(t) * -np.expm1(eps - 2 * kappa * t), eps / (2 * kappa), 1, limit=200
+        )[0]
 
     for frac in (0.0, 0.2, 0.5, 0.9):
         eps = frac * 2 * kappa
-        assert down.get_delta_for_epsilon(eps) - 1e-12 <= exact(eps) <= \
-            up.get_delta_for_epsilon(eps) + 1e-12
+        assert (
+            down.get_delta_for_epsilon(eps) - 1e-12
+            <= exact(eps)
+            <= up.get_delta_for_epsilon(eps) + 1e-12
+        )
         # each loss moved by at most one grid step h: δ_up(ε) ≤ δ(ε − h), δ_down(ε) ≥ δ(ε + h)
         assert up.get_delta_for_epsilon(eps) <= exact(eps - h) * (1 + 1e-9) + 1e-13
         assert down.get_delta_for_epsilon(eps) >= exact(eps + h) * (1 - 1e-9) - 1e-13
@@ -93,21 +100,20 @@ def test_one_part_pld_brackets_quadrature(dim, kappa):
 @pytest.mark.parametrize("dim", [1, 2, 3, 20])
 def test_one_part_delta_to_zero_gives_two_kappa(dim):
     kappa = 0.8
-    eps = pld_epsilon(kappa=kappa, part_dims=[dim], sample_rate=1.0, steps=1, delta=1e-13,
-                      h=1e-4)
+    eps = pld_epsilon(kappa=kappa, part_dims=[dim], sample_rate=1.0, steps=1, delta=1e-13, h=1e-4)
     assert eps["epsilon_pld"] <= 2 * kappa + 1e-4
     assert eps["epsilon_pld"] > (0.999 if dim == 1 else 0.9) * 2 * kappa
     # ε(δ) rises towards 2κ as δ falls
-    looser = pld_epsilon(kappa=kappa, part_dims=[dim], sample_rate=1.0, steps=1, delta=1e-3,
-                         h=1e-4)
+    looser = pld_epsilon(kappa=kappa, part_dims=[dim], sample_rate=1.0, steps=1, delta=1e-3, h=1e-4)
     assert looser["epsilon_pld"] <= eps["epsilon_pld"]
 
 
 @pytest.mark.parametrize("kappa", [1e-4, 1e-2, 10.0, 1e3, 1e6])
 @pytest.mark.parametrize("dim", [1, 2, 3, 784])
 def test_extreme_kappa_and_small_d_do_not_overflow(kappa, dim):
-    out = vmf_epsilon(kappa=kappa, parts=2, part_dims=[dim, dim], sample_rate=0.1, steps=5,
-                      delta=DELTA)
+    out = vmf_epsilon(
+        kappa=kappa, parts=2, part_dims=[dim, dim], sample_rate=0.1, steps=5, delta=DELTA
+    )
     assert out["accounting"] in ("pld", "pure")
     assert math.isfinite(out["epsilon"]) and 0 <= out["epsilon"] <= out["epsilon_pure_bound"]
 
@@ -139,26 +145,31 @@ def test_antipodal_pair_dominates_every_angle(dim, kappa):
         eps = frac * 2 * kappa
         worst = _delta_at_angle(kappa, dim, math.pi, eps)
         for theta in np.linspace(0.15, math.pi * 0.97, 9):
-            assert _delta_at_angle(kappa, dim, theta, eps) <= worst * (1 + 1e-6) + 1e-12, \
-                (theta, eps)
+            assert _delta_at_angle(kappa, dim, theta, eps) <= worst * (1 + 1e-6) + 1e-12, (
+                theta,
+                eps,
+            )
 
 
 # -- 2/4. composition at q = 1 against an exact convolution; large-d GDP limit ---------------------
 
 
-@pytest.mark.parametrize("dim,kappa,parts,steps", [(3, 0.3, 5, 6), (10, 0.5, 10, 4),
-                                                   (40, 1.0, 3, 10)])
+@pytest.mark.parametrize(
+    "dim,kappa,parts,steps", [(3, 0.3, 5, 6), (10, 0.5, 10, 4), (40, 1.0, 3, 10)]
+)
 def test_q1_matches_exact_convolution(dim, kappa, parts, steps):
     losses, probs = convolved_losses(kappa, dim, parts * steps)
     lo, hi = 0.0, float(losses[-1])
     eps_ref = brentq(lambda e: hockey_stick(losses, probs, e) - DELTA, lo, hi, xtol=1e-10)
-    out = pld_epsilon(kappa=kappa, part_dims=[dim] * parts, sample_rate=1.0, steps=steps,
-                      delta=DELTA)
+    out = pld_epsilon(
+        kappa=kappa, part_dims=[dim] * parts, sample_rate=1.0, steps=steps, delta=DELTA
+    )
     assert out["epsilon_pld_optimistic"] <= eps_ref * (1 + 1e-3)
     assert eps_ref * (1 - 1e-3) <= out["epsilon_pld"] <= eps_ref * 1.02
     eps, h, k = 0.5 * eps_ref, out["pld_grid"], parts * steps
-    d_up = pld_delta(kappa=kappa, part_dims=[dim] * parts, sample_rate=1.0, steps=steps,
-                     epsilon=eps, h=h)
+    d_up = pld_delta(
+        kappa=kappa, part_dims=[dim] * parts, sample_rate=1.0, steps=steps, epsilon=eps, h=h
+    )
     # each of the K losses rounded up by at most h: δ(ε) ≤ δ_up(ε) ≤ δ(ε − K·h)
     assert hockey_stick(losses, probs, eps) * (1 - 1e-3) <= d_up
     assert d_up <= hockey_stick(losses, probs, eps - k * h) * (1 + 1e-3)
@@ -166,25 +177,28 @@ def test_q1_matches_exact_convolution(dim, kappa, parts, steps):
 
 def test_large_d_matches_gaussian_dp():
     dim, parts, steps, mu = 20000, 10, 20, 1.0
-    kappa = mu / 2 * math.sqrt(dim / (parts * steps))   # μ = 2κ√(K/d)
-    out = pld_epsilon(kappa=kappa, part_dims=[dim] * parts, sample_rate=1.0, steps=steps,
-                      delta=DELTA)
+    kappa = mu / 2 * math.sqrt(dim / (parts * steps))  # μ = 2κ√(K/d)
+    out = pld_epsilon(
+        kappa=kappa, part_dims=[dim] * parts, sample_rate=1.0, steps=steps, delta=DELTA
+    )
     assert out["epsilon_pld"] == pytest.approx(gdp_epsilon(mu, DELTA), rel=0.03)
 
 
 @pytest.mark.slow
 def test_issue_example_q1():
     """Issue 15's 'done when' (a few seconds: K = 4800 compositions on a grid of ~4e-6)."""
-    q1 = vmf_epsilon(kappa=0.0707, parts=50, part_dims=[300] * 50, sample_rate=1.0, steps=96,
-                     delta=DELTA)
+    q1 = vmf_epsilon(
+        kappa=0.0707, parts=50, part_dims=[300] * 50, sample_rate=1.0, steps=96, delta=DELTA
+    )
     assert 2.286 <= q1["epsilon"] <= 2.36
     assert q1["epsilon_pure_bound"] == pytest.approx(678.7, abs=0.05)
     assert q1["epsilon_pld_optimistic"] <= 2.290
 
 
 def test_issue_example_sampled():
-    sampled = vmf_epsilon(kappa=0.0707, parts=50, part_dims=[300] * 50, sample_rate=0.05,
-                          steps=96, delta=DELTA)
+    sampled = vmf_epsilon(
+        kappa=0.0707, parts=50, part_dims=[300] * 50, sample_rate=0.05, steps=96, delta=DELTA
+    )
     assert 0.087 <= sampled["epsilon"] <= 0.093
     assert sampled["epsilon_pure_bound"] == pytest.approx(392.7, abs=0.05)
 
@@ -213,31 +227,49 @@ def test_monte_carlo_delta_below_accountant(q, other):
     total = np.zeros(n_mc)
     for _ in range(steps):
         pick = rng.random(n_mc) < q
-        y = np.where(pick[:, None], vonmises_fisher(x, kappa).rvs(n_mc, random_state=rng),
-                     vonmises_fisher(z, kappa).rvs(n_mc, random_state=rng))
-        num = np.logaddexp(math.log(q) + log_p(x, y), math.log1p(-q) + log_p(z, y)) \
-            if q < 1 else log_p(x, y)
-        den = np.logaddexp(math.log(q) + log_p(xp, y), math.log1p(-q) + log_p(z, y)) \
-            if q < 1 else log_p(xp, y)
+        y = np.where(
+            pick[:, None],
+            vonmises_fisher(x, kappa).rvs(n_mc, random_state=rng),
+            vonmises_fisher(z, kappa).rvs(n_mc, random_state=rng),
+        )
+        num = (
+            np.logaddexp(math.log(q) + log_p(x, y), math.log1p(-q) + log_p(z, y))
+            if q < 1
+            else log_p(x, y)
+        )
+        den = (
+            np.logaddexp(math.log(q) + log_p(xp, y), math.log1p(-q) + log_p(z, y))
+            if q < 1
+            else log_p(xp, y)
+        )
         total += num - den
     out = pld_epsilon(kappa=kappa, part_dims=[dim], sample_rate=q, steps=steps, delta=DELTA)
     for eps in (0.25 * out["epsilon_pld"], 0.5 * out["epsilon_pld"], out["epsilon_pld"] * 0.8):
         vals = np.where(total > eps, -np.expm1(np.minimum(eps - total, 0)), 0.0)
         mc, se = vals.mean(), vals.std() / math.sqrt(n_mc)
-        acc = pld_delta(kappa=kappa, part_dims=[dim], sample_rate=q, steps=steps, epsilon=eps,
-                        h=out["pld_grid"])
+        acc = pld_delta(
+            kappa=kappa, part_dims=[dim], sample_rate=q, steps=steps, epsilon=eps, h=out["pld_grid"]
+        )
         assert mc <= acc + 4 * se + 1e-12, (eps, mc, se, acc)
 
 
 # -- tight ≤ pure; monotone in every argument ------------------------------------------------------
 
 
-@pytest.mark.parametrize("kappa,dims,q,steps,delta", [
-    (0.05, [30] * 4, 0.1, 50, 1e-5), (1.0, [2, 3, 5], 0.5, 10, 1e-6), (3.0, [1], 1.0, 3, 1e-3),
-    (20.0, [100] * 2, 0.02, 30, 1e-5), (0.2, [784, 10], 1.0, 40, 1e-8)])
+@pytest.mark.parametrize(
+    "kappa,dims,q,steps,delta",
+    [
+        (0.05, [30] * 4, 0.1, 50, 1e-5),
+        (1.0, [2, 3, 5], 0.5, 10, 1e-6),
+        (3.0, [1], 1.0, 3, 1e-3),
+        (20.0, [100] * 2, 0.02, 30, 1e-5),
+        (0.2, [784, 10], 1.0, 40, 1e-8),
+    ],
+)
 def test_tight_never_above_pure_bound(kappa, dims, q, steps, delta):
-    out = vmf_epsilon(kappa=kappa, parts=len(dims), part_dims=dims, sample_rate=q, steps=steps,
-                      delta=delta)
+    out = vmf_epsilon(
+        kappa=kappa, parts=len(dims), part_dims=dims, sample_rate=q, steps=steps, delta=delta
+    )
     assert out["accounting"] == "pld"
     assert out["epsilon"] <= out["epsilon_pure_bound"]
     slack = len(dims) * steps * out["pld_grid"]  # the rounding-up grid's own allowance
@@ -262,13 +294,26 @@ def test_monotone_in_kappa_steps_q_dimension_delta():
 # -- 5. round trip of the κ solve ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target,dims,q,steps", [(1.0, [20] * 10, 0.1, 50),
-                                                 (8.0, [25] * 6 + [150] * 4, 0.05, 100)])
+@pytest.mark.parametrize(
+    "target,dims,q,steps", [(1.0, [20] * 10, 0.1, 50), (8.0, [25] * 6 + [150] * 4, 0.05, 100)]
+)
 def test_epsilon_target_round_trip(target, dims, q, steps):
-    kappa, grid = vmf_solve_kappa(target_epsilon=target, parts=len(dims), part_dims=dims,
-                                  sample_rate=q, steps=steps, delta=DELTA)
-    kw = {"parts": len(dims), "part_dims": dims, "sample_rate": q, "steps": steps,
-          "delta": DELTA, "pld_grid": grid}
+    kappa, grid = vmf_solve_kappa(
+        target_epsilon=target,
+        parts=len(dims),
+        part_dims=dims,
+        sample_rate=q,
+        steps=steps,
+        delta=DELTA,
+    )
+    kw = {
+        "parts": len(dims),
+        "part_dims": dims,
+        "sample_rate": q,
+        "steps": steps,
+        "delta": DELTA,
+        "pld_grid": grid,
+    }
     got = vmf_epsilon(kappa=kappa, **kw)["epsilon"]
     assert 0.99 * target <= got <= target
     assert vmf_epsilon(kappa=kappa * 1.01, **kw)["epsilon"] > target
@@ -292,14 +337,24 @@ def _cli(*args):
 
 
 def test_cli_epsilon_part_dims_and_parts_alone():
-    res = _cli("--kappa", "0.0707", "--part-dims", "300*50", "--sample-rate", "0.05", "--steps",
-               "96", "--json")
+    res = _cli(
+        "--kappa",
+        "0.0707",
+        "--part-dims",
+        "300*50",
+        "--sample-rate",
+        "0.05",
+        "--steps",
+        "96",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["accounting"] == "pld" and out["parts"] == 50 and out["part_dims"] == "300*50"
     assert 0.087 <= out["epsilon"] <= 0.093 and out["epsilon_pure_bound"] > 390
-    res = _cli("--kappa", "0.0707", "--parts", "50", "--sample-rate", "1", "--steps", "96",
-               "--json")
+    res = _cli(
+        "--kappa", "0.0707", "--parts", "50", "--sample-rate", "1", "--steps", "96", "--json"
+    )
     out = json.loads(res.stdout)
     assert out["accounting"] == "pure" and "only the pure bound" in out["note"]
     assert out["epsilon"] == pytest.approx(678.7, abs=0.05)
@@ -307,21 +362,36 @@ def test_cli_epsilon_part_dims_and_parts_alone():
 
 @pytest.mark.slow
 def test_cli_epsilon_model_partition():
-    res = _cli("--kappa", "0.0707", "--model", "lenet", "--partition", "row", "--sample-rate",
-               "0.05", "--steps", "10", "--json")
+    res = _cli(
+        "--kappa",
+        "0.0707",
+        "--model",
+        "lenet",
+        "--partition",
+        "row",
+        "--sample-rate",
+        "0.05",
+        "--steps",
+        "10",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["parts"] == 50 and sorted(parse_part_dims(out["part_dims"])) == sorted(
-        [10] + [12] * 3 + [25] * 12 + [300] * 24 + [588] * 10)
+        [10] + [12] * 3 + [25] * 12 + [300] * 24 + [588] * 10
+    )
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--part-dims", "3*x"], "not allowed"),
-    (["--part-dims", "300*5", "--parts", "4"], "does not match"),
-    (["--part-dims", "300", "--model", "lenet"], "not both"),
-    (["--partition", "row"], "need --model"),
-    (["--model", "lenet", "--partition", "rows"], "not allowed"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--part-dims", "3*x"], "not allowed"),
+        (["--part-dims", "300*5", "--parts", "4"], "does not match"),
+        (["--part-dims", "300", "--model", "lenet"], "not both"),
+        (["--partition", "row"], "need --model"),
+        (["--model", "lenet", "--partition", "rows"], "not allowed"),
+    ],
+)
 def test_cli_epsilon_bad_vmf_dimensions_are_one_line_errors(args, match):
     res = _cli("--kappa", "0.1", "--sample-rate", "0.1", "--steps", "5", *args)
     assert res.exit_code == 1

@@ -33,12 +33,13 @@ def _vmf_variance(d: int, kappa: float) -> float:
 def _amos_bounds(d: int, kappa: float) -> tuple[float, float]:
     """Amos (1974) bounds on I_ν(x)/I_{ν-1}(x), ν = d/2."""
     nu = d / 2
-    lo = kappa / (nu - 0.5 + math.sqrt((nu + 0.5) ** 2 + kappa ** 2))
-    hi = kappa / (nu - 0.5 + math.sqrt((nu - 0.5) ** 2 + kappa ** 2))
+    lo = kappa / (nu - 0.5 + math.sqrt((nu + 0.5) ** 2 + kappa**2))
+    hi = kappa / (nu - 0.5 + math.sqrt((nu - 0.5) ** 2 + kappa**2))
     return lo, hi
 
 
 # ----------------------------------------------------------------- distribution at small d
+
 
 @pytest.mark.parametrize("d", [2, 3, 5, 10, 50])
 @pytest.mark.parametrize("kappa", [0.5, 5.0, 50.0])
@@ -48,7 +49,8 @@ def test_cosine_matches_scipy_vonmises_fisher(d, kappa):
     x = sample_vmf(mu.expand(n, d), kappa, generator=_gen(1000 * d + int(kappa * 10)))
     ours = (x @ mu).numpy()
     ref_samples = stats.vonmises_fisher(mu.numpy(), kappa).rvs(
-        n, random_state=np.random.default_rng(7 * d + int(kappa)))
+        n, random_state=np.random.default_rng(7 * d + int(kappa))
+    )
     theirs = ref_samples @ mu.numpy()
     p = stats.ks_2samp(ours, theirs).pvalue
     assert p > 1e-3, (d, kappa, p)
@@ -81,6 +83,7 @@ def test_d2_is_von_mises_on_the_circle():
 
 # ----------------------------------------------------------------- tangent part and mean direction
 
+
 @pytest.mark.parametrize("where", ["random", "e1", "-e1", "near-e1", "near--e1"])
 def test_tangent_isotropic_and_mean_direction(where):
     d, n, kappa = 6, 20000, 4.0
@@ -99,24 +102,28 @@ def test_tangent_isotropic_and_mean_direction(where):
     sd = math.sqrt(1.0 / n)
     assert torch.allclose(mean, a * mu, atol=5 * sd), (mean, a * mu)
     # tangent part: an orthonormal basis of μ^⊥
-    basis = torch.linalg.qr(torch.cat([mu[:, None], torch.randn(d, d - 1,
-                                       dtype=torch.float64, generator=_gen(23))], 1))[0][:, 1:]
+    basis = torch.linalg.qr(
+        torch.cat([mu[:, None], torch.randn(d, d - 1, dtype=torch.float64, generator=_gen(23))], 1)
+    )[0][:, 1:]
     tang = x @ basis  # (n, d-1) coordinates of the tangent component
     # zero mean, isotropic covariance (1 - E[w²]) / (d - 1) · I
     w = x @ mu
     expect_var = float((1 - (w * w).mean()) / (d - 1))
     assert tang.mean(0).abs().max() < 5 * math.sqrt(expect_var / n)
     cov = tang.T @ tang / n
-    assert torch.allclose(cov, expect_var * torch.eye(d - 1, dtype=torch.float64),
-                          atol=6 * expect_var * math.sqrt(2.0 / n))
+    assert torch.allclose(
+        cov,
+        expect_var * torch.eye(d - 1, dtype=torch.float64),
+        atol=6 * expect_var * math.sqrt(2.0 / n),
+    )
     # the tangent direction is uniform on S^(d-2): its first coordinate ~ 2·Beta(...) - 1
     u = tang / tang.norm(dim=1, keepdim=True)
-    p = stats.kstest((u[:, 0].numpy() + 1) / 2,
-                     stats.beta((d - 2) / 2, (d - 2) / 2).cdf).pvalue
+    p = stats.kstest((u[:, 0].numpy() + 1) / 2, stats.beta((d - 2) / 2, (d - 2) / 2).cdf).pvalue
     assert p > 1e-3
 
 
 # ----------------------------------------------------------------- large d, A_d(κ)
+
 
 @pytest.mark.parametrize("kappa", [1.0, 1e3, 1e5])
 def test_large_d_mean_and_variance_of_cosine(kappa):
@@ -163,7 +170,8 @@ def test_mean_resultant_length_small_kappa_asymptotics(d):
     for kappa in (1e-3, 1e-2):
         # A_d(κ) = κ/d · (1 - κ²/(d(d+2)) + O(κ⁴))
         assert mean_resultant_length(d, kappa) == pytest.approx(
-            kappa / d * (1 - kappa ** 2 / (d * (d + 2))), rel=1e-9)
+            kappa / d * (1 - kappa**2 / (d * (d + 2))), rel=1e-9
+        )
     assert mean_resultant_length(d, 0.0) == 0.0
 
 
@@ -171,7 +179,7 @@ def test_mean_resultant_length_small_kappa_asymptotics(d):
 def test_mean_resultant_length_large_kappa_asymptotics(d):
     for kappa in (1e6 * d, 1e7 * d):
         # A_d(κ) = 1 - (d-1)/(2κ) + (d-1)(d-3)/(8κ²) + O(κ⁻³)
-        expect = 1 - (d - 1) / (2 * kappa) + (d - 1) * (d - 3) / (8 * kappa ** 2)
+        expect = 1 - (d - 1) / (2 * kappa) + (d - 1) * (d - 3) / (8 * kappa**2)
         assert abs(mean_resultant_length(d, kappa) - expect) < 1e-13
     assert abs(mean_resultant_length(10, 1e7) - (1 - 9 / 2e7)) < 1e-12
 
@@ -181,8 +189,9 @@ def test_mean_resultant_length_against_mpmath():
     mpmath.mp.dps = 30
     for d, kappa in [(1000, 500.0), (1000, 3.0), (5000, 2e4), (250, 1e-3), (20_000, 2e3)]:
         nu = mpmath.mpf(d) / 2
-        ref = (mpmath.besseli(nu, kappa, maxterms=10**6)
-               / mpmath.besseli(nu - 1, kappa, maxterms=10**6))
+        ref = mpmath.besseli(nu, kappa, maxterms=10**6) / mpmath.besseli(
+            nu - 1, kappa, maxterms=10**6
+        )
         assert mean_resultant_length(d, kappa) == pytest.approx(float(ref), rel=1e-12)
 
 
@@ -197,6 +206,7 @@ def test_mean_resultant_length_monotone_in_kappa_and_d():
 
 
 # ----------------------------------------------------------------- numerics: norms, extremes
+
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 3e-6), (torch.float64, 1e-13)])
@@ -276,6 +286,7 @@ def test_d_1e8_single_row(kappa):
 def test_scalar_sampler_extremes_float64():
     # the w-sampler alone, at the extremes of the brief: d up to 1e8, κ from 1e-3 to 1e7
     from privtool.mechanisms.vmf_sampler import _sample_one_minus_w
+
     dev, n = torch.device("cpu"), 20000
     for d in (2, 3, 1000, 10**8):
         for kappa in (0.0, 1e-3, 1.0, 1e4, 1e7):
@@ -290,12 +301,23 @@ def test_scalar_sampler_extremes_float64():
                 assert 0.85 < var / _vmf_variance(d, kappa) < 1.15, (d, kappa)
 
 
-@pytest.mark.parametrize("d,kappa", [(3, 1e7), (4, 1e-3), (1000, 500.0), (100_000, 1e3),
-                                     (100_000, 1e7), (10**8, 1e-3), (10**8, 1e7)])
+@pytest.mark.parametrize(
+    "d,kappa",
+    [
+        (3, 1e7),
+        (4, 1e-3),
+        (1000, 500.0),
+        (100_000, 1e3),
+        (100_000, 1e7),
+        (10**8, 1e-3),
+        (10**8, 1e7),
+    ],
+)
 def test_scalar_sampler_matches_exact_marginal(d, kappa):
     """KS test of t = 1 - w against the exact density ∝ exp(-κt) (t(2-t))^((d-3)/2), integrated
     numerically around its bulk — checks Wood's sampler where scipy's cannot go."""
     from privtool.mechanisms.vmf_sampler import _sample_one_minus_w
+
     n = 5000
     t = _sample_one_minus_w(n, d, kappa, _gen(99), torch.device("cpu")).numpy()
     mean_t = 1 - mean_resultant_length(d, kappa)
@@ -326,6 +348,7 @@ def test_non_contiguous_mu_and_global_rng_untouched():
 
 
 # ----------------------------------------------------------------- determinism and errors
+
 
 def test_deterministic_given_seed():
     mu = torch.randn(40, 3000, generator=_gen(91))

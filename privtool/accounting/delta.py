@@ -12,19 +12,24 @@ from __future__ import annotations
 from privtool.errors import PrivtoolError
 
 
-def check_delta(delta: float, n: int, what: str = "training records", *,
-                name: str = "train.delta") -> str | None:
+def check_delta(
+    delta: float, n: int, what: str = "training records", *, name: str = "train.delta"
+) -> str | None:
     """Raise for δ ≥ 1/n; return a warning line for δ > 1/(10n), else None."""
     if n < 1 or delta <= 0:
         return None
     if delta >= 1.0 / n:
-        raise PrivtoolError(f"{name}={delta:g} is not below 1/n = 1/{n} = {1.0 / n:.3g} ({n} "
-                            f"{what}): with δ ≥ 1/n a mechanism may publish one of the "
-                            f"{what} whole; set "
-                            f"{name} at most 1/(10·n) = {0.1 / n:.3g}")
+        raise PrivtoolError(
+            f"{name}={delta:g} is not below 1/n = 1/{n} = {1.0 / n:.3g} ({n} "
+            f"{what}): with δ ≥ 1/n a mechanism may publish one of the "
+            f"{what} whole; set "
+            f"{name} at most 1/(10·n) = {0.1 / n:.3g}"
+        )
     if delta > 0.1 / n:
-        return (f"{name}={delta:g} is above 1/(10·n) = {0.1 / n:.3g} ({n} {what}); the usual "
-                f"choice is δ well below 1/n, e.g. {_suggest(n):g}")
+        return (
+            f"{name}={delta:g} is above 1/(10·n) = {0.1 / n:.3g} ({n} {what}); the usual "
+            f"choice is δ well below 1/n, e.g. {_suggest(n):g}"
+        )
     return None
 
 

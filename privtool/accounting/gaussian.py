@@ -44,8 +44,15 @@ class EpsilonResult:
 # -- validation (shared with privtool.accounting.vmf) -------------------------------------------
 
 
-def _real(name: str, value: object, *, low: float, high: float = math.inf,
-          low_open: bool = False, high_open: bool = False) -> float:
+def _real(
+    name: str,
+    value: object,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a float in the interval [low|(low, high]|), else a PrivtoolError naming it."""
     lo = "(" if low_open else "["
     hi = ")" if high_open or math.isinf(high) else "]"
@@ -53,9 +60,11 @@ def _real(name: str, value: object, *, low: float, high: float = math.inf,
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
     x = float(value)
-    ok = (not math.isnan(x)
-          and (x > low if low_open else x >= low)
-          and (x < high if (high_open or math.isinf(high)) else x <= high))
+    ok = (
+        not math.isnan(x)
+        and (x > low if low_open else x >= low)
+        and (x < high if (high_open or math.isinf(high)) else x <= high)
+    )
     if not ok:
         raise PrivtoolError(f"{name}={value!r} is not allowed: {allowed}")
     return x
@@ -102,8 +111,9 @@ def _quiet_rdp_orders() -> Iterator[None]:
         yield
 
 
-def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
-                    delta: float) -> float:
+def prv_grid_points(
+    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> float:
     """Size of the grid Opacus' PRVAccountant would discretise on (its ``_get_domain``: a
     safe half-width L from RDP, mesh eps_error / √(T·log(12/delta_error)/2); Gopi et al. 2021,
     Remark 5.6). Cheap: RDP calls only."""
@@ -115,22 +125,29 @@ def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
     delta_error = delta / 1000
     half_width = compute_safe_domain_size(
         prvs=[PoissonSubsampledGaussianPRV(sample_rate, noise_multiplier)],
-        max_self_compositions=[steps], eps_error=_PRV_EPS_ERROR, delta_error=delta_error)
+        max_self_compositions=[steps],
+        eps_error=_PRV_EPS_ERROR,
+        delta_error=delta_error,
+    )
     mesh = _PRV_EPS_ERROR / math.sqrt(steps * math.log(12 / delta_error) / 2)
     return 2 * float(half_width) / mesh
 
 
-def _prv_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int,
-                 delta: float) -> tuple[float | None, str | None]:
+def _prv_epsilon(
+    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> tuple[float | None, str | None]:
     """(ε, None) from Opacus' PRVAccountant, or (None, why it could not be trusted)."""
     from opacus.accountants import PRVAccountant
 
     try:
-        points = prv_grid_points(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                                 steps=steps, delta=delta)
+        points = prv_grid_points(
+            noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps, delta=delta
+        )
         if not points <= MAX_PRV_GRID_POINTS:
-            return None, (f"PRV accountant skipped (its grid would need {points:.3g} points, "
-                          f"more than {MAX_PRV_GRID_POINTS:.3g}); fell back to RDP")
+            return None, (
+                f"PRV accountant skipped (its grid would need {points:.3g} points, "
+                f"more than {MAX_PRV_GRID_POINTS:.3g}); fell back to RDP"
+            )
         acc = PRVAccountant()
         acc.history = [(noise_multiplier, sample_rate, steps)]
         with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -147,8 +164,14 @@ def _prv_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int,
 # -- public API ----------------------------------------------------------------------------------
 
 
-def gaussian_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float,
-                     accountant: str = "rdp") -> EpsilonResult:
+def gaussian_epsilon(
+    *,
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "rdp",
+) -> EpsilonResult:
     """(ε, δ) of T steps of Poisson-subsampled Gaussian DP-SGD, from Opacus' RDP (Mironov 2017)
     or PRV (Gopi et al. 2021) accountant; PRV falls back to RDP, with a warning, when it fails."""
     sigma = _real("noise_multiplier", noise_multiplier, low=0.0)
@@ -162,15 +185,23 @@ def gaussian_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int,
         eps, why = _prv_epsilon(noise_multiplier=sigma, sample_rate=q, steps=n, delta=d)
         if eps is not None:
             return EpsilonResult(eps, "prv")
-        return EpsilonResult(_rdp_epsilon(noise_multiplier=sigma, sample_rate=q, steps=n,
-                                          delta=d), "rdp", why)
-    return EpsilonResult(_rdp_epsilon(noise_multiplier=sigma, sample_rate=q, steps=n, delta=d),
-                         "rdp")
+        return EpsilonResult(
+            _rdp_epsilon(noise_multiplier=sigma, sample_rate=q, steps=n, delta=d), "rdp", why
+        )
+    return EpsilonResult(
+        _rdp_epsilon(noise_multiplier=sigma, sample_rate=q, steps=n, delta=d), "rdp"
+    )
 
 
-def gaussian_noise_multiplier(*, target_epsilon: float, sample_rate: float, steps: int,
-                              delta: float, accountant: str = "rdp",
-                              epsilon_tolerance: float = 0.01) -> float:
+def gaussian_noise_multiplier(
+    *,
+    target_epsilon: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "rdp",
+    epsilon_tolerance: float = 0.01,
+) -> float:
     """Smallest σ (to ``epsilon_tolerance`` in ε) with ε(σ) ≤ ``target_epsilon``.
 
     RDP is Opacus' ``get_noise_multiplier`` itself. PRV runs the same bisection over
@@ -186,32 +217,49 @@ def gaussian_noise_multiplier(*, target_epsilon: float, sample_rate: float, step
         return 0.0  # no step is released: no noise needed
     if math.isinf(target):
         return 0.0
-    too_low = (f"target_epsilon={target_epsilon!r} is not reachable with accountant={acc}, "
-               f"sample_rate={q:g}, steps={n}, delta={d:g}: even noise_multiplier=1e6 gives more "
-               f"(RDP's conversion has a floor); raise target_epsilon or delta, or try prv")
+    too_low = (
+        f"target_epsilon={target_epsilon!r} is not reachable with accountant={acc}, "
+        f"sample_rate={q:g}, steps={n}, delta={d:g}: even noise_multiplier=1e6 gives more "
+        f"(RDP's conversion has a floor); raise target_epsilon or delta, or try prv"
+    )
     if acc == "rdp":
         from opacus.accountants.utils import get_noise_multiplier
 
         try:
             with _quiet_rdp_orders():
-                return float(get_noise_multiplier(target_epsilon=target, target_delta=d,
-                                                  sample_rate=q, steps=n, accountant="rdp",
-                                                  epsilon_tolerance=tol))
+                return float(
+                    get_noise_multiplier(
+                        target_epsilon=target,
+                        target_delta=d,
+                        sample_rate=q,
+                        steps=n,
+                        accountant="rdp",
+                        epsilon_tolerance=tol,
+                    )
+                )
         except ValueError as err:
             raise PrivtoolError(too_low) from err
 
     def eps_of(sigma: float) -> float:
-        return gaussian_epsilon(noise_multiplier=sigma, sample_rate=q, steps=n, delta=d,
-                                accountant="prv").epsilon
+        return gaussian_epsilon(
+            noise_multiplier=sigma, sample_rate=q, steps=n, delta=d, accountant="prv"
+        ).epsilon
 
     # Bracket from RDP (PRV is usually the tighter of the two), then Opacus' bisection rule.
     try:
         from opacus.accountants.utils import get_noise_multiplier
 
         with _quiet_rdp_orders():
-            high = float(get_noise_multiplier(target_epsilon=target, target_delta=d,
-                                              sample_rate=q, steps=n, accountant="rdp",
-                                              epsilon_tolerance=tol))
+            high = float(
+                get_noise_multiplier(
+                    target_epsilon=target,
+                    target_delta=d,
+                    sample_rate=q,
+                    steps=n,
+                    accountant="rdp",
+                    epsilon_tolerance=tol,
+                )
+            )
     except ValueError as err:
         raise PrivtoolError(too_low) from err
     eps_high = eps_of(high)

@@ -76,8 +76,11 @@ from privtool.errors import PrivtoolError
 def _log1mexp(x: np.ndarray) -> np.ndarray:
     """log(1 − e^x) for x < 0, accurate near 0 and for very negative x (Mächler 2012)."""
     x = np.asarray(x, dtype=float)
-    return np.where(x > -math.log(2), np.log(-np.expm1(np.minimum(x, -1e-300))),
-                    np.log1p(-np.exp(np.minimum(x, -math.log(2)))))
+    return np.where(
+        x > -math.log(2),
+        np.log(-np.expm1(np.minimum(x, -1e-300))),
+        np.log1p(-np.exp(np.minimum(x, -math.log(2)))),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,8 +96,8 @@ class _RandomizedResponseComposition:
 
     def __init__(self, epsilon: float, steps: int):
         j = np.arange(steps + 1, dtype=float)
-        log_p = -np.logaddexp(0.0, -epsilon)          # log(e^ε0 / (1 + e^ε0))
-        log_1mp = -np.logaddexp(0.0, epsilon)         # log(1 / (1 + e^ε0))
+        log_p = -np.logaddexp(0.0, -epsilon)  # log(e^ε0 / (1 + e^ε0))
+        log_1mp = -np.logaddexp(0.0, epsilon)  # log(1 / (1 + e^ε0))
         self.log_pmf = _log_binom_coeffs(steps) + j * log_p + (steps - j) * log_1mp
         self.loss = epsilon * (2.0 * j - steps)
 
@@ -216,17 +219,28 @@ def _check_part_dims(part_dims: Sequence[int] | None, parts: int) -> tuple[int, 
         return None
     dims = tuple(int(d) for d in part_dims)
     if not dims or any(d < 1 for d in dims):
-        raise PrivtoolError(f"part_dims={list(part_dims)!r} is not allowed: a non-empty list of "
-                            "integers >= 1 (one dimension per VMF part)")
+        raise PrivtoolError(
+            f"part_dims={list(part_dims)!r} is not allowed: a non-empty list of "
+            "integers >= 1 (one dimension per VMF part)"
+        )
     if len(dims) != parts:
-        raise PrivtoolError(f"parts={parts} does not match part_dims ({len(dims)} parts); give "
-                            "one dimension per part")
+        raise PrivtoolError(
+            f"parts={parts} does not match part_dims ({len(dims)} parts); give "
+            "one dimension per part"
+        )
     return dims
 
 
-def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
-                delta: float, part_dims: Sequence[int] | None = None,
-                pld_grid: float | None = None) -> dict[str, Any]:
+def vmf_epsilon(
+    *,
+    kappa: float,
+    parts: int,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    part_dims: Sequence[int] | None = None,
+    pld_grid: float | None = None,
+) -> dict[str, Any]:
     """Every ε of a DirDP-SGD run: the whole-run (ε, δ) (replace-one, fixed-size batches without
     replacement), per-step pure ε, amplified ε, nominal ε_V, metric κ. ``epsilon`` is the tight
     PLD figure (min with the pure bound) when ``part_dims`` gives each part's dimension, else the
@@ -244,8 +258,9 @@ def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
         from privtool.accounting.vmf_pld import GridTooLarge, pld_epsilon
 
         try:
-            tight = pld_epsilon(kappa=k, part_dims=dims, sample_rate=q, steps=n, delta=d,
-                                h=pld_grid)
+            tight = pld_epsilon(
+                kappa=k, part_dims=dims, sample_rate=q, steps=n, delta=d, h=pld_grid
+            )
         except GridTooLarge as e:  # κ·m so large that the loss grid does not fit: pure bound
             out["note"] = f"pure bound only: {e}"
         else:
@@ -266,6 +281,7 @@ def vmf_epsilon(*, kappa: float, parts: int, sample_rate: float, steps: int,
 
 def _kappa_pure(target: float, m: int, q: float, n: int, d: float) -> float:
     """Largest κ whose pure bound is ≤ ``target``."""
+
     def excess(eps0: float) -> float:
         return compose_pure_dp(epsilon=eps0, steps=n, delta=d) - target
 
@@ -279,7 +295,9 @@ def _kappa_pure(target: float, m: int, q: float, n: int, d: float) -> float:
     kappa = _deamplify(eps0, q) / (2.0 * m)
 
     def whole_run(kap: float) -> float:
-        return vmf_epsilon(kappa=kap, parts=m, sample_rate=q, steps=n, delta=d)["epsilon_pure_bound"]
+        return vmf_epsilon(kappa=kap, parts=m, sample_rate=q, steps=n, delta=d)[
+            "epsilon_pure_bound"
+        ]
 
     shrink = 1e-13
     while kappa > 0 and whole_run(kappa) > target:  # rounding in the inverse: step down
@@ -288,8 +306,9 @@ def _kappa_pure(target: float, m: int, q: float, n: int, d: float) -> float:
     return kappa
 
 
-def _kappa_tight(target: float, dims: tuple[int, ...], q: float, n: int, d: float,
-                 kappa_pure: float) -> tuple[float, float]:
+def _kappa_tight(
+    target: float, dims: tuple[int, ...], q: float, n: int, d: float, kappa_pure: float
+) -> tuple[float, float]:
     """Largest κ (to 0.1 %) whose PLD ε on one fixed grid is ≤ ``target`` (each PLD ε is a sound
     upper bound whatever the grid, so the κ returned is sound): Illinois regula falsi on log κ.
     The grid is refined at the solution and the solve repeated if the grid changed (the first
@@ -297,9 +316,10 @@ def _kappa_tight(target: float, dims: tuple[int, ...], q: float, n: int, d: floa
     from privtool.accounting.vmf_pld import dims_counter, epsilon_guess, refine_grid
 
     counts = dims_counter(dims)
-    guess_at_1 = epsilon_guess(1.0, counts, q, n, d)   # μ-GDP limit: ε ∝ κ there
-    kappa = max(kappa_pure, min(target / guess_at_1, 1e3 * kappa_pure) if guess_at_1 > 0
-                else kappa_pure)
+    guess_at_1 = epsilon_guess(1.0, counts, q, n, d)  # μ-GDP limit: ε ∝ κ there
+    kappa = max(
+        kappa_pure, min(target / guess_at_1, 1e3 * kappa_pure) if guess_at_1 > 0 else kappa_pure
+    )
     from privtool.accounting.vmf_pld import GridTooLarge
 
     h = refine_grid(kappa, counts, q, n, d)
@@ -330,8 +350,16 @@ class _TooFine(Exception):
         self.kappa = kappa
 
 
-def _solve_on_grid(target: float, counts: tuple[tuple[int, int], ...], q: float, n: int,
-                   d: float, h: float, kappa_pure: float, start: float) -> float:
+def _solve_on_grid(
+    target: float,
+    counts: tuple[tuple[int, int], ...],
+    q: float,
+    n: int,
+    d: float,
+    h: float,
+    kappa_pure: float,
+    start: float,
+) -> float:
     from privtool.accounting.vmf_pld import GridTooLarge, _run_epsilon
 
     def f(log_k: float) -> float:
@@ -383,28 +411,50 @@ def _solve_on_grid(target: float, counts: tuple[tuple[int, int], ...], q: float,
     return math.exp(lo)
 
 
-def vmf_kappa_for_epsilon(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
-                          delta: float, part_dims: Sequence[int] | None = None) -> float:
+def vmf_kappa_for_epsilon(
+    *,
+    target_epsilon: float,
+    parts: int,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    part_dims: Sequence[int] | None = None,
+) -> float:
     """Largest κ whose whole-run ε (:func:`vmf_epsilon`'s headline) is ≤ ``target_epsilon``:
     against the tight PLD ε when ``part_dims`` is given (≤ target on the grid
     :func:`vmf_solve_kappa` returns, within about 0.1 % in κ), else against the pure bound
     (exact); never above the target."""
-    return vmf_solve_kappa(target_epsilon=target_epsilon, parts=parts, sample_rate=sample_rate,
-                           steps=steps, delta=delta, part_dims=part_dims)[0]
+    return vmf_solve_kappa(
+        target_epsilon=target_epsilon,
+        parts=parts,
+        sample_rate=sample_rate,
+        steps=steps,
+        delta=delta,
+        part_dims=part_dims,
+    )[0]
 
 
-def vmf_solve_kappa(*, target_epsilon: float, parts: int, sample_rate: float, steps: int,
-                    delta: float, part_dims: Sequence[int] | None = None
-                    ) -> tuple[float, float | None]:
+def vmf_solve_kappa(
+    *,
+    target_epsilon: float,
+    parts: int,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    part_dims: Sequence[int] | None = None,
+) -> tuple[float, float | None]:
     """(κ, PLD grid) of :func:`vmf_kappa_for_epsilon`; pass the grid back to :func:`vmf_epsilon`
     (``pld_grid``) to get the very ε the solve held below the target (None: pure bound)."""
-    target = _real("target_epsilon", target_epsilon, low=0.0, high=math.inf, low_open=True,
-                   high_open=True)
+    target = _real(
+        "target_epsilon", target_epsilon, low=0.0, high=math.inf, low_open=True, high_open=True
+    )
     m = _count("parts", parts, low=1)
     q, n, d = _check_run(sample_rate=sample_rate, steps=steps, delta=delta)
     if n == 0:
-        raise PrivtoolError("steps=0 is not allowed here: an integer >= 1 (with no step every "
-                            "kappa gives epsilon=0, so there is no largest kappa)")
+        raise PrivtoolError(
+            "steps=0 is not allowed here: an integer >= 1 (with no step every "
+            "kappa gives epsilon=0, so there is no largest kappa)"
+        )
     dims = _check_part_dims(part_dims, m)
     kappa_pure = _kappa_pure(target, m, q, n, d)
     if dims is None:

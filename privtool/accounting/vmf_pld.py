@@ -158,8 +158,9 @@ def _phi_of_loss(loss: np.ndarray, kappa: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def part_loss_pmf(kappa: float, dim: int, h: float,
-                  pessimistic: bool = True) -> tuple[dict[int, float], float]:
+def part_loss_pmf(
+    kappa: float, dim: int, h: float, pessimistic: bool = True
+) -> tuple[dict[int, float], float]:
     """Rounded PMF of one part's privacy loss (antipodal pair, dimension ``dim``, concentration
     ``kappa``) on the grid hℤ: ({k: mass of loss k·h}, infinity mass). Rounded up (pessimistic)
     or down (optimistic); see the module docstring."""
@@ -183,7 +184,7 @@ def part_loss_pmf(kappa: float, dim: int, h: float,
     # φ ascending = loss descending. Upper-loss tail: the first intervals (φ near 0).
     cum_top = np.cumsum(m)
     cum_bottom = np.cumsum(m[::-1])
-    n_top = int(np.searchsorted(cum_top, TAIL_MASS, side="right"))      # intervals cut at top
+    n_top = int(np.searchsorted(cum_top, TAIL_MASS, side="right"))  # intervals cut at top
     n_bottom = int(np.searchsorted(cum_bottom, TAIL_MASS, side="right"))
     n_top = min(n_top, len(m) - 1)
     n_bottom = min(n_bottom, len(m) - 1 - n_top)
@@ -195,12 +196,13 @@ def part_loss_pmf(kappa: float, dim: int, h: float,
     k_lo = math.floor(loss_lo / h)
     k_hi = math.ceil(loss_hi / h)
     if k_hi - k_lo > MAX_PART_POINTS:
-        raise GridTooLarge(f"one part's loss (kappa={kappa:g}, d={dim}) spans {k_hi - k_lo} "
-                           f"grid points at h={h:g}")
+        raise GridTooLarge(
+            f"one part's loss (kappa={kappa:g}, d={dim}) spans {k_hi - k_lo} grid points at h={h:g}"
+        )
     # Pass 2: intervals between every loss-grid edge and every base point in [phi_lo, phi_hi].
     loss_edges = np.arange(k_lo, k_hi + 1, dtype=float) * h
     phi_edges = _phi_of_loss(loss_edges, kappa)
-    inner = base[n_top:len(base) - n_bottom]
+    inner = base[n_top : len(base) - n_bottom]
     edges = np.unique(np.concatenate([phi_edges, inner]))
     edges = edges[(edges >= phi_lo) & (edges <= phi_hi)]
     masses = np.exp(_log_interval_masses(edges, kappa, dim) - log_z)
@@ -212,10 +214,10 @@ def part_loss_pmf(kappa: float, dim: int, h: float,
     probs = np.bincount(k - base_k, weights=masses)
     infinity = 0.0
     if pessimistic:
-        probs[0] += bottom_mass        # lower tail rounded up onto the lowest point
-        infinity = top_mass            # upper tail: infinite loss
+        probs[0] += bottom_mass  # lower tail rounded up onto the lowest point
+        infinity = top_mass  # upper tail: infinite loss
     else:
-        probs[-1] += top_mass          # upper tail rounded down onto the top point
+        probs[-1] += top_mass  # upper tail rounded down onto the top point
     pmf_out = {base_k + i: float(p) for i, p in enumerate(probs) if p > 0}
     return pmf_out, infinity
 
@@ -226,7 +228,8 @@ def part_pld(kappa: float, dim: int, h: float, pessimistic: bool = True):
 
     pmf, inf_mass = part_loss_pmf(float(kappa), int(dim), float(h), bool(pessimistic))
     return pldlib.PrivacyLossDistribution.create_from_rounded_probability(
-        pmf, inf_mass, h, pessimistic_estimate=pessimistic)
+        pmf, inf_mass, h, pessimistic_estimate=pessimistic
+    )
 
 
 # -- one step, sampling, the run -------------------------------------------------------------------
@@ -257,17 +260,18 @@ def _dense_losses(pld) -> tuple[np.ndarray, np.ndarray, float]:
     return losses, np.asarray(pmf._probs, dtype=float), float(pmf._infinity_mass)
 
 
-def hockey_stick(losses: np.ndarray, probs: np.ndarray, infinity_mass: float,
-                 epsilons: np.ndarray) -> np.ndarray:
+def hockey_stick(
+    losses: np.ndarray, probs: np.ndarray, infinity_mass: float, epsilons: np.ndarray
+) -> np.ndarray:
     """δ(ε) = p_∞ + Σ_{L > ε} p (1 − e^{ε − L}) for many ε at once: dp_accounting's formula
     (``pld_pmf._get_delta_for_epsilon_vectorized``), with the sums accumulated from the top as
     there, vectorised. FFT round-off can leave tiny negative masses: they are set to 0 (adding
     mass only raises δ, the pessimistic side)."""
     probs = np.maximum(probs, 0.0)
-    up = np.cumsum(probs[::-1])[::-1]                         # Σ_{j ≥ i} p_j
-    with np.errstate(divide="ignore"):                        # log Σ_{j ≥ i} p_j e^{−L_j}
+    up = np.cumsum(probs[::-1])[::-1]  # Σ_{j ≥ i} p_j
+    with np.errstate(divide="ignore"):  # log Σ_{j ≥ i} p_j e^{−L_j}
         log_low = np.logaddexp.accumulate((np.log(probs) - losses)[::-1])[::-1]
-    idx = np.searchsorted(losses, epsilons, side="right")     # first L_j > ε
+    idx = np.searchsorted(losses, epsilons, side="right")  # first L_j > ε
     up = np.append(up, 0.0)[idx]
     log_low = np.append(log_low, -np.inf)[idx]
     scaled = np.exp(np.asarray(epsilons, dtype=float) + log_low)
@@ -283,18 +287,19 @@ def sampled_profile(step, sample_rate: float, h: float) -> tuple[int, int, np.nd
     top_sampled = math.log1p(q * math.expm1(top)) if top < 700 else top + math.log(q)
     n_top = max(1, math.ceil(top_sampled / h))
     if 2 * n_top > MAX_RUN_POINTS:
-        raise GridTooLarge(f"the sampled step's loss reaches {top_sampled:.4g}: "
-                           f"{2 * n_top} grid points at h={h:g}")
-    grid = np.arange(0, n_top + 1, dtype=float) * h              # ε' ≥ 0
+        raise GridTooLarge(
+            f"the sampled step's loss reaches {top_sampled:.4g}: {2 * n_top} grid points at h={h:g}"
+        )
+    grid = np.arange(0, n_top + 1, dtype=float) * h  # ε' ≥ 0
     # ε with e^ε' = 1 + q(e^ε − 1), i.e. ε' + log((1 − e^{−ε'})/q + e^{−ε'}), stable for any ε'.
     inner_eps = grid + np.log(-np.expm1(-grid) / q + np.exp(-grid))
     delta_s = np.clip(hockey_stick(losses, probs, inf_mass, inner_eps), 0.0, 1.0)
-    pos = np.minimum(q * delta_s, 1.0)                           # g(ε'), ε' ≥ 0
-    neg = -np.expm1(-grid) + np.exp(-grid) * pos                 # g(−ε'), ε' ≥ 0
+    pos = np.minimum(q * delta_s, 1.0)  # g(ε'), ε' ≥ 0
+    neg = -np.expm1(-grid) + np.exp(-grid) * pos  # g(−ε'), ε' ≥ 0
     # Negative losses stop at −LOSS_FLOOR (beyond it e^{−ℓ} overflows); connect-the-dots puts
     # the mass below its lowest point on that point, which only raises δ.
     n_bottom = min(n_top, int(LOSS_FLOOR / h))
-    deltas = np.concatenate([neg[1:n_bottom + 1][::-1], pos])
+    deltas = np.concatenate([neg[1 : n_bottom + 1][::-1], pos])
     return n_bottom, n_top, np.clip(np.minimum.accumulate(deltas), 0.0, 1.0)
 
 
@@ -314,14 +319,20 @@ def sampled_step_pld(step, sample_rate: float, h: float, pessimistic: bool = Tru
         pmf = pld_pmf.create_pmf_pessimistic_connect_dots_fixed_gap(h, -n_bottom, n_top, deltas)
         return pldlib.PrivacyLossDistribution(pmf)
     g_hat = (deltas[:-1] - math.exp(-h) * deltas[1:]) / -math.expm1(-h)
-    g_hat = np.minimum.accumulate(np.clip(g_hat, 0.0, 1.0))   # P[L ≥ ε_i], i = −n … n−1
+    g_hat = np.minimum.accumulate(np.clip(g_hat, 0.0, 1.0))  # P[L ≥ ε_i], i = −n … n−1
     probs = g_hat - np.append(g_hat[1:], 0.0)
     probs[0] = 0.0  # everything below the grid: dropped (loss −∞), the optimistic side
     return pldlib.PrivacyLossDistribution(pld_pmf.DensePLDPmf(h, -n_bottom, probs, 0.0, False))
 
 
-def run_pld(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
-            h: float, pessimistic: bool = True):
+def run_pld(
+    kappa: float,
+    dims: tuple[tuple[int, int], ...],
+    sample_rate: float,
+    steps: int,
+    h: float,
+    pessimistic: bool = True,
+):
     """PLD of the whole run: step (parts convolved), sampled (connect-the-dots), T-fold."""
     step = step_pld(kappa, dims, h, pessimistic)
     if sample_rate < 1.0:
@@ -338,7 +349,7 @@ def mean_resultant_length(kappa: float, dim: int) -> float:
     """A_d(κ) = E[xᵀy] under VMF(κ, x), from the Amos-type approximation
     κ / ((d−1)/2 + √(((d+1)/2)² + κ²)) (exact limits κ/d as κ → 0 and 1 as κ → ∞); used only to
     guess ε and pick the grid, never for a guarantee."""
-    return kappa / ((dim - 1) / 2 + math.sqrt(((dim + 1) / 2) ** 2 + kappa ** 2))
+    return kappa / ((dim - 1) / 2 + math.sqrt(((dim + 1) / 2) ** 2 + kappa**2))
 
 
 def _gdp_delta(eps: float, mu: float) -> float:
@@ -347,8 +358,9 @@ def _gdp_delta(eps: float, mu: float) -> float:
     return float(ndtr(-eps / mu + mu / 2) - math.exp(min(eps, 700)) * ndtr(-eps / mu - mu / 2))
 
 
-def epsilon_guess(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
-                  delta: float) -> float:
+def epsilon_guess(
+    kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int, delta: float
+) -> float:
     """A rough ε from the μ-GDP limit (each part: μ² = 2·KL = 4κA_d(κ); sampled: Bu et al. 2020's
     CLT μ = q√(T(e^{μ_step²} − 1))). Only picks the grid; the reported ε is the PLD's."""
     from scipy.optimize import brentq
@@ -365,8 +377,14 @@ def _max_step_loss(kappa: float, parts: int, sample_rate: float) -> float:
     return e + math.log(sample_rate) + math.log1p((1 - sample_rate) / sample_rate * math.exp(-e))
 
 
-def _gdp_guess(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
-               delta: float, brentq) -> float:
+def _gdp_guess(
+    kappa: float,
+    dims: tuple[tuple[int, int], ...],
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    brentq,
+) -> float:
     mu2_step = sum(c * 4.0 * kappa * mean_resultant_length(kappa, d) for d, c in dims)
     if sample_rate < 1.0:
         mu = sample_rate * math.sqrt(steps * math.expm1(min(mu2_step, 50.0)))
@@ -380,16 +398,23 @@ def _gdp_guess(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: flo
     return brentq(lambda e: _gdp_delta(e, mu) - delta, 0.0, hi, xtol=1e-12)
 
 
-def choose_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
-                delta: float, precision: float = DEFAULT_PRECISION,
-                eps_hint: float | None = None) -> float:
+def choose_grid(
+    kappa: float,
+    dims: tuple[tuple[int, int], ...],
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    precision: float = DEFAULT_PRECISION,
+    eps_hint: float | None = None,
+) -> float:
     """Grid step h so that the pessimistic ε overstates the bound's ε by about ``precision``·ε:
     the parts' rounding shifts the composed loss by ≈ K_eff·h/2 with K_eff = m·T (q = 1);
     h = precision·ε_guess / K_eff (half the budget, the rest for the curvature of δ(ε)).
     Coarsened if a part's or the run's grid would be too large."""
     m = sum(c for _, c in dims)
-    eps = eps_hint if eps_hint is not None else epsilon_guess(kappa, dims, sample_rate, steps,
-                                                              delta)
+    eps = (
+        eps_hint if eps_hint is not None else epsilon_guess(kappa, dims, sample_rate, steps, delta)
+    )
     # q = 1: every part's rounding shifts the loss, K = m·T. q < 1: measured, the shift is far
     # smaller (a few √(T(qm + 1)), the sampled loss being mostly near 0); refine_grid measures it.
     k_eff = steps * m if sample_rate >= 1.0 else 4.0 * math.sqrt(steps * (sample_rate * m + 1.0))
@@ -399,7 +424,7 @@ def choose_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: fl
     # The run's loss spreads over about its mean + 12 standard deviations (μ-GDP guess), and
     # never over more than T times the largest sampled step loss.
     mu2 = sum(c * 4.0 * kappa * mean_resultant_length(kappa, d) for d, c in dims)
-    mu2 = steps * (mu2 if sample_rate >= 1.0 else sample_rate ** 2 * math.expm1(min(mu2, 50.0)))
+    mu2 = steps * (mu2 if sample_rate >= 1.0 else sample_rate**2 * math.expm1(min(mu2, 50.0)))
     spread = min(mu2 / 2 + 12 * math.sqrt(mu2), steps * _max_step_loss(kappa, m, sample_rate)) + 1
     h = max(h, spread / MAX_RUN_POINTS)
     # A power of two keeps the grids of nearby calls equal (cache hits).
@@ -417,15 +442,21 @@ def parse_part_dims(text: str) -> list[int]:
         try:
             dim, count = int(d), int(n) if n else 1
         except ValueError:
-            raise PrivtoolError(f"--part-dims item {item!r} is not allowed: D or D*N with "
-                                "integers D >= 1 (dimension) and N >= 1 (count)") from None
+            raise PrivtoolError(
+                f"--part-dims item {item!r} is not allowed: D or D*N with "
+                "integers D >= 1 (dimension) and N >= 1 (count)"
+            ) from None
         if dim < 1 or count < 1:
-            raise PrivtoolError(f"--part-dims item {item!r} is not allowed: D or D*N with "
-                                "integers D >= 1 (dimension) and N >= 1 (count)")
+            raise PrivtoolError(
+                f"--part-dims item {item!r} is not allowed: D or D*N with "
+                "integers D >= 1 (dimension) and N >= 1 (count)"
+            )
         dims.extend([dim] * count)
     if not dims:
-        raise PrivtoolError(f"--part-dims={text!r} is not allowed: a comma-separated list of D "
-                            "or D*N (e.g. 25*6,150*16,256*120)")
+        raise PrivtoolError(
+            f"--part-dims={text!r} is not allowed: a comma-separated list of D "
+            "or D*N (e.g. 25*6,150*16,256*120)"
+        )
     return dims
 
 
@@ -446,11 +477,10 @@ def epsilon_for_delta(pld, delta: float) -> float:
     probs = np.maximum(probs, 0.0)
     up = np.append(np.cumsum(probs[::-1])[::-1], 0.0)
     with np.errstate(divide="ignore"):
-        log_low = np.append(np.logaddexp.accumulate((np.log(probs) - losses)[::-1])[::-1],
-                            -np.inf)
+        log_low = np.append(np.logaddexp.accumulate((np.log(probs) - losses)[::-1])[::-1], -np.inf)
     # δ at ε = L_i counts the j > i: index i + 1 of the suffix sums.
     d_at = inf_mass + up[1:] - np.exp(losses + log_low[1:])
-    i = int(np.argmax(d_at <= delta))          # d_at[-1] = p_∞ ≤ δ, so one exists
+    i = int(np.argmax(d_at <= delta))  # d_at[-1] = p_∞ ≤ δ, so one exists
     rest = inf_mass + up[i] - delta
     if rest <= 0 or not np.isfinite(log_low[i]):
         eps = float(losses[i - 1]) if i > 0 else 0.0
@@ -461,13 +491,26 @@ def epsilon_for_delta(pld, delta: float) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def _run_epsilon(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
-                 delta: float, h: float, pessimistic: bool = True) -> float:
+def _run_epsilon(
+    kappa: float,
+    dims: tuple[tuple[int, int], ...],
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    h: float,
+    pessimistic: bool = True,
+) -> float:
     return epsilon_for_delta(run_pld(kappa, dims, sample_rate, steps, h, pessimistic), delta)
 
 
-def refine_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: float, steps: int,
-                delta: float, precision: float = DEFAULT_PRECISION) -> float:
+def refine_grid(
+    kappa: float,
+    dims: tuple[tuple[int, int], ...],
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    precision: float = DEFAULT_PRECISION,
+) -> float:
     """Grid step for ``precision``: the pessimistic ε grows about linearly in h (ε(h) ≈ ε* + c·h,
     the rounding shift), so ε(h) − ε(h/2) estimates the error of ε(h/2); from a coarse grid the
     grid is refined (by 2× to 16× a time, powers of two) until that is ≤ precision·ε. Only
@@ -485,8 +528,18 @@ def refine_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: fl
             break
         h1 = h_next
     e1 = _run_epsilon(kappa, dims, sample_rate, steps, delta, h1)  # cached unless h1 moved
-    h_min = choose_grid(kappa, dims, sample_rate, steps, delta, precision,
-                        eps_hint=e1 if math.isfinite(e1) else None) / 64
+    h_min = (
+        choose_grid(
+            kappa,
+            dims,
+            sample_rate,
+            steps,
+            delta,
+            precision,
+            eps_hint=e1 if math.isfinite(e1) else None,
+        )
+        / 64
+    )
     # Error of ε(h/2), assuming linearity in h: ε(h) − ε(h/2). Accept h/2 once it is
     # ≤ precision·ε, else jump to a grid that many times finer (2× to 16×) and test again.
     h_cur, e_cur = h1, e1
@@ -505,9 +558,17 @@ def refine_grid(kappa: float, dims: tuple[tuple[int, int], ...], sample_rate: fl
     return h_cur
 
 
-def pld_epsilon(*, kappa: float, part_dims: Sequence[int], sample_rate: float, steps: int,
-                delta: float, precision: float = DEFAULT_PRECISION,
-                optimistic: bool = True, h: float | None = None) -> dict[str, float]:
+def pld_epsilon(
+    *,
+    kappa: float,
+    part_dims: Sequence[int],
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    precision: float = DEFAULT_PRECISION,
+    optimistic: bool = True,
+    h: float | None = None,
+) -> dict[str, float]:
     """Tight ε of a DirDP-SGD run for δ (module docstring): ``epsilon_pld`` (pessimistic, sound),
     ``epsilon_pld_optimistic`` (the same grid rounded down: the accountant's exact ε lies
     between the two) and the grid step ``pld_grid``."""
@@ -515,19 +576,31 @@ def pld_epsilon(*, kappa: float, part_dims: Sequence[int], sample_rate: float, s
     if steps == 0 or kappa == 0:
         return {"epsilon_pld": 0.0, "epsilon_pld_optimistic": 0.0, "pld_grid": 0.0}
     grid = h if h is not None else refine_grid(kappa, dims, sample_rate, steps, delta, precision)
-    out = {"epsilon_pld": _run_epsilon(kappa, dims, sample_rate, steps, delta, grid),
-           "pld_grid": grid}
+    out = {
+        "epsilon_pld": _run_epsilon(kappa, dims, sample_rate, steps, delta, grid),
+        "pld_grid": grid,
+    }
     if optimistic:
-        out["epsilon_pld_optimistic"] = _run_epsilon(kappa, dims, sample_rate, steps, delta, grid,
-                                                     pessimistic=False)
+        out["epsilon_pld_optimistic"] = _run_epsilon(
+            kappa, dims, sample_rate, steps, delta, grid, pessimistic=False
+        )
     return out
 
 
-def pld_delta(*, kappa: float, part_dims: Sequence[int], sample_rate: float, steps: int,
-              epsilon: float, h: float, pessimistic: bool = True) -> float:
+def pld_delta(
+    *,
+    kappa: float,
+    part_dims: Sequence[int],
+    sample_rate: float,
+    steps: int,
+    epsilon: float,
+    h: float,
+    pessimistic: bool = True,
+) -> float:
     """δ(ε) of a DirDP-SGD run on the grid h (pessimistic: an upper bound)."""
     if steps == 0 or kappa == 0:
         return 0.0
     dims = dims_counter(part_dims)
-    return float(run_pld(kappa, dims, sample_rate, steps, h, pessimistic)
-                 .get_delta_for_epsilon(epsilon))
+    return float(
+        run_pld(kappa, dims, sample_rate, steps, h, pessimistic).get_delta_for_epsilon(epsilon)
+    )

@@ -71,8 +71,15 @@ def roc_curve(scores: Any, member: Any) -> Roc:
     tp = np.r_[0, np.cumsum(m)[last]]
     fp = np.r_[0, np.cumsum(~m)[last]]
     n_in, n_out = int(tp[-1]), int(fp[-1])
-    return Roc(fpr=fp / n_out, tpr=tp / n_in, thresholds=np.r_[np.inf, s[last]],
-               tp=tp.astype(np.int64), fp=fp.astype(np.int64), n_in=n_in, n_out=n_out)
+    return Roc(
+        fpr=fp / n_out,
+        tpr=tp / n_in,
+        thresholds=np.r_[np.inf, s[last]],
+        tp=tp.astype(np.int64),
+        fp=fp.astype(np.int64),
+        n_in=n_in,
+        n_out=n_out,
+    )
 
 
 def auc(roc: Roc) -> float:
@@ -115,8 +122,9 @@ def roc_hull(roc: Roc) -> np.ndarray:
     for i in range(len(roc.fpr)):
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
-            cross = ((roc.fpr[b] - roc.fpr[a]) * (roc.tpr[i] - roc.tpr[a])
-                     - (roc.tpr[b] - roc.tpr[a]) * (roc.fpr[i] - roc.fpr[a]))
+            cross = (roc.fpr[b] - roc.fpr[a]) * (roc.tpr[i] - roc.tpr[a]) - (
+                roc.tpr[b] - roc.tpr[a]
+            ) * (roc.fpr[i] - roc.fpr[a])
             if cross >= 0:  # b is on or below the chord a-i
                 hull.pop()
             else:
@@ -133,12 +141,15 @@ def _ratio(pos: np.ndarray, neg: np.ndarray, delta: float) -> np.ndarray:
 
 
 #: the tests of each side: (direction label, uses (TPR, FPR) if True else (TNR, FNR))
-SIDES = {"one-sided": (("member: TPR/FPR", True),),
-         "two-sided": (("member: TPR/FPR", True), ("non-member: TNR/FNR", False))}
+SIDES = {
+    "one-sided": (("member: TPR/FPR", True),),
+    "two-sided": (("member: TPR/FPR", True), ("non-member: TNR/FNR", False)),
+}
 
 
-def epsilon_lower_bound(roc: Roc, *, confidence: float, delta: float,
-                        sides: str = "one-sided") -> dict[str, float | str | None]:
+def epsilon_lower_bound(
+    roc: Roc, *, confidence: float, delta: float, sides: str = "one-sided"
+) -> dict[str, float | str | None]:
     """Empirical ε lower bound (Jagielski et al. 2020) with a Clopper–Pearson interval.
 
     Returns ``epsilon_lower_bound`` (holds with probability ≥ ``confidence``), the point
@@ -154,13 +165,16 @@ def epsilon_lower_bound(roc: Roc, *, confidence: float, delta: float,
     if sides not in SIDES:
         raise PrivtoolError(f"epsilon_sides={sides!r} is not allowed: {' or '.join(SIDES)}")
     idx = roc_hull(roc)
-    sig = (1 - confidence) / 2 / len(idx)   # two rates, Bonferroni over the hull thresholds
+    sig = (1 - confidence) / 2 / len(idx)  # two rates, Bonferroni over the hull thresholds
     fp, tp = roc.fp[idx], roc.tp[idx]
     fn = roc.n_in - tp
     fpr_lo, fpr_hi = clopper_pearson(fp, roc.n_out, sig)
     fnr_lo, fnr_hi = clopper_pearson(fn, roc.n_in, sig)
-    rates = {"lower": (fpr_hi, fnr_hi), "high": (fpr_lo, fnr_lo),
-             "point": (fp / roc.n_out, fn / roc.n_in)}
+    rates = {
+        "lower": (fpr_hi, fnr_hi),
+        "high": (fpr_lo, fnr_lo),
+        "point": (fp / roc.n_out, fn / roc.n_in),
+    }
 
     def side(kind: str, members: bool) -> np.ndarray:
         f, g = rates[kind]
@@ -172,29 +186,39 @@ def epsilon_lower_bound(roc: Roc, *, confidence: float, delta: float,
     best = int(np.argmax(lower))
     point = side("point", members)[best]
     high = side("high", members)[best]
-    return {"epsilon_lower_bound": float(lower[best]),
-            "epsilon_lower_bound_point": float(point) if np.isfinite(point) else None,
-            "epsilon_lower_bound_ci_high": float(high) if np.isfinite(high) else None,
-            "epsilon_lower_bound_fpr": float(roc.fpr[idx[best]]),
-            "epsilon_lower_bound_tpr": float(roc.tpr[idx[best]]),
-            "epsilon_lower_bound_confidence": float(confidence),
-            "epsilon_lower_bound_delta": float(delta),
-            "epsilon_lower_bound_sides": sides,
-            "epsilon_lower_bound_direction": direction}
+    return {
+        "epsilon_lower_bound": float(lower[best]),
+        "epsilon_lower_bound_point": float(point) if np.isfinite(point) else None,
+        "epsilon_lower_bound_ci_high": float(high) if np.isfinite(high) else None,
+        "epsilon_lower_bound_fpr": float(roc.fpr[idx[best]]),
+        "epsilon_lower_bound_tpr": float(roc.tpr[idx[best]]),
+        "epsilon_lower_bound_confidence": float(confidence),
+        "epsilon_lower_bound_delta": float(delta),
+        "epsilon_lower_bound_sides": sides,
+        "epsilon_lower_bound_direction": direction,
+    }
 
 
-def audit_epsilon(scores_in: Any, scores_out: Any, *, confidence: float = 0.95,
-                  delta: float = 1e-5, sides: str = "one-sided") -> float:
+def audit_epsilon(
+    scores_in: Any,
+    scores_out: Any,
+    *,
+    confidence: float = 0.95,
+    delta: float = 1e-5,
+    sides: str = "one-sided",
+) -> float:
     """ε lower bound from scores of one canary in models trained with it (``scores_in``) and
     without it (``scores_out``): the classic many-run audit (Jagielski et al. 2020)."""
     s_in, s_out = np.asarray(scores_in, float).ravel(), np.asarray(scores_out, float).ravel()
     roc = roc_curve(np.r_[s_in, s_out], np.r_[np.ones(s_in.size, bool), np.zeros(s_out.size, bool)])
-    return epsilon_lower_bound(roc, confidence=confidence, delta=delta,
-                               sides=sides)["epsilon_lower_bound"]
+    return epsilon_lower_bound(roc, confidence=confidence, delta=delta, sides=sides)[
+        "epsilon_lower_bound"
+    ]
 
 
-def score_attack(scores: Any, member: Any, *, confidence: float, delta: float,
-                 sides: str = "one-sided") -> tuple[dict[str, Any], Roc]:
+def score_attack(
+    scores: Any, member: Any, *, confidence: float, delta: float, sides: str = "one-sided"
+) -> tuple[dict[str, Any], Roc]:
     """Every number SPEC §6 asks of a membership attack, and the ROC they come from."""
     roc = roc_curve(scores, member)
     metrics: dict[str, Any] = {"auc": auc(roc), "balanced_accuracy": balanced_accuracy(roc)}
@@ -209,14 +233,23 @@ def roc_rows(roc: Roc, max_points: int = 2001) -> list[dict[str, float]]:
     both ends and the low-FPR region."""
     n = len(roc.fpr)
     if n > max_points:
-        keep = np.unique(np.r_[np.arange(min(n, max_points // 4)),
-                               np.linspace(0, n - 1, max_points - max_points // 4).round()
-                               .astype(int), n - 1])
+        keep = np.unique(
+            np.r_[
+                np.arange(min(n, max_points // 4)),
+                np.linspace(0, n - 1, max_points - max_points // 4).round().astype(int),
+                n - 1,
+            ]
+        )
     else:
         keep = np.arange(n)
-    return [{"fpr": float(roc.fpr[i]), "tpr": float(roc.tpr[i]),
-             "threshold": float(roc.thresholds[i]) if np.isfinite(roc.thresholds[i]) else None}
-            for i in keep]
+    return [
+        {
+            "fpr": float(roc.fpr[i]),
+            "tpr": float(roc.tpr[i]),
+            "threshold": float(roc.thresholds[i]) if np.isfinite(roc.thresholds[i]) else None,
+        }
+        for i in keep
+    ]
 
 
 def plot_roc(path: Any, curves: dict[str, Roc], title: str) -> None:

@@ -23,31 +23,44 @@ from privtool.schema import Rule, build, seed_rule, settings, validate
 AUGMENTS = ("none", "mirror", "mirror-shift")  # attack.augment (privtool.attacks.queries)
 
 
-@settings("attack", n_models=Rule(ge=1), n_targets=Rule(ge=1), seed=seed_rule(),
-          device=Rule(choices=("auto", "cpu", "cuda")), confidence=Rule(gt=0, lt=1),
-          delta=Rule(gt=0, lt=1), store=Rule(allowed="a directory path or null"),
-          workers=Rule(ge=0, allowed="an integer >= 0 (0: one per CPU core)"),
-          backend=Rule(choices=("local", "ray")),
-          ray_address=Rule(allowed='null, "auto" or "ray://HOST:PORT"'),
-          epsilon_sides=Rule(choices=("one-sided", "two-sided")),
-          augment=Rule(choices=AUGMENTS, allowed=" | ".join(AUGMENTS)))
+@settings(
+    "attack",
+    n_models=Rule(ge=1),
+    n_targets=Rule(ge=1),
+    seed=seed_rule(),
+    device=Rule(choices=("auto", "cpu", "cuda")),
+    confidence=Rule(gt=0, lt=1),
+    delta=Rule(gt=0, lt=1),
+    store=Rule(allowed="a directory path or null"),
+    workers=Rule(ge=0, allowed="an integer >= 0 (0: one per CPU core)"),
+    backend=Rule(choices=("local", "ray")),
+    ray_address=Rule(allowed='null, "auto" or "ray://HOST:PORT"'),
+    epsilon_sides=Rule(choices=("one-sided", "two-sided")),
+    augment=Rule(choices=AUGMENTS, allowed=" | ".join(AUGMENTS)),
+)
 @dataclass(frozen=True)
 class AttackConfig:
     """Shared ``attack:`` keys. Each attack's own keys live in ``attack.<name>:``."""
 
     name: str = "reference"
-    n_models: int = 8          # reference / shadow models
-    n_targets: int = 100       # images to reconstruct / classes to invert
+    n_models: int = 8  # reference / shadow models
+    n_targets: int = 100  # images to reconstruct / classes to invert
     seed: int = 0
     device: str = "auto"
-    confidence: float = 0.95   # Clopper–Pearson level of the empirical ε lower bound
-    delta: float = 1e-5        # δ at which the empirical ε lower bound is stated
-    epsilon_sides: str = "one-sided"  # one-sided ("higher score = member") | two-sided (and reverse)
-    store: str | None = None   # reference/shadow model store; null: runs/store/<dataset>-<model>-<hash>
-    workers: int = 0           # processes training store models (0: one per CPU core)
-    backend: str = "local"     # local (processes / stacked on CUDA) | ray (Ray tasks; SPEC §11)
-    ray_address: str | None = None  # ray: null starts a local Ray; "auto" or "ray://host:port" joins a cluster
-    augment: str = "none"      # lira / rmia queries: none | mirror | mirror-shift (attacks.queries)
+    confidence: float = 0.95  # Clopper–Pearson level of the empirical ε lower bound
+    delta: float = 1e-5  # δ at which the empirical ε lower bound is stated
+    epsilon_sides: str = (
+        "one-sided"  # one-sided ("higher score = member") | two-sided (and reverse)
+    )
+    store: str | None = (
+        None  # reference/shadow model store; null: runs/store/<dataset>-<model>-<hash>
+    )
+    workers: int = 0  # processes training store models (0: one per CPU core)
+    backend: str = "local"  # local (processes / stacked on CUDA) | ray (Ray tasks; SPEC §11)
+    ray_address: str | None = (
+        None  # ray: null starts a local Ray; "auto" or "ray://host:port" joins a cluster
+    )
+    augment: str = "none"  # lira / rmia queries: none | mirror | mirror-shift (attacks.queries)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -64,9 +77,11 @@ def attack_settings(section: Mapping[str, Any] | None, name: str) -> tuple[Attac
     for k, v in raw.items():
         if k in shared or k in ATTACKS:
             continue
-        raise PrivtoolError(f"unknown params key attack.{k}; valid keys in 'attack': "
-                            f"{', '.join(sorted(shared))}, or an attack name "
-                            f"({', '.join(ATTACKS.names())}) holding that attack's options")
+        raise PrivtoolError(
+            f"unknown params key attack.{k}; valid keys in 'attack': "
+            f"{', '.join(sorted(shared))}, or an attack name "
+            f"({', '.join(ATTACKS.names())}) holding that attack's options"
+        )
     if not isinstance(own, Mapping):
         raise PrivtoolError(f"params attack.{name} must be a mapping of that attack's options")
     for other in ATTACKS.names():  # every attack's options are checked, not just this one's
@@ -84,9 +99,9 @@ class Target:
     epoch: int | None
     meta: dict[str, Any]
     metrics: dict[str, Any]
-    params: Any                      # privtool.config.Params the run was trained with
-    data: Any                        # privtool.data.ImageData, fingerprint-checked
-    splits: dict[str, np.ndarray]    # index arrays, hash-checked against meta.json
+    params: Any  # privtool.config.Params the run was trained with
+    data: Any  # privtool.data.ImageData, fingerprint-checked
+    splits: dict[str, np.ndarray]  # index arrays, hash-checked against meta.json
     state_dict: dict[str, Any]
     device: Any
     privacy: dict[str, Any] = field(default_factory=dict)  # ε fields at this checkpoint
@@ -105,9 +120,20 @@ class Target:
 
     def describe(self) -> dict[str, Any]:
         """Target fields every attack's metrics carry (mechanism, ε fields, dataset, model)."""
-        keep = ("mechanism", "dataset", "model", "test_accuracy", "train_accuracy",
-                "noise_multiplier", "kappa", "parts", "partition", "delta", "vmf_mode",
-                "dp_guarantee")
+        keep = (
+            "mechanism",
+            "dataset",
+            "model",
+            "test_accuracy",
+            "train_accuracy",
+            "noise_multiplier",
+            "kappa",
+            "parts",
+            "partition",
+            "delta",
+            "vmf_mode",
+            "dp_guarantee",
+        )
         out = {f"target_{k}": self.metrics[k] for k in keep if k in self.metrics}
         out.update({f"target_{k}": v for k, v in self.privacy.items() if k.startswith("epsilon")})
         out["target_epoch"] = self.epoch

@@ -49,8 +49,10 @@ def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters (detached) that gradients are taken with respect to."""
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     if not params:
-        raise PrivtoolError(f"model {type(model).__name__} has no trainable parameters, so it "
-                            f"releases no gradient to attack; pick a run with a trainable model")
+        raise PrivtoolError(
+            f"model {type(model).__name__} has no trainable parameters, so it "
+            f"releases no gradient to attack; pick a run with a trainable model"
+        )
     return params
 
 
@@ -75,9 +77,11 @@ def gradient_function(model: torch.nn.Module) -> Callable[..., Grads]:
     def per_sample(x: torch.Tensor, prob: torch.Tensor) -> Grads:
         lead = x.dim() - 3
         if lead < 1 or prob.shape[:lead] != x.shape[:lead]:
-            raise PrivtoolError(f"gradient_function wants x (*lead, C, H, W) and p (*lead, K) "
-                                f"with the same leading dims, got {tuple(x.shape)} and "
-                                f"{tuple(prob.shape)}")
+            raise PrivtoolError(
+                f"gradient_function wants x (*lead, C, H, W) and p (*lead, K) "
+                f"with the same leading dims, got {tuple(x.shape)} and "
+                f"{tuple(prob.shape)}"
+            )
         fn = grad(loss)
         for _ in range(lead):
             fn = vmap(fn, in_dims=(None, 0, 0))
@@ -124,8 +128,10 @@ class Release(ABC):
     def _need(self, key: str) -> Any:
         value = self.settings.get(key)
         if value is None:
-            raise PrivtoolError(f"the target run's metrics.json has no {key!r}, which the "
-                                f"{self.name} gradient release needs; re-run `privtool train`")
+            raise PrivtoolError(
+                f"the target run's metrics.json has no {key!r}, which the "
+                f"{self.name} gradient release needs; re-run `privtool train`"
+            )
         return value
 
     @abstractmethod
@@ -181,8 +187,9 @@ class GaussianRelease(Release):
         out = []
         for g in self._clip(grads, 1):
             s = g.sum(0)
-            noise = torch.normal(0.0, std, size=s.shape, device=s.device, dtype=s.dtype,
-                                 generator=generator)
+            noise = torch.normal(
+                0.0, std, size=s.shape, device=s.device, dtype=s.dtype, generator=generator
+            )
             out.append((s + noise) / b)
         return out
 
@@ -190,8 +197,11 @@ class GaussianRelease(Release):
         return [g.mean(1) for g in self._clip(grads, 2)]
 
     def describe(self) -> dict[str, Any]:
-        return {"release": self.name, "release_noise_multiplier": self.noise_multiplier,
-                "release_max_grad_norm": self.max_grad_norm}
+        return {
+            "release": self.name,
+            "release_noise_multiplier": self.noise_multiplier,
+            "release_max_grad_norm": self.max_grad_norm,
+        }
 
 
 @RELEASES.register("class")
@@ -222,9 +232,12 @@ class VMFRelease(Release):
         super().__init__(settings)
         self.kappa = float(self._need("kappa"))
         self.partition = str(self.settings.get("partition") or "whole")
-        self.mode = make_mode(str(self.settings.get("vmf_mode") or "alg2"), kappa=self.kappa,
-                              partition=self.partition,
-                              max_grad_norm=float(self.settings.get("max_grad_norm") or 1.0))
+        self.mode = make_mode(
+            str(self.settings.get("vmf_mode") or "alg2"),
+            kappa=self.kappa,
+            partition=self.partition,
+            max_grad_norm=float(self.settings.get("max_grad_norm") or 1.0),
+        )
 
     def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
         b = grads[0].shape[0]
@@ -234,8 +247,12 @@ class VMFRelease(Release):
         return self.mode.expected(grads)
 
     def describe(self) -> dict[str, Any]:
-        return {"release": self.name, "release_kappa": self.kappa,
-                "release_partition": self.partition, "release_vmf_mode": self.mode.name}
+        return {
+            "release": self.name,
+            "release_kappa": self.kappa,
+            "release_partition": self.partition,
+            "release_vmf_mode": self.mode.name,
+        }
 
 
 def make_release(mechanism: str, settings: Mapping[str, Any]) -> Release:
@@ -243,8 +260,12 @@ def make_release(mechanism: str, settings: Mapping[str, Any]) -> Release:
     return RELEASES.get(mechanism)(settings)
 
 
-def release_gradient(mechanism: str, per_sample_grads: Grads, settings: Mapping[str, Any],
-                     generator: torch.Generator | None) -> Grads:
+def release_gradient(
+    mechanism: str,
+    per_sample_grads: Grads,
+    settings: Mapping[str, Any],
+    generator: torch.Generator | None,
+) -> Grads:
     """Victim side: release a batch's per-sample gradients (B, *shape) as ``mechanism`` with
     ``settings`` would in one training step; returns parameter-shaped tensors."""
     return make_release(mechanism, settings).release(per_sample_grads, generator)

@@ -44,9 +44,11 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
 #: reconstruction papers' SSIM compute it (scikit-image's default, a 7×7 uniform window with
 #: sample covariances, gives other numbers).
 SSIM_SIGMA = 1.5
-SSIM_RADIUS = 5           # 11×11: scikit-image's int(3.5·σ + 0.5) at σ = 1.5
-SSIM_VARIANT = ("Gaussian-weighted (Wang et al. 2004: sigma 1.5, 11x11 window, population "
-                "covariance, data range 1)")
+SSIM_RADIUS = 5  # 11×11: scikit-image's int(3.5·σ + 0.5) at σ = 1.5
+SSIM_VARIANT = (
+    "Gaussian-weighted (Wang et al. 2004: sigma 1.5, 11x11 window, population "
+    "covariance, data range 1)"
+)
 
 
 def ssim_window(shape: Sequence[int]) -> int:
@@ -68,10 +70,18 @@ def ssim(a: Any, b: Any) -> float:
     from skimage.metrics import structural_similarity
 
     a, b = _pair(a, b)
-    return float(structural_similarity(a, b, data_range=1.0, channel_axis=0,
-                                       gaussian_weights=True, sigma=SSIM_SIGMA,
-                                       win_size=ssim_window(a.shape),
-                                       use_sample_covariance=False))
+    return float(
+        structural_similarity(
+            a,
+            b,
+            data_range=1.0,
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=SSIM_SIGMA,
+            win_size=ssim_window(a.shape),
+            use_sample_covariance=False,
+        )
+    )
 
 
 def mse(a: Any, b: Any) -> float:
@@ -101,15 +111,19 @@ def match_batch(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarra
     return perm
 
 
-def score_reconstructions(originals: np.ndarray, reconstructions: np.ndarray) -> dict[str, np.ndarray]:
+def score_reconstructions(
+    originals: np.ndarray, reconstructions: np.ndarray
+) -> dict[str, np.ndarray]:
     """Per-image SSIM, MSE and PSNR for batches: originals and reconstructions of shape
     (T, B, C, H, W), matched within each batch by :func:`match_batch`. Returns arrays of shape
     (T, B) and ``perm`` (T, B)."""
     originals = np.asarray(originals)
     reconstructions = np.asarray(reconstructions)
     if originals.shape != reconstructions.shape or originals.ndim != 5:
-        raise PrivtoolError(f"originals {originals.shape} and reconstructions "
-                            f"{reconstructions.shape} must both be (T, B, C, H, W)")
+        raise PrivtoolError(
+            f"originals {originals.shape} and reconstructions "
+            f"{reconstructions.shape} must both be (T, B, C, H, W)"
+        )
     t, b = originals.shape[:2]
     out = {k: np.zeros((t, b)) for k in ("ssim", "mse", "psnr")}
     out["perm"] = np.zeros((t, b), dtype=np.int64)
@@ -118,7 +132,11 @@ def score_reconstructions(originals: np.ndarray, reconstructions: np.ndarray) ->
         out["perm"][i] = perm
         for j in range(b):
             o, r = originals[i, j], reconstructions[i, perm[j]]
-            out["ssim"][i, j], out["mse"][i, j], out["psnr"][i, j] = ssim(o, r), mse(o, r), psnr(o, r)
+            out["ssim"][i, j], out["mse"][i, j], out["psnr"][i, j] = (
+                ssim(o, r),
+                mse(o, r),
+                psnr(o, r),
+            )
     return out
 
 
@@ -126,10 +144,16 @@ def summarize_reconstructions(scores: dict[str, np.ndarray]) -> dict[str, float]
     """Paper 1's summary: mean SSIM and median MSE (MSE is unbounded, §5.3.1), plus mean PSNR
     and the spread of each."""
     s, m, p = (np.asarray(scores[k], dtype=np.float64).ravel() for k in ("ssim", "mse", "psnr"))
-    return {"ssim": float(s.mean()), "ssim_median": float(np.median(s)), "ssim_std": float(s.std()),
-            "ssim_variant": SSIM_VARIANT,
-            "mse": float(np.median(m)), "mse_mean": float(m.mean()),
-            "psnr": float(p.mean()), "psnr_median": float(np.median(p))}
+    return {
+        "ssim": float(s.mean()),
+        "ssim_median": float(np.median(s)),
+        "ssim_std": float(s.std()),
+        "ssim_variant": SSIM_VARIANT,
+        "mse": float(np.median(m)),
+        "mse_mean": float(m.mean()),
+        "psnr": float(p.mean()),
+        "psnr_median": float(np.median(p)),
+    }
 
 
 MIA_DISTANCES = ("l2", "ssim")
@@ -145,8 +169,10 @@ def mia_distance(image: Any, class_images: np.ndarray, metric: str = "l2") -> tu
     x = _as_image(image, "inverted image")
     pool = np.asarray(class_images, dtype=np.float64)
     if pool.ndim != 4 or len(pool) == 0 or pool.shape[1:] != x.shape:
-        raise PrivtoolError(f"MIA distance needs a non-empty stack of training images shaped like "
-                            f"the inverted image {x.shape}, got {pool.shape}")
+        raise PrivtoolError(
+            f"MIA distance needs a non-empty stack of training images shaped like "
+            f"the inverted image {x.shape}, got {pool.shape}"
+        )
     if metric == "l2":
         d = np.sqrt(((pool - x[None]) ** 2).reshape(len(pool), -1).sum(1))
     else:
@@ -168,8 +194,13 @@ def _show(ax: Any, img: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def save_grid(path: str | Path, rows: Sequence[tuple[str, Sequence[np.ndarray]]], *,
-              title: str | None = None, captions: Sequence[str] | None = None) -> Path:
+def save_grid(
+    path: str | Path,
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
+    *,
+    title: str | None = None,
+    captions: Sequence[str] | None = None,
+) -> Path:
     """Write a PNG grid: one row per ``(label, images)`` (images (C, H, W) in [0, 1]), the
     label at the left; optional ``captions`` under the columns of the last row."""
     import matplotlib
@@ -180,8 +211,9 @@ def save_grid(path: str | Path, rows: Sequence[tuple[str, Sequence[np.ndarray]]]
     if not rows or not any(len(imgs) for _, imgs in rows):
         raise PrivtoolError("an image grid needs at least one image")
     n_cols = max(len(imgs) for _, imgs in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.1 * n_cols + 1.2, 1.2 * len(rows) + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(1.1 * n_cols + 1.2, 1.2 * len(rows) + 0.4), squeeze=False
+    )
     for r, (label, imgs) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -203,8 +235,9 @@ def save_grid(path: str | Path, rows: Sequence[tuple[str, Sequence[np.ndarray]]]
     return path
 
 
-def mechanism_grid(attack_dirs: Iterable[str | Path], path: str | Path, *,
-                   n_images: int = 8) -> Path:
+def mechanism_grid(
+    attack_dirs: Iterable[str | Path], path: str | Path, *, n_images: int = 8
+) -> Path:
     """Paper 1 Figs. 2–3: originals in the first row, then one row of reconstructions per
     attacked run (mechanism / ε), from each attack directory's ``reconstructions.npz``. All
     directories must have attacked the same target images."""
@@ -216,16 +249,19 @@ def mechanism_grid(attack_dirs: Iterable[str | Path], path: str | Path, *,
         m = load_run(d, stage="attack")["metrics"]  # every file checked against meta.json
         f = d / "reconstructions.npz"
         if not f.is_file():
-            raise PrivtoolError(f"{f} is missing; run `privtool attack --attack iga --target RUN "
-                                f"--out {d}` first")
+            raise PrivtoolError(
+                f"{f} is missing; run `privtool attack --attack iga --target RUN --out {d}` first"
+            )
         with np.load(f) as z:
             orig, rec, idx = z["originals"], z["matched"], z["indices"]
         if first is None:
             first = idx
             rows.append(("original", list(orig.reshape(-1, *orig.shape[2:])[:n_images])))
         elif not np.array_equal(idx, first):
-            raise PrivtoolError(f"{d} attacked other images than the first directory; use the "
-                                f"same attack.seed and attack.n_targets for every run")
+            raise PrivtoolError(
+                f"{d} attacked other images than the first directory; use the "
+                f"same attack.seed and attack.n_targets for every run"
+            )
         rows.append((_row_label(m), list(rec.reshape(-1, *rec.shape[2:])[:n_images])))
     return save_grid(path, rows)
 

@@ -55,8 +55,8 @@ def _reduce(total: torch.Tensor, x: torch.Tensor, opt: "InversionOptions") -> to
 def _shift_difference(x: torch.Tensor, l: int, m: int) -> torch.Tensor:
     """‖x − S_x^l S_y^m x‖₁ per image over the pixels where both are defined (no wrap-around)."""
     h, w = x.shape[-2:]
-    a = x[..., max(m, 0):h + min(m, 0), max(l, 0):w + min(l, 0)]
-    b = x[..., max(-m, 0):h + min(-m, 0), max(-l, 0):w + min(-l, 0)]
+    a = x[..., max(m, 0) : h + min(m, 0), max(l, 0) : w + min(l, 0)]
+    b = x[..., max(-m, 0) : h + min(-m, 0), max(-l, 0) : w + min(-l, 0)]
     return (a - b).abs().flatten(1).sum(1)
 
 
@@ -77,30 +77,40 @@ def bilateral_tv(x: torch.Tensor, opt: "InversionOptions") -> torch.Tensor:
     return _reduce(total, x, opt)
 
 
-@settings("attack.inversion", variant=Rule(choices=("enhanced", "plain")),
-          regularizer=Rule(registry=REGULARIZERS), iterations=Rule(ge=1), lr=Rule(gt=0),
-          beta1=Rule(ge=0, lt=1), beta2=Rule(ge=0, lt=1), tau=Rule(gt=0), lam=Rule(ge=0),
-          btv_window=Rule(ge=1), reduction=Rule(choices=("sum", "mean")),
-          btv_decay=Rule(gt=0, le=1), distance=Rule(choices=("auto", *MIA_DISTANCES)))
+@settings(
+    "attack.inversion",
+    variant=Rule(choices=("enhanced", "plain")),
+    regularizer=Rule(registry=REGULARIZERS),
+    iterations=Rule(ge=1),
+    lr=Rule(gt=0),
+    beta1=Rule(ge=0, lt=1),
+    beta2=Rule(ge=0, lt=1),
+    tau=Rule(gt=0),
+    lam=Rule(ge=0),
+    btv_window=Rule(ge=1),
+    reduction=Rule(choices=("sum", "mean")),
+    btv_decay=Rule(gt=0, le=1),
+    distance=Rule(choices=("auto", *MIA_DISTANCES)),
+)
 @dataclass(frozen=True)
 class InversionOptions:
     """``attack.inversion``; defaults are paper 3 §V-A (MNIST): T = 5000, β₁ = 0.9,
     β₂ = 0.999, τ = 1e-8, η = 0.1, λ = 0.05 with ℓ1; for faces §V-B uses BTV with p = 2,
     α = 0.9, T = 100, η = 0.05, λ = 0.001."""
 
-    variant: str = "enhanced"     # enhanced (paper 3 Alg. 1) | plain (Fredrikson 2015)
-    regularizer: str = "l1"       # enhanced only: l1 | btv | none
-    iterations: int = 5000        # T
-    lr: float = 0.1               # η (plain: the gradient-descent step)
-    beta1: float = 0.9            # β₁
-    beta2: float = 0.999          # β₂
-    tau: float = 1e-8             # τ
-    lam: float = 0.05             # λ, weight of the regulariser
-    btv_window: int = 2           # p
-    btv_decay: float = 0.9        # α
-    reduction: str = "sum"        # sum (‖·‖₁ as written) | mean (per pixel)
-    tanh: bool = True             # change of variables x = (tanh(w) + 1) / 2 (enhanced)
-    distance: str = "auto"        # MIA distance: l2 | ssim | auto (ssim for face data, else l2)
+    variant: str = "enhanced"  # enhanced (paper 3 Alg. 1) | plain (Fredrikson 2015)
+    regularizer: str = "l1"  # enhanced only: l1 | btv | none
+    iterations: int = 5000  # T
+    lr: float = 0.1  # η (plain: the gradient-descent step)
+    beta1: float = 0.9  # β₁
+    beta2: float = 0.999  # β₂
+    tau: float = 1e-8  # τ
+    lam: float = 0.05  # λ, weight of the regulariser
+    btv_window: int = 2  # p
+    btv_decay: float = 0.9  # α
+    reduction: str = "sum"  # sum (‖·‖₁ as written) | mean (per pixel)
+    tanh: bool = True  # change of variables x = (tanh(w) + 1) / 2 (enhanced)
+    distance: str = "auto"  # MIA distance: l2 | ssim | auto (ssim for face data, else l2)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -118,8 +128,13 @@ def _ticker(progress: Any, total: int, description: str) -> Callable[[int, torch
     return tick
 
 
-def invert(model: torch.nn.Module, labels: torch.Tensor, image_shape: tuple[int, ...],
-           opt: InversionOptions, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+def invert(
+    model: torch.nn.Module,
+    labels: torch.Tensor,
+    image_shape: tuple[int, ...],
+    opt: InversionOptions,
+    progress: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert each class in ``labels`` (K',) from the model alone: returns images (K', C, H, W)
     in [0, 1] and their final confidence f_label(x) (K',)."""
     device = labels.device
@@ -195,14 +210,18 @@ class Inversion(Attack):
         train_labels = target.data.y[target.splits["train"]]
         missing = [int(c) for c in self._classes(target) if not np.any(train_labels == c)]
         if missing:
-            raise PrivtoolError(f"class {missing[0]} has no training image in the target run, "
-                                f"so its MIA distance is undefined; lower attack.n_targets")
+            raise PrivtoolError(
+                f"class {missing[0]} has no training image in the target run, "
+                f"so its MIA distance is undefined; lower attack.n_targets"
+            )
         with torch.no_grad():
             x = torch.zeros(1, *target.data.shape, device=target.device)
             out = target.build_model()(x)
         if out.dim() != 2 or out.shape[1] != target.data.n_classes:
-            raise PrivtoolError(f"model {target.params.train.model!r} does not output one score "
-                                f"per class ({tuple(out.shape)}); model inversion needs them")
+            raise PrivtoolError(
+                f"model {target.params.train.model!r} does not output one score "
+                f"per class ({tuple(out.shape)}); model inversion needs them"
+            )
 
     def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
         from privtool.artifacts import write_csv
@@ -214,34 +233,60 @@ class Inversion(Attack):
         classes = self._classes(target)
         t0 = time.time()
         with flush_denormals():
-            images, conf = invert(model, torch.as_tensor(classes, device=target.device),
-                                  tuple(data.shape), opt, progress)
+            images, conf = invert(
+                model,
+                torch.as_tensor(classes, device=target.device),
+                tuple(data.shape),
+                opt,
+                progress,
+            )
         seconds = time.time() - t0
         inverted = images.cpu().numpy().astype(np.float32)
         conf_np = conf.cpu().numpy()
 
-        metric = _distance_metric(opt, data)   # the separate scoring step
+        metric = _distance_metric(opt, data)  # the separate scoring step
         train = target.splits["train"]
         rows, nearest = [], []
         for i, c in enumerate(classes):
             pool = train[data.y[train] == c]
             dist, j = mia_distance(inverted[i], data.x[pool], metric)
             nearest.append(int(pool[j]))
-            rows.append({"class": int(c), "class_name": data.classes[c], "mia_distance": dist,
-                         "nearest_index": int(pool[j]), "confidence": float(conf_np[i])})
+            rows.append(
+                {
+                    "class": int(c),
+                    "class_name": data.classes[c],
+                    "mia_distance": dist,
+                    "nearest_index": int(pool[j]),
+                    "confidence": float(conf_np[i]),
+                }
+            )
         write_csv(out / "per_class.csv", rows)
-        np.savez_compressed(out / "inversions.npz", classes=classes, inverted=inverted,
-                            nearest=np.asarray(nearest), confidence=conf_np)
-        save_grid(out / "grid.png",
-                  [("nearest training image", list(data.x[nearest])),
-                   (f"{opt.variant} inversion", list(inverted))],
-                  title=f"inversion ({opt.variant}) vs {target.mechanism}",
-                  captions=[f"{data.classes[c]}: {r['mia_distance']:.2f}"
-                            for c, r in zip(classes, rows)])
+        np.savez_compressed(
+            out / "inversions.npz",
+            classes=classes,
+            inverted=inverted,
+            nearest=np.asarray(nearest),
+            confidence=conf_np,
+        )
+        save_grid(
+            out / "grid.png",
+            [
+                ("nearest training image", list(data.x[nearest])),
+                (f"{opt.variant} inversion", list(inverted)),
+            ],
+            title=f"inversion ({opt.variant}) vs {target.mechanism}",
+            captions=[f"{data.classes[c]}: {r['mia_distance']:.2f}" for c, r in zip(classes, rows)],
+        )
         d = np.array([r["mia_distance"] for r in rows])
-        return {"mia_distance": float(d.mean()), "mia_distance_median": float(np.median(d)),
-                "mia_distance_min": float(d.min()), "mia_distance_metric": metric,
-                "confidence": float(conf_np.mean()), "n_classes": int(len(classes)),
-                "variant": opt.variant,
-                "regularizer": opt.regularizer if opt.variant == "enhanced" else "none",
-                "iterations": opt.iterations, "seconds": round(seconds, 3)}
+        return {
+            "mia_distance": float(d.mean()),
+            "mia_distance_median": float(np.median(d)),
+            "mia_distance_min": float(d.min()),
+            "mia_distance_metric": metric,
+            "confidence": float(conf_np.mean()),
+            "n_classes": int(len(classes)),
+            "variant": opt.variant,
+            "regularizer": opt.regularizer if opt.variant == "enhanced" else "none",
+            "iterations": opt.iterations,
+            "seconds": round(seconds, 3),
+        }

@@ -49,8 +49,9 @@ def loss_scores(target_loss: np.ndarray) -> np.ndarray:
     return -np.asarray(target_loss, dtype=np.float64)
 
 
-def reference_alpha(target_loss: np.ndarray, ref_loss: np.ndarray,
-                    ref_out: np.ndarray) -> np.ndarray:
+def reference_alpha(
+    target_loss: np.ndarray, ref_loss: np.ndarray, ref_out: np.ndarray
+) -> np.ndarray:
     """MIA-R's per-point α: the smallest α with ℓ_target(x) ≤ c_α(x), where c_α is the
     linearly interpolated α-quantile (numpy's default, as ML Privacy Meter) of the losses of
     the reference models that did not train on x (``ref_out`` (N, n) True).
@@ -66,7 +67,7 @@ def reference_alpha(target_loss: np.ndarray, ref_loss: np.ndarray,
         if k == 0:
             continue
         cols = np.flatnonzero(counts == k)
-        vals = np.sort(r[:, cols], axis=0)[:k]          # (k, m), NaNs sorted last
+        vals = np.sort(r[:, cols], axis=0)[:k]  # (k, m), NaNs sorted last
         if k == 1:
             alpha[cols] = (t[cols] > vals[0]).astype(float)
             continue
@@ -85,8 +86,9 @@ def reference_alpha(target_loss: np.ndarray, ref_loss: np.ndarray,
     return alpha
 
 
-def reference_scores(target_loss: np.ndarray, ref_loss: np.ndarray,
-                     ref_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def reference_scores(
+    target_loss: np.ndarray, ref_loss: np.ndarray, ref_out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """MIA-R scores (higher = member) and the per-point α they come from.
 
     The score is −α, nothing else: points tied in α (e.g. a target loss below every reference
@@ -99,8 +101,9 @@ def reference_scores(target_loss: np.ndarray, ref_loss: np.ndarray,
     return 0.0 - alpha, alpha
 
 
-def _gauss_fit(phi: np.ndarray, mask: np.ndarray,
-               global_var: bool) -> tuple[np.ndarray, np.ndarray]:
+def _gauss_fit(
+    phi: np.ndarray, mask: np.ndarray, global_var: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-point mean and std of ``phi`` (N, n) over models where ``mask`` (N, n) is True."""
     cnt = mask.sum(axis=0)
     mu = np.where(cnt > 0, np.where(mask, phi, 0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
@@ -112,8 +115,9 @@ def _gauss_fit(phi: np.ndarray, mask: np.ndarray,
     return mu, np.sqrt(np.maximum(var, 1e-12))
 
 
-def lira_offline(target_phi: np.ndarray, ref_phi: np.ndarray, ref_out: np.ndarray,
-                 *, global_var: bool = True) -> np.ndarray:
+def lira_offline(
+    target_phi: np.ndarray, ref_phi: np.ndarray, ref_out: np.ndarray, *, global_var: bool = True
+) -> np.ndarray:
     """Offline LiRA (Carlini et al. 2022, Alg. 1 offline): one-sided test of the target's φ
     against N(μ_out(x), σ_out²); the score (φ − μ_out)/σ_out is monotone in its p-value."""
     mu, sd = _gauss_fit(ref_phi, ref_out, global_var)
@@ -121,8 +125,9 @@ def lira_offline(target_phi: np.ndarray, ref_phi: np.ndarray, ref_out: np.ndarra
     return np.nan_to_num(z, nan=0.0)
 
 
-def lira_online(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.ndarray,
-                *, global_var: bool = True) -> np.ndarray:
+def lira_online(
+    target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.ndarray, *, global_var: bool = True
+) -> np.ndarray:
     """Online LiRA (Carlini et al. 2022, Alg. 1): log N(φ; μ_in, σ_in²) − log N(φ; μ_out,
     σ_out²) from models trained with (``ref_in``) and without x."""
     mu_in, sd_in = _gauss_fit(ref_phi, ref_in, global_var)
@@ -135,10 +140,20 @@ def lira_online(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.ndarray,
     return np.nan_to_num(logpdf(mu_in, sd_in) - logpdf(mu_out, sd_out), nan=0.0)
 
 
-def shokri_scores(shadow_logits: np.ndarray, shadow_in: np.ndarray, shadow_labels: np.ndarray,
-                  target_logits: np.ndarray, target_labels: np.ndarray, n_classes: int,
-                  *, seed: int, n_estimators: int = 100, num_leaves: int = 15,
-                  learning_rate: float = 0.05, correct_only: bool = True) -> np.ndarray:
+def shokri_scores(
+    shadow_logits: np.ndarray,
+    shadow_in: np.ndarray,
+    shadow_labels: np.ndarray,
+    target_logits: np.ndarray,
+    target_labels: np.ndarray,
+    n_classes: int,
+    *,
+    seed: int,
+    n_estimators: int = 100,
+    num_leaves: int = 15,
+    learning_rate: float = 0.05,
+    correct_only: bool = True,
+) -> np.ndarray:
     """Shokri et al. 2017 with paper 1 §5.1's choices: one LightGBM attack model per class,
     fed the shadow models' prediction vectors (N models × P shadow points, label = member of
     that shadow model's training half), trained only on points that shadow model classifies
@@ -146,7 +161,7 @@ def shokri_scores(shadow_logits: np.ndarray, shadow_in: np.ndarray, shadow_label
     prediction vector. A class without both labels scores 0.5."""
     import lightgbm as lgb
 
-    prob = np.exp(log_softmax(shadow_logits))                      # (N, P, C)
+    prob = np.exp(log_softmax(shadow_logits))  # (N, P, C)
     correct = prob.argmax(-1) == shadow_labels[None, :]
     feats = prob.reshape(-1, prob.shape[-1])
     member = shadow_in.reshape(-1)
@@ -159,9 +174,16 @@ def shokri_scores(shadow_logits: np.ndarray, shadow_in: np.ndarray, shadow_label
         test = np.flatnonzero(target_labels == c)
         if not test.size or len(np.unique(member[rows])) < 2:
             continue
-        clf = lgb.LGBMClassifier(n_estimators=n_estimators, num_leaves=num_leaves,
-                                 learning_rate=learning_rate, random_state=seed + c, n_jobs=1,
-                                 deterministic=True, force_row_wise=True, verbose=-1)
+        clf = lgb.LGBMClassifier(
+            n_estimators=n_estimators,
+            num_leaves=num_leaves,
+            learning_rate=learning_rate,
+            random_state=seed + c,
+            n_jobs=1,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+        )
         clf.fit(feats[rows], member[rows].astype(int))
         out[test] = clf.predict_proba(target_prob[test])[:, 1]
     return out
@@ -170,8 +192,9 @@ def shokri_scores(shadow_logits: np.ndarray, shadow_in: np.ndarray, shadow_label
 # --------------------------------------------------------------------------- the frame
 
 
-def evaluation_set(splits: dict[str, np.ndarray], n_eval: int | None,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluation_set(
+    splits: dict[str, np.ndarray], n_eval: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Paper 1 §5.2: D_in = target training points, D_out = as many held-out (test) points.
     ``n_eval`` per side (None: the smaller split). Returns (dataset indices, member mask), in
     a seeded random order."""
@@ -179,20 +202,25 @@ def evaluation_set(splits: dict[str, np.ndarray], n_eval: int | None,
     n = min(len(train), len(test))
     if n_eval is not None:
         if n_eval > n:
-            raise PrivtoolError(f"attack n_eval={n_eval} exceeds the {n} points available on "
-                                f"each side (train {len(train)}, test {len(test)}); lower it or "
-                                f"use null")
+            raise PrivtoolError(
+                f"attack n_eval={n_eval} exceeds the {n} points available on "
+                f"each side (train {len(train)}, test {len(test)}); lower it or "
+                f"use null"
+            )
         n = n_eval
     if n < 1:
-        raise PrivtoolError("the target run has an empty train or test split; membership "
-                            "attacks need both")
+        raise PrivtoolError(
+            "the target run has an empty train or test split; membership attacks need both"
+        )
     rng = np.random.default_rng([seed, 4])
     d_in = np.sort(rng.choice(train, size=n, replace=False))
     d_out = np.sort(rng.choice(test, size=n, replace=False))
     # shuffled, so that nothing downstream can read membership off the position
     perm = rng.permutation(2 * n)
-    return (np.r_[d_in, d_out].astype(np.int64)[perm],
-            np.r_[np.ones(n, bool), np.zeros(n, bool)][perm])
+    return (
+        np.r_[d_in, d_out].astype(np.int64)[perm],
+        np.r_[np.ones(n, bool), np.zeros(n, bool)][perm],
+    )
 
 
 def target_logits(target: Target, index: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -204,13 +232,16 @@ def target_logits(target: Target, index: np.ndarray, batch_size: int = 1024) -> 
 
 def _epsilon_label(target: Target) -> str:
     """'ε = 3' / 'ε_class = 8, ε_record = 16' / 'ε = ∞' for a plot title."""
-    fields = {k: v for k, v in target.privacy.items()
-              if k.startswith("epsilon") and isinstance(v, (int, float))}
+    fields = {
+        k: v
+        for k, v in target.privacy.items()
+        if k.startswith("epsilon") and isinstance(v, (int, float))
+    }
     if target.mechanism == "none" or not fields:
         return "ε = ∞"
     if "epsilon" in fields:
         fields = {"epsilon": fields["epsilon"]}
-    return ", ".join(f"ε{k[len('epsilon'):]} = {v:.3g}" for k, v in list(fields.items())[:2])
+    return ", ".join(f"ε{k[len('epsilon') :]} = {v:.3g}" for k, v in list(fields.items())[:2])
 
 
 @settings(n_eval=Rule(ge=1))
@@ -218,7 +249,7 @@ def _epsilon_label(target: Target) -> str:
 class MembershipOptions:
     """Keys every membership attack has under ``attack.<name>:``."""
 
-    n_eval: int | None = None   # points per side of the evaluation set (null: all that fit)
+    n_eval: int | None = None  # points per side of the evaluation set (null: all that fit)
 
     section: ClassVar[str] = "attack.<membership attack>"
 
@@ -243,8 +274,10 @@ class MembershipAttack(Attack):
     def check(self, target: Target) -> None:
         for name in ("train", "test"):
             if name not in target.splits or not len(target.splits[name]):
-                raise PrivtoolError(f"target run {target.dir} has no '{name}' split; membership "
-                                    f"attacks need data.splits.{name}")
+                raise PrivtoolError(
+                    f"target run {target.dir} has no '{name}' split; membership "
+                    f"attacks need data.splits.{name}"
+                )
         if self.store_role() is not None:
             from privtool.attacks.reference_store import check_store_inputs
 
@@ -255,13 +288,15 @@ class MembershipAttack(Attack):
         """Variant name -> scores (higher = member), the first being the headline one."""
         raise NotImplementedError
 
-    def extra_metrics(self, signals: dict[str, Any], scores: dict[str, np.ndarray],
-                      member: np.ndarray) -> dict[str, Any]:
+    def extra_metrics(
+        self, signals: dict[str, Any], scores: dict[str, np.ndarray], member: np.ndarray
+    ) -> dict[str, Any]:
         """Attack-specific numbers, scored against the membership labels."""
         return {}
 
-    def more_signals(self, target: Target, signals: dict[str, Any],
-                     progress: Any = None) -> dict[str, Any]:
+    def more_signals(
+        self, target: Target, signals: dict[str, Any], progress: Any = None
+    ) -> dict[str, Any]:
         """Signals beyond the target's plain logits and the store (augmented queries, the
         target on population points), computed once the store exists."""
         return {}
@@ -276,10 +311,14 @@ class MembershipAttack(Attack):
         logits = target_logits(target, index)
         # What the attacker holds: the target's outputs, the points' labels, its published
         # mean training loss and its own store; never the membership labels (breaching's rule).
-        signals: dict[str, Any] = {"index": index, "labels": labels, "logits": logits,
-                                   "loss": cross_entropy(logits, labels),
-                                   "n_classes": target.data.n_classes,
-                                   "train_loss": target.metrics.get("train_loss")}
+        signals: dict[str, Any] = {
+            "index": index,
+            "labels": labels,
+            "logits": logits,
+            "loss": cross_entropy(logits, labels),
+            "n_classes": target.data.n_classes,
+            "train_loss": target.metrics.get("train_loss"),
+        }
         info: dict[str, Any] = {}
         role = self.store_role()
         if role is not None:
@@ -295,43 +334,71 @@ class MembershipAttack(Attack):
         curves: dict[str, Roc] = {}
         metrics: dict[str, Any] = {}
         for i, (variant, s) in enumerate(scores.items()):
-            m, roc = score_attack(s, member, confidence=cfg.confidence, delta=cfg.delta,
-                                  sides=cfg.epsilon_sides)
+            m, roc = score_attack(
+                s, member, confidence=cfg.confidence, delta=cfg.delta, sides=cfg.epsilon_sides
+            )
             curves[variant] = roc
             if i == 0:
                 metrics.update(m)
             if len(scores) > 1:
-                metrics.update({f"{variant}_{k}": v for k, v in m.items()
-                                if not k.startswith("n_")
-                                and not k.endswith(("_confidence", "_delta", "_sides"))})
+                metrics.update(
+                    {
+                        f"{variant}_{k}": v
+                        for k, v in m.items()
+                        if not k.startswith("n_")
+                        and not k.endswith(("_confidence", "_delta", "_sides"))
+                    }
+                )
         metrics.update(self.extra_metrics(signals, scores, member))
         tr_loss = signals["loss"][member]
         te_loss = signals["loss"][~member]
         pred = logits.argmax(1) == labels
-        metrics.update({
-            "eval_train_accuracy": float(pred[member].mean()),
-            "eval_test_accuracy": float(pred[~member].mean()),
-            "eval_train_loss": float(tr_loss.mean()), "eval_test_loss": float(te_loss.mean()),
-            "seed": cfg.seed, "seconds": round(seconds, 3), **info,
-        })
+        metrics.update(
+            {
+                "eval_train_accuracy": float(pred[member].mean()),
+                "eval_test_accuracy": float(pred[~member].mean()),
+                "eval_train_loss": float(tr_loss.mean()),
+                "eval_test_loss": float(te_loss.mean()),
+                "seed": cfg.seed,
+                "seconds": round(seconds, 3),
+                **info,
+            }
+        )
 
-        np.savez_compressed(out / "scores.npz", index=index, member=member, label=labels,
-                            target_loss=signals["loss"], target_logits=logits,
-                            **{f"score_{k}": v for k, v in scores.items()},
-                            **{k[len("extra_"):]: v for k, v in signals.items()
-                               if k.startswith("extra_")})
+        np.savez_compressed(
+            out / "scores.npz",
+            index=index,
+            member=member,
+            label=labels,
+            target_loss=signals["loss"],
+            target_logits=logits,
+            **{f"score_{k}": v for k, v in scores.items()},
+            **{k[len("extra_") :]: v for k, v in signals.items() if k.startswith("extra_")},
+        )
         first = next(iter(curves))
         write_csv(out / "plots" / "roc.csv", roc_rows(curves[first]))
         for variant, roc in list(curves.items())[1:]:
             write_csv(out / "plots" / f"roc_{variant}.csv", roc_rows(roc))
-        plot_roc(out / "roc.png", curves,
-                 f"{self.name} vs {target.mechanism} ({_epsilon_label(target)}), "
-                 f"{len(member) // 2} in / {len(member) // 2} out")
+        plot_roc(
+            out / "roc.png",
+            curves,
+            f"{self.name} vs {target.mechanism} ({_epsilon_label(target)}), "
+            f"{len(member) // 2} in / {len(member) // 2} out",
+        )
         from privtool.attacks.views import write_views
 
-        metrics.update(write_views(out, scores[first], member, index, labels, target.data.x,
-                                   target.data.classes, f"{self.name} ({first}) vs "
-                                   f"{target.mechanism} ({_epsilon_label(target)})"))
+        metrics.update(
+            write_views(
+                out,
+                scores[first],
+                member,
+                index,
+                labels,
+                target.data.x,
+                target.data.classes,
+                f"{self.name} ({first}) vs {target.mechanism} ({_epsilon_label(target)})",
+            )
+        )
         return metrics
 
 
@@ -352,15 +419,18 @@ class LossAttack(MembershipAttack):
     def scores(self, signals: dict[str, Any]) -> dict[str, np.ndarray]:
         return {"loss": loss_scores(signals["loss"])}
 
-    def extra_metrics(self, signals: dict[str, Any], scores: dict[str, np.ndarray],
-                      member: np.ndarray) -> dict[str, Any]:
+    def extra_metrics(
+        self, signals: dict[str, Any], scores: dict[str, np.ndarray], member: np.ndarray
+    ) -> dict[str, Any]:
         thr = signals["train_loss"]
         if thr is None or not math.isfinite(thr):
             return {}
         guess = signals["loss"] <= thr
         m = member
-        return {"yeom_threshold": float(thr),
-                "yeom_accuracy": float(0.5 * (guess[m].mean() + (~guess[~m]).mean()))}
+        return {
+            "yeom_threshold": float(thr),
+            "yeom_accuracy": float(0.5 * (guess[m].mean() + (~guess[~m]).mean())),
+        }
 
 
 @dataclass(frozen=True)
@@ -386,7 +456,7 @@ class ReferenceAttack(MembershipAttack):
 
 @dataclass(frozen=True)
 class LiraOptions(MembershipOptions):
-    global_variance: bool = True   # one σ per fit (Carlini et al. 2022 §4.2, for few models)
+    global_variance: bool = True  # one σ per fit (Carlini et al. 2022 §4.2, for few models)
 
     section: ClassVar[str] = "attack.lira"
 
@@ -403,16 +473,29 @@ class LiraAttack(MembershipAttack):
     role = "reference"
     online = True
 
-    def more_signals(self, target: Target, signals: dict[str, Any],
-                     progress: Any = None) -> dict[str, Any]:
+    def more_signals(
+        self, target: Target, signals: dict[str, Any], progress: Any = None
+    ) -> dict[str, Any]:
         if self.cfg.augment == "none":
             return {}
         from privtool.attacks.queries import query_logits, store_query_logits
 
-        return {"query_logits": query_logits(target.build_model(), target.data.x,
-                                             signals["index"], self.cfg.augment, target.device),
-                "store_queries": store_query_logits(signals["store"], target, self.cfg.augment,
-                                                    build=not self.cfg.store, progress=progress)}
+        return {
+            "query_logits": query_logits(
+                target.build_model(),
+                target.data.x,
+                signals["index"],
+                self.cfg.augment,
+                target.device,
+            ),
+            "store_queries": store_query_logits(
+                signals["store"],
+                target,
+                self.cfg.augment,
+                build=not self.cfg.store,
+                progress=progress,
+            ),
+        }
 
     def scores(self, signals: dict[str, Any]) -> dict[str, np.ndarray]:
         store, idx, y = signals["store"], signals["index"], signals["labels"]
@@ -422,15 +505,18 @@ class LiraAttack(MembershipAttack):
         off = store.signals_for(idx, kind="offline")
         on = store.signals_for(idx, kind="online")
         gv = self.options.global_variance
-        return {"online": lira_online(phi, scaled_logit(on["logits"], y), on["in"], global_var=gv),
-                "offline": lira_offline(phi, scaled_logit(off["logits"], y), ~off["in"],
-                                        global_var=gv)}
+        return {
+            "online": lira_online(phi, scaled_logit(on["logits"], y), on["in"], global_var=gv),
+            "offline": lira_offline(phi, scaled_logit(off["logits"], y), ~off["in"], global_var=gv),
+        }
 
-    def extra_metrics(self, signals: dict[str, Any], scores: dict[str, np.ndarray],
-                      member: np.ndarray) -> dict[str, Any]:
-        return {"augment": self.cfg.augment,
-                "n_queries": int(signals["query_logits"].shape[0]) if "query_logits" in signals
-                else 1}
+    def extra_metrics(
+        self, signals: dict[str, Any], scores: dict[str, np.ndarray], member: np.ndarray
+    ) -> dict[str, Any]:
+        return {
+            "augment": self.cfg.augment,
+            "n_queries": int(signals["query_logits"].shape[0]) if "query_logits" in signals else 1,
+        }
 
 
 def lira_queries(signals: dict[str, Any], global_var: bool) -> dict[str, np.ndarray]:
@@ -438,29 +524,35 @@ def lira_queries(signals: dict[str, Any], global_var: bool) -> dict[str, np.ndar
     per-query scores averaged (their code's ``score.mean(1)``)."""
     store, idx, y = signals["store"], signals["index"], signals["labels"]
     pos = store.positions(idx)
-    phi = scaled_logit(signals["query_logits"], y)                          # (Q, n)
+    phi = scaled_logit(signals["query_logits"], y)  # (Q, n)
     out: dict[str, np.ndarray] = {}
     for kind in ("online", "offline"):
-        ref = scaled_logit(signals["store_queries"][kind][:, :, pos], y)   # (N, Q, n)
+        ref = scaled_logit(signals["store_queries"][kind][:, :, pos], y)  # (N, Q, n)
         mask = store.signals_for(idx, kind=kind)["in"]
-        per_query = [lira_online(phi[q], ref[:, q], mask, global_var=global_var)
-                     if kind == "online" else
-                     lira_offline(phi[q], ref[:, q], ~mask, global_var=global_var)
-                     for q in range(phi.shape[0])]
+        per_query = [
+            lira_online(phi[q], ref[:, q], mask, global_var=global_var)
+            if kind == "online"
+            else lira_offline(phi[q], ref[:, q], ~mask, global_var=global_var)
+            for q in range(phi.shape[0])
+        ]
         out[kind] = np.mean(per_query, axis=0)
     return out
 
 
-@settings(shadow=Rule(choices=("target", "reference")), n_estimators=Rule(ge=1),
-          num_leaves=Rule(ge=2), learning_rate=Rule(gt=0, le=1))
+@settings(
+    shadow=Rule(choices=("target", "reference")),
+    n_estimators=Rule(ge=1),
+    num_leaves=Rule(ge=2),
+    learning_rate=Rule(gt=0, le=1),
+)
 @dataclass(frozen=True)
 class ShokriOptions(MembershipOptions):
-    shadow: str = "target"         # target: shadow models use the target's own recipe (DP
+    shadow: str = "target"  # target: shadow models use the target's own recipe (DP
     #                                 included); reference: the non-DP version
-    n_estimators: int = 100        # LightGBM attack model per class
+    n_estimators: int = 100  # LightGBM attack model per class
     num_leaves: int = 15
     learning_rate: float = 0.05
-    correct_only: bool = True      # train attack models on correctly classified points only
+    correct_only: bool = True  # train attack models on correctly classified points only
 
     section: ClassVar[str] = "attack.shokri"
 
@@ -480,13 +572,24 @@ class ShokriAttack(MembershipAttack):
         store = signals["store"]
         sh = store.shadow_signals()
         o = self.options
-        return {"shokri": shokri_scores(sh["logits"], sh["in"], sh["labels"], signals["logits"],
-                                        signals["labels"], signals["n_classes"],
-                                        seed=self.cfg.seed, n_estimators=o.n_estimators,
-                                        num_leaves=o.num_leaves, learning_rate=o.learning_rate,
-                                        correct_only=o.correct_only)}
+        return {
+            "shokri": shokri_scores(
+                sh["logits"],
+                sh["in"],
+                sh["labels"],
+                signals["logits"],
+                signals["labels"],
+                signals["n_classes"],
+                seed=self.cfg.seed,
+                n_estimators=o.n_estimators,
+                num_leaves=o.num_leaves,
+                learning_rate=o.learning_rate,
+                correct_only=o.correct_only,
+            )
+        }
 
-    def extra_metrics(self, signals: dict[str, Any], scores: dict[str, np.ndarray],
-                      member: np.ndarray) -> dict[str, Any]:
+    def extra_metrics(
+        self, signals: dict[str, Any], scores: dict[str, np.ndarray], member: np.ndarray
+    ) -> dict[str, Any]:
         m, s = member, scores["shokri"]
         return {"attack_accuracy": float(0.5 * ((s[m] > 0.5).mean() + (s[~m] <= 0.5).mean()))}

@@ -40,7 +40,7 @@ from privtool.artifacts import atomic_write_bytes
 from privtool.attacks.base import AUGMENTS
 from privtool.errors import PrivtoolError
 
-Query = tuple[bool, int, int]   # (mirror, shift down, shift right)
+Query = tuple[bool, int, int]  # (mirror, shift down, shift right)
 
 
 def queries(augment: str) -> list[Query]:
@@ -48,8 +48,11 @@ def queries(augment: str) -> list[Query]:
     if augment not in AUGMENTS:
         raise PrivtoolError(f"attack.augment={augment!r} is not allowed: {' | '.join(AUGMENTS)}")
     flips = (False,) if augment == "none" else (False, True)
-    shifts = [(0, 0)] if augment != "mirror-shift" else \
-        [(0, 0)] + [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    shifts = (
+        [(0, 0)]
+        if augment != "mirror-shift"
+        else [(0, 0)] + [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    )
     return [(f, dy, dx) for f in flips for dy, dx in shifts]
 
 
@@ -62,12 +65,13 @@ def augment_images(x: np.ndarray, query: Query) -> np.ndarray:
         p = max(abs(dy), abs(dx))
         pad = np.pad(out, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
         h, w = x.shape[-2:]
-        out = pad[..., p - dy:p - dy + h, p - dx:p - dx + w]
+        out = pad[..., p - dy : p - dy + h, p - dx : p - dx + w]
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def query_logits(model: Any, x: np.ndarray, index: np.ndarray, augment: str, device: Any,
-                 batch_size: int = 1024) -> np.ndarray:
+def query_logits(
+    model: Any, x: np.ndarray, index: np.ndarray, augment: str, device: Any, batch_size: int = 1024
+) -> np.ndarray:
     """Logits of ``model`` on the points ``x[index]`` under every query of ``augment``:
     (Q, n, C) float32."""
     import torch
@@ -77,7 +81,7 @@ def query_logits(model: Any, x: np.ndarray, index: np.ndarray, augment: str, dev
     out: list[list[np.ndarray]] = [[] for _ in qs]
     with torch.no_grad():
         for i in range(0, len(index), batch_size):
-            xb = x[index[i:i + batch_size]]
+            xb = x[index[i : i + batch_size]]
             for k, q in enumerate(qs):
                 t = torch.from_numpy(augment_images(xb, q)).to(device)
                 out[k].append(model(t).float().cpu().numpy())
@@ -93,16 +97,19 @@ def _load(path: Any, points_sha: str, n_points: int, n_queries: int) -> np.ndarr
         return None
     try:
         with np.load(path) as z:
-            if str(z["points_sha256"]) != points_sha or z["logits"].shape[:2] != (n_queries,
-                                                                                  n_points):
+            if str(z["points_sha256"]) != points_sha or z["logits"].shape[:2] != (
+                n_queries,
+                n_points,
+            ):
                 return None
             return z["logits"]
     except Exception:  # noqa: BLE001  (truncated or foreign file: recompute it)
         return None
 
 
-def store_query_logits(store: Any, target: Any, augment: str, *, build: bool,
-                       progress: Any = None) -> dict[str, np.ndarray]:
+def store_query_logits(
+    store: Any, target: Any, augment: str, *, build: bool, progress: Any = None
+) -> dict[str, np.ndarray]:
     """Logits (N, Q, P, C) of each set's ``store.n_models`` models on all store points under
     ``augment``'s queries, computed once per model from its weights and cached beside it.
 
@@ -123,21 +130,28 @@ def store_query_logits(store: Any, target: Any, augment: str, *, build: bool,
             if _load(path, sha, len(store.points), len(qs)) is None:
                 todo.append((kind, m, path))
     if todo and not build:
-        raise PrivtoolError(f"store {store.dir} has no attack.augment={augment} logits for "
-                            f"{len(todo)} of its models; add them with `privtool store --target "
-                            f"{target.dir} --out {store.dir} --set attack.augment={augment}"
-                            f"{' --online' if 'online' in store.kinds else ''}` or set "
-                            f"attack.augment=none")
+        raise PrivtoolError(
+            f"store {store.dir} has no attack.augment={augment} logits for "
+            f"{len(todo)} of its models; add them with `privtool store --target "
+            f"{target.dir} --out {store.dir} --set attack.augment={augment}"
+            f"{' --online' if 'online' in store.kinds else ''}` or set "
+            f"attack.augment=none"
+        )
     if todo:
         _compute(todo, store, target, augment, sha, progress)
     for kind in store.kinds:
-        out[kind] = np.stack([_load(store.dir / kind / f"m{m:04d}.{augment}.npz", sha,
-                                    len(store.points), len(qs)) for m in range(store.n_models)])
+        out[kind] = np.stack(
+            [
+                _load(store.dir / kind / f"m{m:04d}.{augment}.npz", sha, len(store.points), len(qs))
+                for m in range(store.n_models)
+            ]
+        )
     return out
 
 
-def _compute(todo: list[tuple[str, int, Any]], store: Any, target: Any, augment: str, sha: str,
-             progress: Any) -> None:
+def _compute(
+    todo: list[tuple[str, int, Any]], store: Any, target: Any, augment: str, sha: str, progress: Any
+) -> None:
     import torch
 
     from privtool.models import build_model
@@ -147,12 +161,14 @@ def _compute(todo: list[tuple[str, int, Any]], store: Any, target: Any, augment:
         progress.start(len(todo), f"store {augment} queries ({len(todo)} models)")
     try:
         for kind, m, path in todo:
-            state = torch.load(store.dir / kind / f"m{m:04d}.pt", map_location="cpu",
-                               weights_only=True)
+            state = torch.load(
+                store.dir / kind / f"m{m:04d}.pt", map_location="cpu", weights_only=True
+            )
             model = build_model(model_name, target.data.shape, target.data.n_classes)
             model.load_state_dict(state)
-            logits = query_logits(model.to(target.device), target.data.x, store.points, augment,
-                                  target.device)
+            logits = query_logits(
+                model.to(target.device), target.data.x, store.points, augment, target.device
+            )
             buf = io.BytesIO()
             np.savez(buf, logits=logits.astype(np.float32), points_sha256=sha, augment=augment)
             atomic_write_bytes(path, buf.getvalue())

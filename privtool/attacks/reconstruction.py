@@ -95,21 +95,24 @@ def _label_parameter(model: torch.nn.Module, n_classes: int) -> tuple[int, bool]
     for i in range(len(shapes) - 1, -1, -1):
         if len(shapes[i]) == 2 and shapes[i][0] == n_classes:
             return i, False
-    raise PrivtoolError(f"cannot find the output layer of model {type(model).__name__} "
-                        f"(no parameter of shape ({n_classes},) or ({n_classes}, h)), so the label "
-                        f"cannot be read off the gradient; use attack dlg")
+    raise PrivtoolError(
+        f"cannot find the output layer of model {type(model).__name__} "
+        f"(no parameter of shape ({n_classes},) or ({n_classes}, h)), so the label "
+        f"cannot be read off the gradient; use attack dlg"
+    )
 
 
-def labels_from_gradient(model: torch.nn.Module, observed: Grads, n_classes: int,
-                         batch_size: int) -> torch.Tensor:
+def labels_from_gradient(
+    model: torch.nn.Module, observed: Grads, n_classes: int, batch_size: int
+) -> torch.Tensor:
     """iDLG (Zhao et al. 2020): with cross-entropy, the output bias gradient is p_k − y_k, negative
     only at the true label (the weight rows, (p_k − y_k)·h, have the same sign pattern when
     h ≥ 0). A batch of B takes the B most negative entries (exact when its labels differ).
     ``observed`` (T, *shape) lists -> labels (T, B)."""
     i, is_bias = _label_parameter(model, n_classes)
     g = observed[i]
-    score = g if is_bias else g.sum(-1)                   # (T, K)
-    order = torch.argsort(score, dim=1)                   # most negative first
+    score = g if is_bias else g.sum(-1)  # (T, K)
+    order = torch.argsort(score, dim=1)  # most negative first
     if batch_size <= n_classes:
         return order[:, :batch_size]
     reps = math.ceil(batch_size / n_classes)
@@ -119,14 +122,18 @@ def labels_from_gradient(model: torch.nn.Module, observed: Grads, n_classes: int
 # --------------------------------------------------------------------------- options
 
 
-@settings(at=Rule(choices=("trained", "init")), batch_size=Rule(ge=1), iterations=Rule(ge=1),
-          lr=Rule(gt=0))
+@settings(
+    at=Rule(choices=("trained", "init")),
+    batch_size=Rule(ge=1),
+    iterations=Rule(ge=1),
+    lr=Rule(gt=0),
+)
 @dataclass(frozen=True)
 class GradientOptions:
     """Keys every gradient attack has under ``attack.<name>:``."""
 
-    at: str = "trained"        # trained (the run's checkpoint) | init (the run's initial weights)
-    batch_size: int = 1        # records in one released gradient
+    at: str = "trained"  # trained (the run's checkpoint) | init (the run's initial weights)
+    batch_size: int = 1  # records in one released gradient
     iterations: int = 300
     lr: float = 1.0
 
@@ -163,25 +170,37 @@ def attacked_model(target: Target, at: str) -> torch.nn.Module:
     return model.to(target.device).eval()
 
 
-def choose_targets(pool: np.ndarray, n_targets: int, batch_size: int, seed: int,
-                   *, what: str = "attack") -> np.ndarray:
+def choose_targets(
+    pool: np.ndarray, n_targets: int, batch_size: int, seed: int, *, what: str = "attack"
+) -> np.ndarray:
     """``n_targets`` batches of ``batch_size`` distinct records from ``pool`` (dataset indices),
     drawn with ``seed``: (n_targets, batch_size)."""
     n = len(pool)
     if batch_size > n:
-        raise PrivtoolError(f"attack.{what}.batch_size={batch_size} is larger than the {n} "
-                            f"training records of the target run; lower it")
+        raise PrivtoolError(
+            f"attack.{what}.batch_size={batch_size} is larger than the {n} "
+            f"training records of the target run; lower it"
+        )
     if n_targets * batch_size > n:
-        raise PrivtoolError(f"attack.n_targets × attack.{what}.batch_size = {n_targets} × "
-                            f"{batch_size} exceeds the {n} training records of the target run; "
-                            f"lower attack.n_targets")
+        raise PrivtoolError(
+            f"attack.n_targets × attack.{what}.batch_size = {n_targets} × "
+            f"{batch_size} exceeds the {n} training records of the target run; "
+            f"lower attack.n_targets"
+        )
     rng = np.random.default_rng(seed)
     return np.asarray(pool)[rng.choice(n, size=n_targets * batch_size, replace=False)].reshape(
-        n_targets, batch_size)
+        n_targets, batch_size
+    )
 
 
-def observe(model: torch.nn.Module, release: Release, x: torch.Tensor, y: torch.Tensor,
-            n_classes: int, generator: torch.Generator) -> Grads:
+def observe(
+    model: torch.nn.Module,
+    release: Release,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    generator: torch.Generator,
+) -> Grads:
     """Victim side: each of the T private batches (x (T, B, C, H, W), y (T, B)) releases its
     gradient through ``release`` once. Returns (T, *shape) lists."""
     prob = torch.nn.functional.one_hot(y.long(), n_classes).to(x.dtype)
@@ -209,8 +228,7 @@ class ChunkResume:
         import json
 
         self.dir = None if directory is None else Path(directory)
-        self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str)
-                                  .encode()).hexdigest()
+        self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
     def _path(self, lo: int) -> Path:
         assert self.dir is not None
@@ -254,23 +272,40 @@ class GradientAttack(Attack):
         parameters_of(model)
         try:  # gradient matching differentiates the gradient itself (double backward)
             x = torch.rand(1, 1, *target.data.shape, device=target.device, requires_grad=True)
-            p = torch.full((1, 1, target.data.n_classes), 1.0 / target.data.n_classes,
-                           device=target.device)
+            p = torch.full(
+                (1, 1, target.data.n_classes), 1.0 / target.data.n_classes, device=target.device
+            )
             sum(g.sum() for g in gradient_function(model)(x, p)).backward()
         except (RuntimeError, NotImplementedError) as e:
-            raise PrivtoolError(f"model {target.params.train.model!r} has layers whose gradient "
-                                f"cannot be differentiated again ({str(e).splitlines()[0]}), "
-                                f"which gradient matching needs; attack a run of another "
-                                f"model") from None
+            raise PrivtoolError(
+                f"model {target.params.train.model!r} has layers whose gradient "
+                f"cannot be differentiated again ({str(e).splitlines()[0]}), "
+                f"which gradient matching needs; attack a run of another "
+                f"model"
+            ) from None
         if x.grad is None or not bool(torch.isfinite(x.grad).all()):
-            raise PrivtoolError(f"model {target.params.train.model!r} gives no usable gradient "
-                                f"with respect to its input; attack a run of another model")
-        choose_targets(target.splits["train"], self.cfg.n_targets, self.options.batch_size,
-                       self.cfg.seed, what=self.name)
+            raise PrivtoolError(
+                f"model {target.params.train.model!r} gives no usable gradient "
+                f"with respect to its input; attack a run of another model"
+            )
+        choose_targets(
+            target.splits["train"],
+            self.cfg.n_targets,
+            self.options.batch_size,
+            self.cfg.seed,
+            what=self.name,
+        )
 
-    def reconstruct(self, model: torch.nn.Module, release: Release, observed: Grads,
-                    image_shape: tuple[int, ...], n_classes: int, generator: torch.Generator,
-                    progress: Any = None) -> Reconstruction:
+    def reconstruct(
+        self,
+        model: torch.nn.Module,
+        release: Release,
+        observed: Grads,
+        image_shape: tuple[int, ...],
+        n_classes: int,
+        generator: torch.Generator,
+        progress: Any = None,
+    ) -> Reconstruction:
         """Attacker side: reconstruct the T batches whose released gradients are ``observed``
         ((T, *shape) lists) — from the model and the release alone."""
         raise NotImplementedError
@@ -283,14 +318,22 @@ class GradientAttack(Attack):
         model = attacked_model(target, opt.at)
         release = make_release(target.mechanism, target.metrics)
         data = target.data
-        idx = choose_targets(target.splits["train"], cfg.n_targets, opt.batch_size, cfg.seed,
-                             what=self.name)
+        idx = choose_targets(
+            target.splits["train"], cfg.n_targets, opt.batch_size, cfg.seed, what=self.name
+        )
         # Independent streams from attack.seed: the release noise (victim) and the attacker's
         # random starts.
-        resume = ChunkResume(getattr(self, "resume_dir", None),
-                             key={"attack": self.name, "target": target.describe(),
-                                  "options": dataclasses.asdict(opt), "seed": cfg.seed,
-                                  "chunk": self.chunk, "targets": idx.tolist()})
+        resume = ChunkResume(
+            getattr(self, "resume_dir", None),
+            key={
+                "attack": self.name,
+                "target": target.describe(),
+                "options": dataclasses.asdict(opt),
+                "seed": cfg.seed,
+                "chunk": self.chunk,
+                "targets": idx.tolist(),
+            },
+        )
 
         t0 = time.time()
         images, labels, losses = [], [], []
@@ -299,7 +342,7 @@ class GradientAttack(Attack):
         try:
             with flush_denormals():
                 for lo in range(0, len(idx), self.chunk):
-                    part = idx[lo:lo + self.chunk]
+                    part = idx[lo : lo + self.chunk]
                     done = resume.load(lo)
                     if done is None:
                         # Independent streams per chunk from (attack.seed, chunk): the release
@@ -307,18 +350,28 @@ class GradientAttack(Attack):
                         # equals an uninterrupted one.
                         victim_seed, attacker_seed = (
                             int(s.generate_state(1)[0])
-                            for s in np.random.SeedSequence([cfg.seed, lo]).spawn(2))
+                            for s in np.random.SeedSequence([cfg.seed, lo]).spawn(2)
+                        )
                         victim_gen = torch.Generator(device=device).manual_seed(victim_seed)
                         attacker_gen = torch.Generator(device=device).manual_seed(attacker_seed)
                         x = torch.from_numpy(data.x[part]).to(device)
                         y = torch.from_numpy(data.y[part]).to(device)
                         observed = observe(model, release, x, y, data.n_classes, victim_gen)
                         del x, y  # the attacker below never sees the private batch
-                        rec = self.reconstruct(model, release, observed, tuple(data.shape),
-                                               data.n_classes, attacker_gen, progress)
-                        done = {"images": rec.images.detach().clamp(0, 1).cpu().numpy(),
-                                "labels": rec.labels.detach().cpu().numpy(),
-                                "loss": rec.loss.detach().cpu().numpy()}
+                        rec = self.reconstruct(
+                            model,
+                            release,
+                            observed,
+                            tuple(data.shape),
+                            data.n_classes,
+                            attacker_gen,
+                            progress,
+                        )
+                        done = {
+                            "images": rec.images.detach().clamp(0, 1).cpu().numpy(),
+                            "labels": rec.labels.detach().cpu().numpy(),
+                            "loss": rec.loss.detach().cpu().numpy(),
+                        }
                         resume.save(lo, done)
                     else:
                         _tick(progress, len(part), resumed=lo + len(part))
@@ -335,7 +388,7 @@ class GradientAttack(Attack):
         loss = np.concatenate(losses).astype(np.float64)
         originals = data.x[idx]
         true = data.y[idx]
-        scores = score_reconstructions(originals, recon)   # the separate scoring step
+        scores = score_reconstructions(originals, recon)  # the separate scoring step
         perm = scores["perm"]
         matched = np.take_along_axis(recon, perm[:, :, None, None, None], axis=1)
         matched_labels = np.take_along_axis(rec_labels, perm, axis=1)
@@ -343,32 +396,56 @@ class GradientAttack(Attack):
         rows = []
         for t in range(len(idx)):
             for b in range(idx.shape[1]):
-                rows.append({"target": t, "slot": b, "index": int(idx[t, b]),
-                             "label": int(true[t, b]),
-                             "recovered_label": int(matched_labels[t, b]),
-                             "ssim": float(scores["ssim"][t, b]), "mse": float(scores["mse"][t, b]),
-                             "psnr": float(scores["psnr"][t, b]), "loss": float(loss[t])})
+                rows.append(
+                    {
+                        "target": t,
+                        "slot": b,
+                        "index": int(idx[t, b]),
+                        "label": int(true[t, b]),
+                        "recovered_label": int(matched_labels[t, b]),
+                        "ssim": float(scores["ssim"][t, b]),
+                        "mse": float(scores["mse"][t, b]),
+                        "psnr": float(scores["psnr"][t, b]),
+                        "loss": float(loss[t]),
+                    }
+                )
         write_csv(out / "per_target.csv", rows)
-        np.savez_compressed(out / "reconstructions.npz", indices=idx, labels=true,
-                            originals=originals, reconstructions=recon, matched=matched,
-                            recovered_labels=matched_labels, loss=loss)
+        np.savez_compressed(
+            out / "reconstructions.npz",
+            indices=idx,
+            labels=true,
+            originals=originals,
+            reconstructions=recon,
+            matched=matched,
+            recovered_labels=matched_labels,
+            loss=loss,
+        )
         n_show = min(10, idx.size)
         flat_o = originals.reshape(-1, *originals.shape[2:])[:n_show]
         flat_r = matched.reshape(-1, *matched.shape[2:])[:n_show]
         flat_s = scores["ssim"].ravel()[:n_show]
-        save_grid(out / "grid.png", [("original", list(flat_o)), (self.name, list(flat_r))],
-                  title=f"{self.name} vs {target.mechanism} ({opt.at}); "
-                        f"SSIM mean {scores['ssim'].mean():.2f}",
-                  captions=[f"{s:.2f}" for s in flat_s])
+        save_grid(
+            out / "grid.png",
+            [("original", list(flat_o)), (self.name, list(flat_r))],
+            title=f"{self.name} vs {target.mechanism} ({opt.at}); "
+            f"SSIM mean {scores['ssim'].mean():.2f}",
+            captions=[f"{s:.2f}" for s in flat_s],
+        )
 
         metrics = summarize_reconstructions(scores)
-        metrics.update({
-            "label_accuracy": float((matched_labels == true).mean()),
-            "loss": float(np.median(loss)),
-            "n_targets": int(len(idx)), "n_images": int(idx.size), "batch_size": opt.batch_size,
-            "at": opt.at, "iterations": opt.iterations, "seconds": round(seconds, 3),
-            **release.describe(),
-        })
+        metrics.update(
+            {
+                "label_accuracy": float((matched_labels == true).mean()),
+                "loss": float(np.median(loss)),
+                "n_targets": int(len(idx)),
+                "n_images": int(idx.size),
+                "batch_size": opt.batch_size,
+                "at": opt.at,
+                "iterations": opt.iterations,
+                "seconds": round(seconds, 3),
+                **release.describe(),
+            }
+        )
         return metrics
 
 
@@ -391,30 +468,37 @@ class _LBFGSAttack(GradientAttack):
     objective: ClassVar[str] = "l2"
     learn_labels: ClassVar[bool]
 
-    def reconstruct(self, model, release, observed, image_shape, n_classes, generator,
-                    progress=None):
+    def reconstruct(
+        self, model, release, observed, image_shape, n_classes, generator, progress=None
+    ):
         opt = self.options
         b = opt.batch_size
         device = observed[0].device
         grads_of = gradient_function(model)
         match = OBJECTIVES.get(self.objective)
-        known = (None if self.learn_labels
-                 else labels_from_gradient(model, observed, n_classes, b))
+        known = None if self.learn_labels else labels_from_gradient(model, observed, n_classes, b)
         images, labels, losses = [], [], []
         for t in range(observed[0].shape[0]):
-            target_grads = [g[t:t + 1] for g in observed]
+            target_grads = [g[t : t + 1] for g in observed]
             x = torch.randn(1, b, *image_shape, device=device, generator=generator).requires_grad_()
             if self.learn_labels:
-                z = torch.randn(1, b, n_classes, device=device,
-                                generator=generator).requires_grad_()
+                z = torch.randn(
+                    1, b, n_classes, device=device, generator=generator
+                ).requires_grad_()
                 variables = [x, z]
             else:
-                fixed = torch.nn.functional.one_hot(known[t:t + 1], n_classes).to(x.dtype)
+                fixed = torch.nn.functional.one_hot(known[t : t + 1], n_classes).to(x.dtype)
                 variables = [x]
-            lbfgs = torch.optim.LBFGS(variables, lr=opt.lr, max_iter=opt.iterations,
-                                      max_eval=opt.iterations * 5 // 4, history_size=100,
-                                      tolerance_grad=1e-10, tolerance_change=1e-14,
-                                      line_search_fn="strong_wolfe")
+            lbfgs = torch.optim.LBFGS(
+                variables,
+                lr=opt.lr,
+                max_iter=opt.iterations,
+                max_eval=opt.iterations * 5 // 4,
+                history_size=100,
+                tolerance_grad=1e-10,
+                tolerance_change=1e-14,
+                line_search_fn="strong_wolfe",
+            )
 
             def closure() -> torch.Tensor:
                 lbfgs.zero_grad()
@@ -461,14 +545,21 @@ class IDLG(_LBFGSAttack):
 
 
 IGA_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
 IGA_INITS = ("randn", "rand")
 
 
-@settings(tv=Rule(ge=0), restarts=Rule(ge=1), chunk=Rule(ge=1),
-          objective=Rule(choices=lambda: OBJECTIVES.names()),
-          optimizer=Rule(choices=tuple(IGA_OPTIMIZERS)), init=Rule(choices=IGA_INITS),
-          restart_scoring=Rule(choices=lambda: (*OBJECTIVES.names(), "objective")))
+@settings(
+    tv=Rule(ge=0),
+    restarts=Rule(ge=1),
+    chunk=Rule(ge=1),
+    objective=Rule(choices=lambda: OBJECTIVES.names()),
+    optimizer=Rule(choices=tuple(IGA_OPTIMIZERS)),
+    init=Rule(choices=IGA_INITS),
+    restart_scoring=Rule(choices=lambda: (*OBJECTIVES.names(), "objective")),
+)
 @dataclass(frozen=True)
 class IGAOptions(GradientOptions):
     """``attack.iga``: Inverting Gradients with the reference set-up paper 1 adopts (Scheliga et
@@ -501,17 +592,17 @@ class IGAOptions(GradientOptions):
 
     iterations: int = 24_000
     lr: float = 0.1
-    tv: float = 0.1            # α, weight of total variation
-    restarts: int = 1          # random starts per target
+    tv: float = 0.1  # α, weight of total variation
+    restarts: int = 1  # random starts per target
     signed: bool = True
     objective: str = "cosine"  # gradient matching: an entry of OBJECTIVES
-    optimizer: str = "adam"    # adam | sgd
-    lr_decay: bool = True      # ×0.1 at 3/8, 5/8, 7/8 of the iterations
-    boxed: bool = True         # project onto [0, 1] after every step
-    init: str = "randn"        # randn | rand (uniform [0, 1])
+    optimizer: str = "adam"  # adam | sgd
+    lr_decay: bool = True  # ×0.1 at 3/8, 5/8, 7/8 of the iterations
+    boxed: bool = True  # project onto [0, 1] after every step
+    init: str = "randn"  # randn | rand (uniform [0, 1])
     restart_scoring: str = "cosine"  # an entry of OBJECTIVES, or objective (match + α·TV)
-    keep_best: bool = True     # each restart's lowest-objective iterate, not the last
-    chunk: int = 32            # target batches optimised at once (bounds memory)
+    keep_best: bool = True  # each restart's lowest-objective iterate, not the last
+    chunk: int = 32  # target batches optimised at once (bounds memory)
 
     section: ClassVar[str] = "attack.iga"
 
@@ -530,23 +621,29 @@ class InvertingGradients(GradientAttack):
     def chunk(self) -> int:  # type: ignore[override]
         return self.options.chunk
 
-    def reconstruct(self, model, release, observed, image_shape, n_classes, generator,
-                    progress=None):
+    def reconstruct(
+        self, model, release, observed, image_shape, n_classes, generator, progress=None
+    ):
         opt = self.options
         t, b, r = observed[0].shape[0], opt.batch_size, opt.restarts
         device = observed[0].device
         grads_of = gradient_function(model)
-        labels = labels_from_gradient(model, observed, n_classes, b)            # (T, B)
+        labels = labels_from_gradient(model, observed, n_classes, b)  # (T, B)
         prob = torch.nn.functional.one_hot(labels, n_classes).float().repeat_interleave(r, 0)
-        target_grads = [g.repeat_interleave(r, 0) for g in observed]             # (T·R, *shape)
+        target_grads = [g.repeat_interleave(r, 0) for g in observed]  # (T·R, *shape)
         shape = (t * r, b, *image_shape)
-        x = (torch.randn(shape, device=device, generator=generator) if opt.init == "randn"
-             else torch.rand(shape, device=device, generator=generator)).requires_grad_()
+        x = (
+            torch.randn(shape, device=device, generator=generator)
+            if opt.init == "randn"
+            else torch.rand(shape, device=device, generator=generator)
+        ).requires_grad_()
         optimizer = IGA_OPTIMIZERS[opt.optimizer]([x], lr=opt.lr)
         n = opt.iterations
         decay = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=[int(n * 3 / 8), int(n * 5 / 8), int(n * 7 / 8)],
-            gamma=0.1 if opt.lr_decay else 1.0)
+            optimizer,
+            milestones=[int(n * 3 / 8), int(n * 5 / 8), int(n * 7 / 8)],
+            gamma=0.1 if opt.lr_decay else 1.0,
+        )
 
         def matching(images: torch.Tensor, how: str) -> torch.Tensor:
             return OBJECTIVES.get(how)(release.expected(grads_of(images, prob)), target_grads)
@@ -557,7 +654,7 @@ class InvertingGradients(GradientAttack):
         best_x, best_loss = x.detach().clone(), torch.full((t * r,), math.inf, device=device)
         for step in range(n + 1):
             loss = objective(x)
-            if opt.keep_best or step == n:   # breaching keeps the lowest-objective iterate
+            if opt.keep_best or step == n:  # breaching keeps the lowest-objective iterate
                 with torch.no_grad():
                     better = (loss < best_loss) | (step == n and not opt.keep_best)
                     best_loss = torch.where(better, loss.detach(), best_loss)
@@ -574,8 +671,11 @@ class InvertingGradients(GradientAttack):
                 with torch.no_grad():
                     x.clamp_(0.0, 1.0)
         with torch.no_grad():
-            score = (best_loss if opt.restart_scoring == "objective"
-                     else matching(best_x, opt.restart_scoring)).reshape(t, r)
+            score = (
+                best_loss
+                if opt.restart_scoring == "objective"
+                else matching(best_x, opt.restart_scoring)
+            ).reshape(t, r)
         best = score.argmin(1)
         pick = torch.arange(t, device=device)
         # in [0, 1] as Reconstruction promises (a no-op when boxed, but for a first iterate)

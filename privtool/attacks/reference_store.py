@@ -56,7 +56,7 @@ from privtool.errors import PrivtoolError
 FORMAT = 1
 KINDS = ("offline", "online")
 DEFAULT_ROOT = Path("runs") / "store"
-MAX_STACK = 32            # models trained together in one stacked (vmap) run
+MAX_STACK = 32  # models trained together in one stacked (vmap) run
 SHIP_BYTES = 256 << 20  # datasets up to this size are sent to worker processes, not reloaded
 # What a non-DP model's training depends on (the rest of TrainConfig is DP noise/accounting,
 # bookkeeping, or the per-model seed).
@@ -100,11 +100,16 @@ def store_identity(target: Any, role: str, seed: int) -> dict[str, Any]:
     from privtool.data import index_hash
 
     recipe = recipe_record(target_recipe(target, role))
-    return {"format": FORMAT, "dataset": target.data.name,
-            "fingerprint": target.data.fingerprint(),
-            "split_seed": target.params.data.split_seed,
-            "splits": {k: index_hash(target.splits[k]) for k in ("shadow", "train", "test")},
-            "model": recipe["model"], "recipe": recipe, "seed": int(seed)}
+    return {
+        "format": FORMAT,
+        "dataset": target.data.name,
+        "fingerprint": target.data.fingerprint(),
+        "split_seed": target.params.data.split_seed,
+        "splits": {k: index_hash(target.splits[k]) for k in ("shadow", "train", "test")},
+        "model": recipe["model"],
+        "recipe": recipe,
+        "seed": int(seed),
+    }
 
 
 def default_store_dir(identity: dict[str, Any], root: Path = DEFAULT_ROOT) -> Path:
@@ -116,8 +121,9 @@ def default_store_dir(identity: dict[str, Any], root: Path = DEFAULT_ROOT) -> Pa
 
 def store_points(splits: dict[str, np.ndarray]) -> np.ndarray:
     """Dataset indices whose signals a store keeps: shadow ∪ train ∪ test, sorted."""
-    return np.unique(np.concatenate([np.asarray(splits[k]) for k in ("shadow", "train", "test")])
-                     ).astype(np.int64)
+    return np.unique(
+        np.concatenate([np.asarray(splits[k]) for k in ("shadow", "train", "test")])
+    ).astype(np.int64)
 
 
 def model_mask(points: np.ndarray, pool: np.ndarray, kind: str, seed: int, m: int) -> np.ndarray:
@@ -125,20 +131,22 @@ def model_mask(points: np.ndarray, pool: np.ndarray, kind: str, seed: int, m: in
     the complementary half for odd ``m`` (pairs share one draw)."""
     rng = np.random.default_rng([int(seed), KINDS.index(kind), m // 2])
     perm = rng.permutation(np.asarray(pool))
-    half = perm[: len(perm) // 2] if m % 2 == 0 else perm[len(perm) // 2:]
+    half = perm[: len(perm) // 2] if m % 2 == 0 else perm[len(perm) // 2 :]
     return np.isin(points, half)
 
 
 def model_seed(seed: int, kind: str, m: int) -> int:
-    return int(np.random.SeedSequence([int(seed), KINDS.index(kind), m]).generate_state(1)[0]
-               % (2**31 - 1))
+    return int(
+        np.random.SeedSequence([int(seed), KINDS.index(kind), m]).generate_state(1)[0] % (2**31 - 1)
+    )
 
 
 # --------------------------------------------------------------------------- model training
 
 
-def predict_logits(model: Any, x: np.ndarray, index: np.ndarray, device: Any,
-                   batch_size: int = 1024) -> np.ndarray:
+def predict_logits(
+    model: Any, x: np.ndarray, index: np.ndarray, device: Any, batch_size: int = 1024
+) -> np.ndarray:
     """Logits of ``model`` on ``x[index]`` in batches (float32, (n, C))."""
     import torch
 
@@ -146,7 +154,7 @@ def predict_logits(model: Any, x: np.ndarray, index: np.ndarray, device: Any,
     out = []
     with torch.no_grad():
         for i in range(0, len(index), batch_size):
-            xb = torch.from_numpy(x[index[i:i + batch_size]]).to(device)
+            xb = torch.from_numpy(x[index[i : i + batch_size]]).to(device)
             out.append(model(xb).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -163,8 +171,11 @@ def _worker_init(data: Any, data_cfg: dict[str, Any], fingerprint: str, threads:
     if data is None:
         from privtool.data import data_root, load_dataset
 
-        data = load_dataset(data_cfg["dataset"], data_root(data_cfg.get("root")),
-                            image_size=data_cfg.get("image_size"))
+        data = load_dataset(
+            data_cfg["dataset"],
+            data_root(data_cfg.get("root")),
+            image_size=data_cfg.get("image_size"),
+        )
         if data.fingerprint() != fingerprint:
             raise PrivtoolError(f"dataset {data.name!r} changed while the store was training")
     _WORKER["data"] = data
@@ -177,8 +188,13 @@ def _job_cfg(job: dict[str, Any], device: Any) -> Any:
     cfg = TrainConfig(**job["recipe"])
     n_train = int(job["mask"].sum())
     # store models are the attacker's simulations, never released: reproducible noise (resume)
-    return replace(cfg, seed=job["seed"], device=str(device), noise_seed="from-seed",
-                   batch_size=min(cfg.batch_size, n_train))
+    return replace(
+        cfg,
+        seed=job["seed"],
+        device=str(device),
+        noise_seed="from-seed",
+        batch_size=min(cfg.batch_size, n_train),
+    )
 
 
 def _train_job(job: dict[str, Any], data: Any = None, device: Any = "cpu") -> dict[str, Any]:
@@ -208,12 +224,17 @@ def _fit_job(job: dict[str, Any], data: Any, device: Any) -> tuple[Any, dict, An
 
     outcome = train_model(cfg, model, *tensors(tr), *tensors(te), device=torch.device(device))
     state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
-    return cfg, state, outcome.model, {"steps": outcome.metrics["steps"],
-                                       "epsilon": outcome.metrics.get("epsilon")}
+    return (
+        cfg,
+        state,
+        outcome.model,
+        {"steps": outcome.metrics["steps"], "epsilon": outcome.metrics.get("epsilon")},
+    )
 
 
-def _ray_fit(job: dict[str, Any], data: Any, data_cfg: dict[str, Any],
-             fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _ray_fit(
+    job: dict[str, Any], data: Any, data_cfg: dict[str, Any], fingerprint: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A Ray task: train one store model on one thread of a Ray worker (any node) and return
     its state_dict and fit summary; the driver computes and saves its signals, so worker
     nodes need privtool and the dataset, not the store's filesystem."""
@@ -223,38 +244,59 @@ def _ray_fit(job: dict[str, Any], data: Any, data_cfg: dict[str, Any],
     return state, {**fit, "seconds": time.perf_counter() - t0}
 
 
-def _train_stacked_jobs(jobs: list[dict[str, Any]], data: Any, device: Any,
-                        tick: Any) -> None:
+def _train_stacked_jobs(jobs: list[dict[str, Any]], data: Any, device: Any, tick: Any) -> None:
     """Train non-private ``jobs`` of one set together (:mod:`privtool.attacks.stacked`)."""
     from privtool.attacks.stacked import train_stacked
 
     t0 = time.perf_counter()
     cfgs = [_job_cfg(j, device) for j in jobs]
     sets = [j["points"][j["mask"]] for j in jobs]
-    states = train_stacked(cfgs[0], [c.seed for c in cfgs], sets, data.x, data.y, data.shape,
-                           data.n_classes, device)
+    states = train_stacked(
+        cfgs[0], [c.seed for c in cfgs], sets, data.x, data.y, data.shape, data.n_classes, device
+    )
     per_model = (time.perf_counter() - t0) / len(jobs)
     for job, cfg, state, tr in zip(jobs, cfgs, states, sets):
         steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
-        tick(_save_state(job, cfg, state, data, device, per_model, steps=steps, epsilon=None,
-                         stacked=True))
+        tick(
+            _save_state(
+                job, cfg, state, data, device, per_model, steps=steps, epsilon=None, stacked=True
+            )
+        )
 
 
-def _save_state(job: dict[str, Any], cfg: Any, state: dict[str, Any], data: Any, device: Any,
-                seconds: float, **fit: Any) -> dict[str, Any]:
+def _save_state(
+    job: dict[str, Any],
+    cfg: Any,
+    state: dict[str, Any],
+    data: Any,
+    device: Any,
+    seconds: float,
+    **fit: Any,
+) -> dict[str, Any]:
     """:func:`_save_model` for weights trained elsewhere (stacked, or on a Ray worker): rebuild
     the model from ``state`` here and record the ``seconds`` its training took."""
     from privtool.models import build_model
 
     model = build_model(cfg.model, data.shape, data.n_classes)
     model.load_state_dict(state)
-    return _save_model(job, cfg, state, model.to(device), data, device,
-                       time.perf_counter() - seconds, **fit)
+    return _save_model(
+        job, cfg, state, model.to(device), data, device, time.perf_counter() - seconds, **fit
+    )
 
 
-def _save_model(job: dict[str, Any], cfg: Any, state: dict[str, Any], model: Any, data: Any,
-                device: Any, t0: float, *, steps: int, epsilon: float | None,
-                stacked: bool = False) -> dict[str, Any]:
+def _save_model(
+    job: dict[str, Any],
+    cfg: Any,
+    state: dict[str, Any],
+    model: Any,
+    data: Any,
+    device: Any,
+    t0: float,
+    *,
+    steps: int,
+    epsilon: float | None,
+    stacked: bool = False,
+) -> dict[str, Any]:
     """Write one model's state_dict and its signals (the ``.npz`` last: it marks the model
     complete); return its record."""
     import torch
@@ -266,18 +308,32 @@ def _save_model(job: dict[str, Any], cfg: Any, state: dict[str, Any], model: Any
     labels = data.y[points]
     loss = cross_entropy(logits, labels).astype(np.float32)
     right = logits.argmax(1) == labels
-    record = {"id": job["id"], "kind": job["kind"], "seed": cfg.seed, "n_train": int(mask.sum()),
-              "batch_size": cfg.batch_size, "epochs": cfg.epochs, "steps": int(steps),
-              "train_accuracy": float(right[mask].mean()),
-              "test_accuracy": float(right[job["eval"]].mean()) if job["eval"].any() else None,
-              "epsilon": epsilon, "stacked": stacked,
-              "seconds": round(time.perf_counter() - t0, 3)}
+    record = {
+        "id": job["id"],
+        "kind": job["kind"],
+        "seed": cfg.seed,
+        "n_train": int(mask.sum()),
+        "batch_size": cfg.batch_size,
+        "epochs": cfg.epochs,
+        "steps": int(steps),
+        "train_accuracy": float(right[mask].mean()),
+        "test_accuracy": float(right[job["eval"]].mean()) if job["eval"].any() else None,
+        "epsilon": epsilon,
+        "stacked": stacked,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(job["pt"], buf.getvalue())
     buf = io.BytesIO()
-    np.savez(buf, logits=logits.astype(np.float32), loss=loss, mask=mask,
-             points_sha256=job["points_sha256"], record=json.dumps(record))
+    np.savez(
+        buf,
+        logits=logits.astype(np.float32),
+        loss=loss,
+        mask=mask,
+        points_sha256=job["points_sha256"],
+        record=json.dumps(record),
+    )
     atomic_write_bytes(job["npz"], buf.getvalue())
     return record
 
@@ -311,16 +367,21 @@ class Store:
                     logits.append(z["logits"])
                     loss.append(z["loss"])
                     mask.append(z["mask"])
-            self._cache[kind] = {"logits": np.stack(logits), "loss": np.stack(loss),
-                                 "in": np.stack(mask)}
+            self._cache[kind] = {
+                "logits": np.stack(logits),
+                "loss": np.stack(loss),
+                "in": np.stack(mask),
+            }
         return self._cache[kind]
 
     def positions(self, index: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.points, index)
         pos = np.minimum(pos, len(self.points) - 1)
         if not np.array_equal(self.points[pos], index):
-            raise PrivtoolError(f"store {self.dir} has no signals for some evaluation points; "
-                                f"it was built for other splits")
+            raise PrivtoolError(
+                f"store {self.dir} has no signals for some evaluation points; "
+                f"it was built for other splits"
+            )
         return pos
 
     def signals_for(self, index: np.ndarray, *, kind: str) -> dict[str, np.ndarray]:
@@ -337,15 +398,19 @@ class Store:
 
     def describe(self) -> dict[str, Any]:
         """Store fields for an attack's metrics."""
-        out: dict[str, Any] = {"store": str(self.dir), "n_models": self.n_models,
-                               "store_models_trained": self.trained}
+        out: dict[str, Any] = {
+            "store": str(self.dir),
+            "n_models": self.n_models,
+            "store_models_trained": self.trained,
+        }
         for kind in self.kinds:
             rec = self.records.get(kind, [])[: self.n_models]
             for key in ("train_accuracy", "test_accuracy", "n_train"):
                 vals = [r[key] for r in rec if r.get(key) is not None]
                 if vals:
-                    out[f"{kind}_models_{key}"] = (int(np.mean(vals)) if key == "n_train"
-                                                   else float(np.mean(vals)))
+                    out[f"{kind}_models_{key}"] = (
+                        int(np.mean(vals)) if key == "n_train" else float(np.mean(vals))
+                    )
         return out
 
 
@@ -356,27 +421,37 @@ def _read_meta(store_dir: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PrivtoolError(f"{p} is corrupt (not valid JSON); delete {store_dir} and rerun "
-                            f"the attack to rebuild the store") from None
+        raise PrivtoolError(
+            f"{p} is corrupt (not valid JSON); delete {store_dir} and rerun "
+            f"the attack to rebuild the store"
+        ) from None
     if not isinstance(meta, dict) or "identity" not in meta:
         raise PrivtoolError(f"{p} is not a privtool model store; point attack.store elsewhere")
     return meta
 
 
-def _check_identity(store_dir: Path, have: dict[str, Any], want: dict[str, Any],
-                    target: Any) -> None:
+def _check_identity(
+    store_dir: Path, have: dict[str, Any], want: dict[str, Any], target: Any
+) -> None:
     if have.get("dataset") != want["dataset"]:
-        raise PrivtoolError(f"store {store_dir} holds models of dataset {have.get('dataset')!r}, "
-                            f"but target {target.dir} is of {want['dataset']!r}; set attack.store "
-                            f"to a store of {want['dataset']!r} or leave it unset")
+        raise PrivtoolError(
+            f"store {store_dir} holds models of dataset {have.get('dataset')!r}, "
+            f"but target {target.dir} is of {want['dataset']!r}; set attack.store "
+            f"to a store of {want['dataset']!r} or leave it unset"
+        )
     for key in ("fingerprint", "split_seed", "splits", "model", "recipe", "seed", "format"):
         if have.get(key) != want.get(key):
-            shown = ({k: v for k, v in want["recipe"].items() if have["recipe"].get(k) != v}
-                     if key == "recipe" and isinstance(have.get("recipe"), dict) else want.get(key))
-            raise PrivtoolError(f"store {store_dir} was built with another {key} than target "
-                                f"{target.dir} needs ({key}: {shown}); leave attack.store unset "
-                                f"or build a matching store with `privtool store --target "
-                                f"{target.dir} --out DIR`")
+            shown = (
+                {k: v for k, v in want["recipe"].items() if have["recipe"].get(k) != v}
+                if key == "recipe" and isinstance(have.get("recipe"), dict)
+                else want.get(key)
+            )
+            raise PrivtoolError(
+                f"store {store_dir} was built with another {key} than target "
+                f"{target.dir} needs ({key}: {shown}); leave attack.store unset "
+                f"or build a matching store with `privtool store --target "
+                f"{target.dir} --out DIR`"
+            )
 
 
 def resolve_store_dir(target: Any, cfg: Any, role: str) -> tuple[Path, dict[str, Any], bool]:
@@ -390,9 +465,11 @@ def resolve_store_dir(target: Any, cfg: Any, role: str) -> tuple[Path, dict[str,
 def _check_shadow(target: Any) -> None:
     shadow = target.splits.get("shadow")
     if shadow is None or len(shadow) < 2:
-        raise PrivtoolError(f"target run {target.dir} has no 'shadow' split (or fewer than 2 "
-                            f"points) to train reference/shadow models on; train it with "
-                            f"data.splits.shadow > 0")
+        raise PrivtoolError(
+            f"target run {target.dir} has no 'shadow' split (or fewer than 2 "
+            f"points) to train reference/shadow models on; train it with "
+            f"data.splits.shadow > 0"
+        )
 
 
 def check_store_inputs(target: Any, cfg: Any, role: str = "reference") -> None:
@@ -403,14 +480,23 @@ def check_store_inputs(target: Any, cfg: Any, role: str = "reference") -> None:
     if explicit:
         meta = _read_meta(store_dir)
         if meta is None:
-            raise PrivtoolError(f"attack.store {store_dir} is not a model store (no store.json); "
-                                f"make it with `privtool store --target {target.dir} --out "
-                                f"{store_dir}` or leave attack.store unset")
+            raise PrivtoolError(
+                f"attack.store {store_dir} is not a model store (no store.json); "
+                f"make it with `privtool store --target {target.dir} --out "
+                f"{store_dir}` or leave attack.store unset"
+            )
         _check_identity(store_dir, meta["identity"], identity, target)
 
 
-def ensure_store(target: Any, cfg: Any, *, role: str = "reference", online: bool = False,
-                 build: bool | None = None, progress: Any = None) -> Store:
+def ensure_store(
+    target: Any,
+    cfg: Any,
+    *,
+    role: str = "reference",
+    online: bool = False,
+    build: bool | None = None,
+    progress: Any = None,
+) -> Store:
     """The store ``target`` needs with ``cfg.n_models`` models per set (``offline``, plus
     ``online`` when asked), training only the models that are missing.
 
@@ -425,14 +511,18 @@ def ensure_store(target: Any, cfg: Any, *, role: str = "reference", online: bool
     kinds = ("offline", "online") if online else ("offline",)
     n = cfg.n_models
     if online and n < 2:
-        raise PrivtoolError(f"attack.n_models={n} is too few for online LiRA: it needs models "
-                            f"with and without each point; use at least 2")
+        raise PrivtoolError(
+            f"attack.n_models={n} is too few for online LiRA: it needs models "
+            f"with and without each point; use at least 2"
+        )
     meta = _read_meta(store_dir)
     if meta is None:
         if not build:
-            raise PrivtoolError(f"attack.store {store_dir} is not a model store (no store.json); "
-                                f"make it with `privtool store --target {target.dir} --out "
-                                f"{store_dir}` or leave attack.store unset")
+            raise PrivtoolError(
+                f"attack.store {store_dir} is not a model store (no store.json); "
+                f"make it with `privtool store --target {target.dir} --out "
+                f"{store_dir}` or leave attack.store unset"
+            )
         meta = {"identity": identity, "models": {}}
     else:
         _check_identity(store_dir, meta["identity"], identity, target)
@@ -450,20 +540,36 @@ def ensure_store(target: Any, cfg: Any, *, role: str = "reference", online: bool
             if _complete(npz, mask, points_sha):
                 continue
             if not build:
-                have = sum(_complete(store_dir / kind / f"m{i:04d}.npz",
-                                     model_mask(points, pools[kind], kind, cfg.seed, i),
-                                     points_sha) for i in range(n))
-                raise PrivtoolError(f"store {store_dir} holds {have} complete {kind} models, "
-                                    f"attack.n_models={n} asks for {n}; extend it with "
-                                    f"`privtool store --target {target.dir} --out {store_dir} "
-                                    f"--set attack.n_models={n}{' --online' if online else ''}` "
-                                    f"or lower attack.n_models")
+                have = sum(
+                    _complete(
+                        store_dir / kind / f"m{i:04d}.npz",
+                        model_mask(points, pools[kind], kind, cfg.seed, i),
+                        points_sha,
+                    )
+                    for i in range(n)
+                )
+                raise PrivtoolError(
+                    f"store {store_dir} holds {have} complete {kind} models, "
+                    f"attack.n_models={n} asks for {n}; extend it with "
+                    f"`privtool store --target {target.dir} --out {store_dir} "
+                    f"--set attack.n_models={n}{' --online' if online else ''}` "
+                    f"or lower attack.n_models"
+                )
             held_out = np.isin(points, pools[kind]) & ~mask
-            jobs.append({"id": m, "kind": kind, "mask": mask, "eval": held_out,
-                         "points": points, "points_sha256": points_sha,
-                         "seed": model_seed(cfg.seed, kind, m),
-                         "recipe": asdict(target_recipe(target, role)),
-                         "pt": store_dir / kind / f"m{m:04d}.pt", "npz": npz})
+            jobs.append(
+                {
+                    "id": m,
+                    "kind": kind,
+                    "mask": mask,
+                    "eval": held_out,
+                    "points": points,
+                    "points_sha256": points_sha,
+                    "seed": model_seed(cfg.seed, kind, m),
+                    "recipe": asdict(target_recipe(target, role)),
+                    "pt": store_dir / kind / f"m{m:04d}.pt",
+                    "npz": npz,
+                }
+            )
 
     t0 = time.perf_counter()
     if jobs:
@@ -478,10 +584,18 @@ def ensure_store(target: Any, cfg: Any, *, role: str = "reference", online: bool
     meta = _meta_with(meta, store_dir, KINDS)
     if jobs:
         write_json(store_dir / "store.json", meta)
-    store = Store(dir=store_dir, identity=identity, points=points, labels=labels, shadow=shadow,
-                  n_models=n, kinds=kinds, trained=len(jobs), seconds=seconds,
-                  records={k: sorted(meta["models"].get(k, []), key=lambda r: r["id"])
-                           for k in kinds})
+    store = Store(
+        dir=store_dir,
+        identity=identity,
+        points=points,
+        labels=labels,
+        shadow=shadow,
+        n_models=n,
+        kinds=kinds,
+        trained=len(jobs),
+        seconds=seconds,
+        records={k: sorted(meta["models"].get(k, []), key=lambda r: r["id"]) for k in kinds},
+    )
     if jobs:
         for kind in kinds:
             _export(store, kind)
@@ -494,8 +608,11 @@ def _complete(npz: Path, mask: np.ndarray, points_sha: str) -> bool:
         return False
     try:
         with np.load(npz) as z:
-            return (str(z["points_sha256"]) == points_sha and z["logits"].shape[0] == len(mask)
-                    and np.array_equal(z["mask"], mask))
+            return (
+                str(z["points_sha256"]) == points_sha
+                and z["logits"].shape[0] == len(mask)
+                and np.array_equal(z["mask"], mask)
+            )
     except Exception:  # truncated or foreign file: retrain it
         return False
 
@@ -515,8 +632,12 @@ def _meta_with(meta: dict[str, Any], store_dir: Path, kinds: tuple[str, ...]) ->
                 continue
         if recs:
             models[kind] = recs
-    return {"identity": meta["identity"], "privtool": __version__,
-            "n_models": {k: len(v) for k, v in models.items()}, "models": models}
+    return {
+        "identity": meta["identity"],
+        "privtool": __version__,
+        "n_models": {k: len(v) for k, v in models.items()},
+        "models": models,
+    }
 
 
 def _export(store: Store, kind: str) -> None:
@@ -541,7 +662,7 @@ def _stack_groups(jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
             groups.setdefault(job["kind"], []).append(job)
         else:
             alone.append([job])
-    chunks = [g[i:i + MAX_STACK] for g in groups.values() for i in range(0, len(g), MAX_STACK)]
+    chunks = [g[i : i + MAX_STACK] for g in groups.values() for i in range(0, len(g), MAX_STACK)]
     return [*chunks, *alone]
 
 
@@ -589,10 +710,12 @@ def _run_jobs(jobs: list[dict[str, Any]], target: Any, cfg: Any, role: str, prog
         from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
         data_cfg, shipped = _data_for_workers(target)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init,
-                                 initargs=(shipped, data_cfg, target.data.fingerprint(), 1)
-                                 ) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(shipped, data_cfg, target.data.fingerprint(), 1),
+        ) as pool:
             futures = [pool.submit(_train_job, job) for job in jobs]
             try:
                 pending = set(futures)
@@ -626,35 +749,53 @@ def _run_jobs_ray(jobs: list[dict[str, Any]], target: Any, cfg: Any, tick: Any) 
     try:
         import ray
     except ImportError:
-        raise PrivtoolError("attack.backend=ray needs Ray: pip install 'privtool[ray]' "
-                            "(or set attack.backend=local)") from None
+        raise PrivtoolError(
+            "attack.backend=ray needs Ray: pip install 'privtool[ray]' "
+            "(or set attack.backend=local)"
+        ) from None
     import logging
 
     started = not ray.is_initialized()
     if started:
         local = {} if cfg.ray_address else {"num_cpus": cfg.workers or _cpu_count()}
         try:
-            ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR, **local)
+            ray.init(
+                address=cfg.ray_address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                **local,
+            )
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PrivtoolError(f"attack.ray_address={cfg.ray_address!r}: cannot start or "
-                                f"reach Ray ({first})") from None
+            raise PrivtoolError(
+                f"attack.ray_address={cfg.ray_address!r}: cannot start or reach Ray ({first})"
+            ) from None
     try:
         data_cfg, shipped = _data_for_workers(target)
         data_ref = ray.put(shipped)
         fit = ray.remote(num_cpus=1, max_retries=2)(_ray_fit)
-        by_ref = {fit.remote(job, data_ref, data_cfg, target.data.fingerprint()): job
-                  for job in jobs}
+        by_ref = {
+            fit.remote(job, data_ref, data_cfg, target.data.fingerprint()): job for job in jobs
+        }
         pending = list(by_ref)
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 job = by_ref[done[0]]
                 state, summary = ray.get(done[0])
-                tick(_save_state(job, _job_cfg(job, "cpu"), state, target.data, "cpu",
-                                 summary["seconds"], steps=summary["steps"],
-                                 epsilon=summary["epsilon"]))
+                tick(
+                    _save_state(
+                        job,
+                        _job_cfg(job, "cpu"),
+                        state,
+                        target.data,
+                        "cpu",
+                        summary["seconds"],
+                        steps=summary["steps"],
+                        epsilon=summary["epsilon"],
+                    )
+                )
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -64,16 +64,18 @@ _TINY = 1e-300
 # --------------------------------------------------------------------------- pure maths
 
 
-def true_class_log_prob(logits: np.ndarray, labels: np.ndarray,
-                        temperature: float = 1.0) -> np.ndarray:
+def true_class_log_prob(
+    logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0
+) -> np.ndarray:
     """log softmax(logits / T)_y: (..., n, C), (n,) -> (..., n), float64."""
     z = np.asarray(logits, dtype=np.float64) / float(temperature)
     lab = np.broadcast_to(np.asarray(labels)[..., None], z.shape[:-1] + (1,))
     return np.take_along_axis(log_softmax(z), lab, axis=-1)[..., 0]
 
 
-def offline_log_ratio(logp_target: np.ndarray, logp_ref: np.ndarray, ref_out: np.ndarray,
-                      a: float) -> np.ndarray:
+def offline_log_ratio(
+    logp_target: np.ndarray, logp_ref: np.ndarray, ref_out: np.ndarray, a: float
+) -> np.ndarray:
     """log Pr(x|θ)/Pr(x) with Pr(x) = ((1+a)/2)·mean_OUT Pr(x|θ_ref) + (1−a)/2.
 
     ``logp_target`` (Q, n), ``logp_ref`` (N, Q, n), ``ref_out`` (N, n) True where the reference
@@ -113,8 +115,13 @@ def rmia_scores(log_ratio_x: np.ndarray, log_ratio_z: np.ndarray, gamma: float) 
     return np.where(np.isfinite(lx).all(axis=0), out, 0.0)
 
 
-def tune_offline_a(logp_pool: np.ndarray, in_pool: np.ndarray, logp_pop: np.ndarray,
-                   gamma: float, grid: tuple[float, ...] = A_GRID) -> tuple[float, dict[float, float]]:
+def tune_offline_a(
+    logp_pool: np.ndarray,
+    in_pool: np.ndarray,
+    logp_pop: np.ndarray,
+    gamma: float,
+    grid: tuple[float, ...] = A_GRID,
+) -> tuple[float, dict[float, float]]:
     """Pick RMIA-offline's ``a`` by attacking the reference models themselves.
 
     ``logp_pool`` (N, Q, S): the offline models' log Pr on their training pool, ``in_pool``
@@ -126,8 +133,10 @@ def tune_offline_a(logp_pool: np.ndarray, in_pool: np.ndarray, logp_pop: np.ndar
 
     n = logp_pool.shape[0]
     if n < 4:
-        raise PrivtoolError(f"tuning RMIA's offline a needs at least 4 offline models, the "
-                            f"store has {n}; set attack.rmia.offline_a to a number")
+        raise PrivtoolError(
+            f"tuning RMIA's offline a needs at least 4 offline models, the "
+            f"store has {n}; set attack.rmia.offline_a to a number"
+        )
     aucs: dict[float, float] = {}
     for a in grid:
         vals = []
@@ -138,14 +147,17 @@ def tune_offline_a(logp_pool: np.ndarray, in_pool: np.ndarray, logp_pop: np.ndar
             member = in_pool[m][keep]
             if member.all() or not member.any():
                 continue
-            lz = offline_log_ratio(logp_pop[m], logp_pop[refs],
-                                   np.ones((len(refs), logp_pop.shape[-1]), bool), a)
+            lz = offline_log_ratio(
+                logp_pop[m], logp_pop[refs], np.ones((len(refs), logp_pop.shape[-1]), bool), a
+            )
             vals.append(auc(roc_curve(rmia_scores(lx[:, keep], lz, gamma), member)))
         aucs[a] = float(np.mean(vals)) if vals else float("nan")
     finite = {k: v for k, v in aucs.items() if np.isfinite(v)}
     if not finite:
-        raise PrivtoolError("tuning RMIA's offline a found no model to attack; set "
-                            "attack.rmia.offline_a to a number")
+        raise PrivtoolError(
+            "tuning RMIA's offline a found no model to attack; set "
+            "attack.rmia.offline_a to a number"
+        )
     best = max(finite.values())
     return min(k for k, v in finite.items() if v == best), aucs
 
@@ -154,18 +166,25 @@ def tune_offline_a(logp_pool: np.ndarray, in_pool: np.ndarray, logp_pop: np.ndar
 
 
 def _a(v: Any) -> bool:
-    return v == "tune" or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and bool(np.isfinite(v)) and 0 <= v <= 1)
+    return v == "tune" or (
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and bool(np.isfinite(v))
+        and 0 <= v <= 1
+    )
 
 
-@settings(gamma=Rule(gt=0), temperature=Rule(gt=0),
-          offline_a=Rule(check=_a, allowed="a number in [0, 1] or tune"))
+@settings(
+    gamma=Rule(gt=0),
+    temperature=Rule(gt=0),
+    offline_a=Rule(check=_a, allowed="a number in [0, 1] or tune"),
+)
 @dataclass(frozen=True)
 class RmiaOptions(MembershipOptions):
-    gamma: float = 2.0              # γ: LR(x, z) ≥ γ counts z as dominated (paper's default 2)
-    offline_a: Any = "tune"         # a in [0, 1], or tune (grid over [0, 1] on the store)
-    temperature: float = 1.0        # T of softmax(logits / T) (paper's "temperature")
-    online: bool = True             # also RMIA-online (needs the store's online models)
+    gamma: float = 2.0  # γ: LR(x, z) ≥ γ counts z as dominated (paper's default 2)
+    offline_a: Any = "tune"  # a in [0, 1], or tune (grid over [0, 1] on the store)
+    temperature: float = 1.0  # T of softmax(logits / T) (paper's "temperature")
+    online: bool = True  # also RMIA-online (needs the store's online models)
 
     section: ClassVar[str] = "attack.rmia"
 
@@ -186,23 +205,30 @@ class RmiaAttack(MembershipAttack):
     def check(self, target: Target) -> None:
         super().check(target)
         if self.cfg.n_models < 2:
-            raise PrivtoolError(f"attack.n_models={self.cfg.n_models} is too few for RMIA: "
-                                f"every population point needs a reference model without it; "
-                                f"use at least 2")
+            raise PrivtoolError(
+                f"attack.n_models={self.cfg.n_models} is too few for RMIA: "
+                f"every population point needs a reference model without it; "
+                f"use at least 2"
+            )
 
-    def more_signals(self, target: Target, signals: dict[str, Any],
-                     progress: Any = None) -> dict[str, Any]:
+    def more_signals(
+        self, target: Target, signals: dict[str, Any], progress: Any = None
+    ) -> dict[str, Any]:
         from privtool.attacks.queries import query_logits, store_query_logits
 
         store, aug = signals["store"], self.cfg.augment
         model = target.build_model()
         pop = store.shadow
-        return {"query_logits": query_logits(model, target.data.x, signals["index"], aug,
-                                             target.device),
-                "population": pop,
-                "population_logits": query_logits(model, target.data.x, pop, aug, target.device),
-                "store_queries": store_query_logits(store, target, aug,
-                                                    build=not self.cfg.store, progress=progress)}
+        return {
+            "query_logits": query_logits(
+                model, target.data.x, signals["index"], aug, target.device
+            ),
+            "population": pop,
+            "population_logits": query_logits(model, target.data.x, pop, aug, target.device),
+            "store_queries": store_query_logits(
+                store, target, aug, build=not self.cfg.store, progress=progress
+            ),
+        }
 
     def scores(self, signals: dict[str, Any]) -> dict[str, np.ndarray]:
         o, store = self.options, signals["store"]
@@ -213,9 +239,9 @@ class RmiaAttack(MembershipAttack):
         pos_x, pos_z = store.positions(idx), store.positions(pop)
 
         def ref(kind: str, pos: np.ndarray, lab: np.ndarray) -> np.ndarray:
-            return true_class_log_prob(sq[kind][:, :, pos], lab, t)      # (N, Q, n)
+            return true_class_log_prob(sq[kind][:, :, pos], lab, t)  # (N, Q, n)
 
-        lp_x = true_class_log_prob(signals["query_logits"], y, t)         # (Q, n)
+        lp_x = true_class_log_prob(signals["query_logits"], y, t)  # (Q, n)
         lp_z = true_class_log_prob(signals["population_logits"], y_pop, t)
         off_x, off_z = ref("offline", pos_x, y), ref("offline", pos_z, y_pop)
         in_x = store.signals_for(idx, kind="offline")["in"]
@@ -231,22 +257,30 @@ class RmiaAttack(MembershipAttack):
                 a = DEFAULT_A
         signals["rmia_a"], signals["rmia_a_tuned"] = float(a), tuned
         g = o.gamma
-        offline = rmia_scores(offline_log_ratio(lp_x, off_x, ~in_x, a),
-                              offline_log_ratio(lp_z, off_z, ~in_z, a), g)
+        offline = rmia_scores(
+            offline_log_ratio(lp_x, off_x, ~in_x, a), offline_log_ratio(lp_z, off_z, ~in_z, a), g
+        )
         if not self.online:
             return {"offline": offline}
         on_x = ref("online", pos_x, y)
         online = rmia_scores(online_log_ratio(lp_x, on_x), online_log_ratio(lp_z, off_z), g)
         return {"online": online, "offline": offline}
 
-    def extra_metrics(self, signals: dict[str, Any], scores: dict[str, np.ndarray],
-                      member: np.ndarray) -> dict[str, Any]:
+    def extra_metrics(
+        self, signals: dict[str, Any], scores: dict[str, np.ndarray], member: np.ndarray
+    ) -> dict[str, Any]:
         o = self.options
-        out = {"offline_a": signals["rmia_a"], "offline_a_tuned": signals["rmia_a_tuned"],
-               "gamma": float(o.gamma), "temperature": float(o.temperature),
-               "augment": self.cfg.augment, "n_queries": int(signals["query_logits"].shape[0]),
-               "n_population": len(signals["population"])}
+        out = {
+            "offline_a": signals["rmia_a"],
+            "offline_a_tuned": signals["rmia_a_tuned"],
+            "gamma": float(o.gamma),
+            "temperature": float(o.temperature),
+            "augment": self.cfg.augment,
+            "n_queries": int(signals["query_logits"].shape[0]),
+            "n_population": len(signals["population"]),
+        }
         if "rmia_a_auc" in signals:
-            out["offline_a_auc"] = {f"{k:.1f}": round(v, 6) for k, v in
-                                    signals["rmia_a_auc"].items()}
+            out["offline_a_auc"] = {
+                f"{k:.1f}": round(v, 6) for k, v in signals["rmia_a_auc"].items()
+            }
         return out

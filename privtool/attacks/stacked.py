@@ -24,9 +24,17 @@ from typing import Any, Callable
 import numpy as np
 
 
-def train_stacked(cfg: Any, seeds: list[int], train_sets: list[np.ndarray], x: np.ndarray,
-                  y: np.ndarray, shape: tuple[int, ...], n_classes: int, device: Any,
-                  on_epoch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+def train_stacked(
+    cfg: Any,
+    seeds: list[int],
+    train_sets: list[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    shape: tuple[int, ...],
+    n_classes: int,
+    device: Any,
+    on_epoch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
     """Train ``len(seeds)`` copies of ``cfg.model`` without privacy, copy ``m`` on the dataset
     points ``train_sets[m]`` with seed ``seeds[m]``; return their state_dicts (on CPU).
 
@@ -70,21 +78,27 @@ def train_stacked(cfg: Any, seeds: list[int], train_sets: list[np.ndarray], x: n
             for m, plan in enumerate(plans):
                 if step < len(plan):
                     rows = train_sets[m][plan[step]]
-                    idx[m, :len(rows)] = rows
-                    weight[m, :len(rows)] = 1.0
+                    idx[m, : len(rows)] = rows
+                    weight[m, : len(rows)] = 1.0
                     active[m] = True
             idx_t = torch.from_numpy(idx).to(device)
             w = torch.from_numpy(weight).to(device)
-            out = forward(params, buffers, x_dev[idx_t])                       # (N, b, C)
-            ce = F.cross_entropy(out.reshape(n * b, -1), y_dev[idx_t].reshape(-1),
-                                 reduction="none").reshape(n, b)
+            out = forward(params, buffers, x_dev[idx_t])  # (N, b, C)
+            ce = F.cross_entropy(
+                out.reshape(n * b, -1), y_dev[idx_t].reshape(-1), reduction="none"
+            ).reshape(n, b)
             loss = ((ce * w).sum(1) / w.sum(1).clamp_min(1.0)).sum()
             grads = torch.autograd.grad(loss, list(params.values()))
             state.step(grads, torch.from_numpy(active).to(device))
         if on_epoch is not None:
             on_epoch(epoch)
-    return [{**{k: v[m].detach().cpu().clone() for k, v in params.items()},
-             **{k: v[m].detach().cpu().clone() for k, v in buffers.items()}} for m in range(n)]
+    return [
+        {
+            **{k: v[m].detach().cpu().clone() for k, v in params.items()},
+            **{k: v[m].detach().cpu().clone() for k, v in buffers.items()},
+        }
+        for m in range(n)
+    ]
 
 
 class _Optimizer:
@@ -96,8 +110,8 @@ class _Optimizer:
 
         self.cfg, self.params = cfg, list(params.values())
         dev = self.params[0].device
-        self.t = torch.zeros(n, dtype=torch.float64, device=dev)        # Adam steps per model
-        self.started = torch.zeros(n, dtype=torch.bool, device=dev)     # SGD momentum buffers
+        self.t = torch.zeros(n, dtype=torch.float64, device=dev)  # Adam steps per model
+        self.started = torch.zeros(n, dtype=torch.bool, device=dev)  # SGD momentum buffers
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params] if cfg.optimizer == "adam" else []
 
@@ -115,8 +129,8 @@ class _Optimizer:
                     t = self.t.clamp_min(1).view(shape)
                     m.copy_(torch.where(a, b1 * m + (1 - b1) * g, m))
                     v.copy_(torch.where(a, b2 * v + (1 - b2) * g * g, v))
-                    step_size = (cfg.lr / (1 - b1 ** t)).to(p.dtype)
-                    denom = (v.sqrt() / torch.sqrt(1 - b2 ** t).to(p.dtype)) + eps
+                    step_size = (cfg.lr / (1 - b1**t)).to(p.dtype)
+                    denom = (v.sqrt() / torch.sqrt(1 - b2**t).to(p.dtype)) + eps
                     p.sub_(torch.where(a, step_size * m / denom, torch.zeros_like(p)))
                 return
             for p, g, buf in zip(self.params, grads, self.m):

@@ -19,7 +19,9 @@ def _params_from_meta(meta: dict[str, Any]) -> Any:
     try:
         return Params(data=DataConfig(**p["data"]), train=TrainConfig(**p["train"]), raw=p)
     except (KeyError, TypeError) as e:
-        raise PrivtoolError(f"meta.json params are incomplete ({e}); re-run `privtool train`") from None
+        raise PrivtoolError(
+            f"meta.json params are incomplete ({e}); re-run `privtool train`"
+        ) from None
 
 
 def load_target(spec: str | Path, device: Any) -> Target:
@@ -41,23 +43,38 @@ def load_target(spec: str | Path, device: Any) -> Target:
     data, _ = load_data_and_splits(params.data)
     recorded = meta.get("inputs", {}).get("data", {})
     if recorded.get("fingerprint") and recorded["fingerprint"] != data.fingerprint():
-        raise PrivtoolError(f"dataset {data.name!r} on this machine differs from the one {run_dir} "
-                            f"was trained on (fingerprint mismatch); point data.root at the same "
-                            f"files or re-run `privtool train --out {run_dir}`")
+        raise PrivtoolError(
+            f"dataset {data.name!r} on this machine differs from the one {run_dir} "
+            f"was trained on (fingerprint mismatch); point data.root at the same "
+            f"files or re-run `privtool train --out {run_dir}`"
+        )
     with np.load(run_dir / SPLITS) as z:
         splits = {k: z[k] for k in z.files}
     for name, rec in (recorded.get("splits") or {}).items():
         if name not in splits or index_hash(splits[name]) != rec.get("index_sha256"):
-            raise PrivtoolError(f"{run_dir / SPLITS} does not match the split hashes in meta.json; "
-                                f"re-run `privtool train --out {run_dir}`")
-    return Target(dir=run_dir, epoch=epoch, meta=meta, metrics=metrics, params=params,
-                  data=data, splits=splits, state_dict=state, device=device, privacy=privacy)
+            raise PrivtoolError(
+                f"{run_dir / SPLITS} does not match the split hashes in meta.json; "
+                f"re-run `privtool train --out {run_dir}`"
+            )
+    return Target(
+        dir=run_dir,
+        epoch=epoch,
+        meta=meta,
+        metrics=metrics,
+        params=params,
+        data=data,
+        splits=splits,
+        state_dict=state,
+        device=device,
+        privacy=privacy,
+    )
 
 
 def _load_epoch(run_dir: Path, epoch: int) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         from privtool.checkpoints import load_checkpoint  # provided by the checkpoints feature
     except ImportError:
-        raise PrivtoolError(f"{run_dir}@{epoch}: this run has no per-epoch checkpoints; use "
-                            f"{run_dir} without @") from None
+        raise PrivtoolError(
+            f"{run_dir}@{epoch}: this run has no per-epoch checkpoints; use {run_dir} without @"
+        ) from None
     return load_checkpoint(f"{run_dir}@{epoch}")

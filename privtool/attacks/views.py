@@ -27,8 +27,9 @@ from privtool.attacks.audit import LOW_FPRS, auc, roc_curve, tpr_at_fpr
 TOP_K = 16
 
 
-def per_class_metrics(scores: np.ndarray, member: np.ndarray, labels: np.ndarray,
-                      classes: list[int] | range) -> list[dict[str, Any]]:
+def per_class_metrics(
+    scores: np.ndarray, member: np.ndarray, labels: np.ndarray, classes: list[int] | range
+) -> list[dict[str, Any]]:
     """One row per class: n_in, n_out, AUC and TPR at the low FPRs (None where the class
     lacks members or non-members)."""
     s, m, y = np.asarray(scores, float), np.asarray(member, bool), np.asarray(labels)
@@ -36,8 +37,13 @@ def per_class_metrics(scores: np.ndarray, member: np.ndarray, labels: np.ndarray
     for c in classes:
         sel = y == c
         n_in, n_out = int((sel & m).sum()), int((sel & ~m).sum())
-        row: dict[str, Any] = {"class": int(c), "n_in": n_in, "n_out": n_out, "auc": None,
-                               **{k: None for k in LOW_FPRS}}
+        row: dict[str, Any] = {
+            "class": int(c),
+            "n_in": n_in,
+            "n_out": n_out,
+            "auc": None,
+            **{k: None for k in LOW_FPRS},
+        }
         if n_in and n_out:
             roc = roc_curve(s[sel], m[sel])
             row["auc"] = auc(roc)
@@ -78,8 +84,12 @@ def exposed_grid(path: Path, images: np.ndarray, titles: list[str], suptitle: st
         ax.set_axis_off()
     for ax, im, t in zip(axes.ravel(), images, titles):
         im = np.clip(np.asarray(im, float), 0, 1)
-        ax.imshow(im[0] if im.shape[0] == 1 else np.moveaxis(im, 0, -1),
-                  cmap="gray" if im.shape[0] == 1 else None, vmin=0, vmax=1)
+        ax.imshow(
+            im[0] if im.shape[0] == 1 else np.moveaxis(im, 0, -1),
+            cmap="gray" if im.shape[0] == 1 else None,
+            vmin=0,
+            vmax=1,
+        )
         ax.set_title(t, fontsize=6)
     fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()
@@ -87,9 +97,17 @@ def exposed_grid(path: Path, images: np.ndarray, titles: list[str], suptitle: st
     plt.close(fig)
 
 
-def write_views(out: Path, scores: np.ndarray, member: np.ndarray, index: np.ndarray,
-                labels: np.ndarray, x: np.ndarray, classes: tuple[str, ...],
-                title: str, k: int = TOP_K) -> dict[str, Any]:
+def write_views(
+    out: Path,
+    scores: np.ndarray,
+    member: np.ndarray,
+    index: np.ndarray,
+    labels: np.ndarray,
+    x: np.ndarray,
+    classes: tuple[str, ...],
+    title: str,
+    k: int = TOP_K,
+) -> dict[str, Any]:
     """Write per_class.csv, records.csv, exposed.csv and grid.png into ``out``; return the
     metrics they summarise (``per_class``, the worst class, the records caught at 0.1 % FPR,
     the top-k record indices)."""
@@ -100,23 +118,49 @@ def write_views(out: Path, scores: np.ndarray, member: np.ndarray, index: np.nda
         r["name"] = classes[r["class"]]
     write_csv(out / "per_class.csv", rows)
     expo = exposure(scores, member)
-    write_csv(out / "records.csv", [
-        {"index": int(i), "label": int(y), "member": bool(m), "score": float(s),
-         "exposure": float(e)} for i, y, m, s, e in zip(index, labels, member, scores, expo)])
+    write_csv(
+        out / "records.csv",
+        [
+            {
+                "index": int(i),
+                "label": int(y),
+                "member": bool(m),
+                "score": float(s),
+                "exposure": float(e),
+            }
+            for i, y, m, s, e in zip(index, labels, member, scores, expo)
+        ],
+    )
     top = top_exposed(scores, member, k)
-    write_csv(out / "exposed.csv", [
-        {"rank": r + 1, "index": int(index[p]), "label": int(labels[p]),
-         "score": float(scores[p]), "exposure": float(expo[p])} for r, p in enumerate(top)])
+    write_csv(
+        out / "exposed.csv",
+        [
+            {
+                "rank": r + 1,
+                "index": int(index[p]),
+                "label": int(labels[p]),
+                "score": float(scores[p]),
+                "exposure": float(expo[p]),
+            }
+            for r, p in enumerate(top)
+        ],
+    )
     if len(top):
-        exposed_grid(out / "grid.png", x[index[top]],
-                     [f"#{index[p]} {classes[labels[p]]}\nFPR {expo[p]:.2%}" for p in top],
-                     f"{title}: the {len(top)} most exposed training records")
+        exposed_grid(
+            out / "grid.png",
+            x[index[top]],
+            [f"#{index[p]} {classes[labels[p]]}\nFPR {expo[p]:.2%}" for p in top],
+            f"{title}: the {len(top)} most exposed training records",
+        )
     scored = [r for r in rows if r["auc"] is not None]
     worst = max(scored, key=lambda r: r["auc"]) if scored else None
-    return {"per_class": {str(r["class"]): {k2: r[k2] for k2 in ("n_in", "n_out", "auc",
-                                                                   *LOW_FPRS)} for r in rows},
-            "most_exposed_class": worst["class"] if worst else None,
-            "most_exposed_class_auc": worst["auc"] if worst else None,
-            "records_exposed_at_0.1pct_fpr": int(((expo < 0.001) & member).sum()),
-            "records_exposed_at_1pct_fpr": int(((expo < 0.01) & member).sum()),
-            "top_exposed_index": [int(index[p]) for p in top]}
+    return {
+        "per_class": {
+            str(r["class"]): {k2: r[k2] for k2 in ("n_in", "n_out", "auc", *LOW_FPRS)} for r in rows
+        },
+        "most_exposed_class": worst["class"] if worst else None,
+        "most_exposed_class_auc": worst["auc"] if worst else None,
+        "records_exposed_at_0.1pct_fpr": int(((expo < 0.001) & member).sum()),
+        "records_exposed_at_1pct_fpr": int(((expo < 0.01) & member).sum()),
+        "top_exposed_index": [int(index[p]) for p in top],
+    }

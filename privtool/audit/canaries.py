@@ -52,11 +52,15 @@ def replaces(mech: str) -> bool:
 
 def check_supported(kind: str, mech: str) -> None:
     if kind not in CANARY_KINDS:
-        raise PrivtoolError(f"--canary {kind!r} is not a canary kind; valid: {', '.join(CANARY_KINDS)}")
+        raise PrivtoolError(
+            f"--canary {kind!r} is not a canary kind; valid: {', '.join(CANARY_KINDS)}"
+        )
     if mech not in SUPPORTED[kind]:
-        raise PrivtoolError(f"{kind} canaries cannot audit a {mech!r} run (they audit "
-                            f"{', '.join(SUPPORTED[kind])}); class/subclass DP protects whole "
-                            f"units, which record canaries do not test")
+        raise PrivtoolError(
+            f"{kind} canaries cannot audit a {mech!r} run (they audit "
+            f"{', '.join(SUPPORTED[kind])}); class/subclass DP protects whole "
+            f"units, which record canaries do not test"
+        )
 
 
 def draw_inclusion(m: int, seed: int) -> np.ndarray:
@@ -66,14 +70,18 @@ def draw_inclusion(m: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- input canaries
 
-def input_canaries(y: np.ndarray, pool: np.ndarray, m: int, n_classes: int,
-                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def input_canaries(
+    y: np.ndarray, pool: np.ndarray, m: int, n_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """M images from ``pool`` (dataset indices) with two distinct wrong labels each:
     (indices, label_in, label_twin)."""
     if m > len(pool):
-        raise PrivtoolError(f"audit.canaries={m} input canaries need as many images of the "
-                            f"canary split, which has {len(pool)}; lower --canaries or pick "
-                            f"another audit.split")
+        raise PrivtoolError(
+            f"audit.canaries={m} input canaries need as many images of the "
+            f"canary split, which has {len(pool)}; lower --canaries or pick "
+            f"another audit.split"
+        )
     if n_classes < 3:
         raise PrivtoolError("input canaries need at least 3 classes (two wrong labels each)")
     rng = np.random.default_rng([seed, 17])
@@ -95,29 +103,47 @@ def input_scores(model: Any, x: Any, label_in: Any, label_twin: Any, batch_size:
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            logits = model(x[i:i + batch_size])
-            la = F.cross_entropy(logits, label_in[i:i + batch_size], reduction="none")
-            lb = F.cross_entropy(logits, label_twin[i:i + batch_size], reduction="none")
+            logits = model(x[i : i + batch_size])
+            la = F.cross_entropy(logits, label_in[i : i + batch_size], reduction="none")
+            lb = F.cross_entropy(logits, label_twin[i : i + batch_size], reduction="none")
             out.append((lb - la).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
 # -------------------------------------------------------------------------- gradient canaries
 
+
 class GradientCanaries:
     """M canary gradients of norm ``norm`` over a flat parameter vector of ``dim`` entries:
     Diracs at distinct random coordinates, or uniformly random directions (regenerated from a
     per-canary seed, so no M × d matrix is held)."""
 
-    def __init__(self, m: int, dim: int, *, norm: float, direction: str, seed: int,
-                 activity: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        m: int,
+        dim: int,
+        *,
+        norm: float,
+        direction: str,
+        seed: int,
+        activity: np.ndarray | None = None,
+    ) -> None:
         if direction not in DIRECTIONS:
-            raise PrivtoolError(f"audit.direction={direction!r} is not allowed: "
-                                f"{' or '.join(DIRECTIONS)}")
+            raise PrivtoolError(
+                f"audit.direction={direction!r} is not allowed: {' or '.join(DIRECTIONS)}"
+            )
         if direction == "dirac" and m > dim:
-            raise PrivtoolError(f"{m} Dirac canaries need as many distinct coordinates; the "
-                                f"model has {dim} parameters; lower --canaries")
-        self.m, self.dim, self.norm, self.direction, self.seed = m, dim, float(norm), direction, seed
+            raise PrivtoolError(
+                f"{m} Dirac canaries need as many distinct coordinates; the "
+                f"model has {dim} parameters; lower --canaries"
+            )
+        self.m, self.dim, self.norm, self.direction, self.seed = (
+            m,
+            dim,
+            float(norm),
+            direction,
+            seed,
+        )
         order = np.random.default_rng([seed, 18]).permutation(dim)  # random tie-break
         if activity is not None:  # the quietest coordinates first
             order = order[np.argsort(np.asarray(activity)[order], kind="stable")]
@@ -135,8 +161,9 @@ class GradientCanaries:
                 out[j] = s * self._random(int(i), device, dtype)
         return out
 
-    def clipped_sum(self, ids: np.ndarray, signs: np.ndarray, max_norm: float, device: Any,
-                    dtype: Any) -> Any:
+    def clipped_sum(
+        self, ids: np.ndarray, signs: np.ndarray, max_norm: float, device: Any, dtype: Any
+    ) -> Any:
         """Σ_j clip(signs[j]·c_ids[j]) as one flat vector, clipped exactly as Opacus' flat
         clipping does (factor min(1, C/(‖c‖ + 10⁻⁶))): what appending the rows would add to
         the clipped sum, without materialising a (rows × d) matrix."""
@@ -146,8 +173,9 @@ class GradientCanaries:
         out = torch.zeros(self.dim, device=device, dtype=torch.float64)
         if self.direction == "dirac":
             coords = torch.from_numpy(self.coords[ids]).to(device)
-            out[coords] = torch.as_tensor(signs * self.norm * factor, dtype=torch.float64,
-                                          device=device)
+            out[coords] = torch.as_tensor(
+                signs * self.norm * factor, dtype=torch.float64, device=device
+            )
         else:
             for i, sg in zip(ids, signs):
                 out += sg * factor * self._random(int(i), device, torch.float64)
@@ -168,12 +196,14 @@ class GradientCanaries:
         flat = released_sum.detach().double().cpu()
         if self.direction == "dirac":
             return (self.norm * flat[torch.from_numpy(self.coords)]).numpy()
-        return np.array([float(self._random(i, "cpu", torch.float64) @ flat)
-                         for i in range(self.m)])
+        return np.array(
+            [float(self._random(i, "cpu", torch.float64) @ flat) for i in range(self.m)]
+        )
 
 
-def gradient_activity(model: Any, x: Any, y: Any, *, batches: int = 32,
-                      batch_size: int = 128) -> np.ndarray:
+def gradient_activity(
+    model: Any, x: Any, y: Any, *, batches: int = 32, batch_size: int = 128
+) -> np.ndarray:
     """Per parameter coordinate, the largest |mini-batch gradient| of ``model`` over a few
     batches of (x, y): Dirac canaries go where real gradients are quietest (weights of always-
     blank pixels, dead units), so the real data's updates do not drown them. Computed on data
@@ -187,8 +217,9 @@ def gradient_activity(model: Any, x: Any, y: Any, *, batches: int = 32,
     was = model.training
     model.eval()
     for i in range(0, min(len(x), batches * batch_size), batch_size):
-        grads = torch.autograd.grad(F.cross_entropy(model(x[i:i + batch_size]),
-                                                    y[i:i + batch_size]), params)
+        grads = torch.autograd.grad(
+            F.cross_entropy(model(x[i : i + batch_size]), y[i : i + batch_size]), params
+        )
         act = torch.maximum(act, torch.cat([g.reshape(-1) for g in grads]).abs().double().cpu())
     model.train(was)
     return act.numpy()
@@ -209,8 +240,16 @@ class CanaryMechanism(Mechanism):
     scoring. Accounting, noise, clipping and settings are the wrapped
     mechanism's own."""
 
-    def __init__(self, cfg: Any, schedule: Schedule, *, n_real: int, member: np.ndarray,
-                 twin: bool, canaries: GradientCanaries | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        schedule: Schedule,
+        *,
+        n_real: int,
+        member: np.ndarray,
+        twin: bool,
+        canaries: GradientCanaries | None = None,
+    ) -> None:
         self.inner = MECHANISMS.get(cfg.mech)(cfg, schedule)
         super().__init__(cfg, self.inner.schedule)
         self.name = self.inner.name  # type: ignore[misc]
@@ -257,13 +296,17 @@ class CanaryMechanism(Mechanism):
             return step
         opt = getattr(step, "optimizer", None)
         if opt is None or not hasattr(opt, "clip_and_accumulate"):
-            raise PrivtoolError(f"gradient canaries need an Opacus DP optimizer; {self.name!r} "
-                                f"has none")
+            raise PrivtoolError(
+                f"gradient canaries need an Opacus DP optimizer; {self.name!r} has none"
+            )
         params = list(opt.params)
         sizes = [p.numel() for p in params]
         original = opt.clip_and_accumulate
-        coords = (torch.from_numpy(self.canaries.coords).to(params[0].device)
-                  if self.canaries.direction == "dirac" else None)
+        coords = (
+            torch.from_numpy(self.canaries.coords).to(params[0].device)
+            if self.canaries.direction == "dirac"
+            else None
+        )
 
         def record(o: Any) -> None:
             flat = torch.cat([p.grad.detach().reshape(-1) for p in params]).double()
@@ -276,9 +319,13 @@ class CanaryMechanism(Mechanism):
             def clip_and_accumulate() -> None:
                 original()
                 if len(self._slots):
-                    flat = self.canaries.clipped_sum(self._slots, self.sign[self._slots],
-                                                     opt.max_grad_norm, params[0].device,
-                                                     params[0].dtype)
+                    flat = self.canaries.clipped_sum(
+                        self._slots,
+                        self.sign[self._slots],
+                        opt.max_grad_norm,
+                        params[0].device,
+                        params[0].dtype,
+                    )
                     for p, part in zip(params, torch.split(flat, sizes)):
                         p.summed_grad = p.summed_grad + part.view_as(p)
 
@@ -288,8 +335,9 @@ class CanaryMechanism(Mechanism):
 
         def clip_and_accumulate() -> None:  # other optimizers (VMF): per-sample rows
             if len(self._slots):
-                rows = self.canaries.rows(self._slots, self.sign[self._slots],
-                                          params[0].device, params[0].dtype)
+                rows = self.canaries.rows(
+                    self._slots, self.sign[self._slots], params[0].device, params[0].dtype
+                )
                 k = len(self._slots)
                 for p, part in zip(params, torch.split(rows, sizes, dim=1)):
                     gs = opt._get_flat_grad_sample(p)
@@ -323,9 +371,10 @@ class CanaryMechanism(Mechanism):
             raise PrivtoolError("the audit run released no gradient canary; nothing to score")
         if kind == "spikes":
             if not self.per_step:
-                raise PrivtoolError("audit.score=spikes needs Dirac canaries (audit.direction="
-                                    "dirac)")
-            unit = self.canaries.norm ** 2 / self.schedule.batch_size  # one appearance
+                raise PrivtoolError(
+                    "audit.score=spikes needs Dirac canaries (audit.direction=dirac)"
+                )
+            unit = self.canaries.norm**2 / self.schedule.batch_size  # one appearance
             return spike_scores(np.stack(self.per_step) / unit, self.schedule.sample_rate)
         return self.canaries.scores(self.released_sum)
 
@@ -353,4 +402,4 @@ def spike_scores(z: np.ndarray, rate: float, window: int = 10) -> np.ndarray:
     mad = np.median(np.abs(r - np.median(r, axis=0)), axis=0)
     sigma = max(float(np.median(1.4826 * mad)), 1e-12)
     q = min(max(rate, 1e-12), 1 - 1e-12)
-    return np.logaddexp(np.log1p(-q), np.log(q) + (r - 0.5) / sigma ** 2).sum(axis=0)
+    return np.logaddexp(np.log1p(-q), np.log(q) + (r - 0.5) / sigma**2).sum(axis=0)

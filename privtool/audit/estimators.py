@@ -70,8 +70,9 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> flo
     from scipy.stats import binom
 
     if not 0 <= v <= r <= m:
-        raise PrivtoolError(f"one-run audit needs 0 <= correct ({v}) <= guesses ({r}) <= "
-                            f"canaries ({m})")
+        raise PrivtoolError(
+            f"one-run audit needs 0 <= correct ({v}) <= guesses ({r}) <= canaries ({m})"
+        )
     if v == 0:
         return 1.0
     q = float(expit(epsilon))
@@ -79,7 +80,7 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> flo
     if delta == 0:
         return min(beta, 1.0)
     i = np.arange(1, v + 1)
-    window = binom.sf(v - i - 1, r, q) - beta          # P[v − i ≤ Bin(r, q) < v]
+    window = binom.sf(v - i - 1, r, q) - beta  # P[v − i ≤ Bin(r, q) < v]
     alpha = float(np.max(window / i))
     return min(1.0, beta + 2.0 * m * delta * alpha)
 
@@ -106,7 +107,9 @@ def _split_scores(scores: Any, member: Any) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).ravel()
     b = np.asarray(member).ravel()
     if s.shape != b.shape:
-        raise PrivtoolError(f"canary scores ({s.size}) and inclusion bits ({b.size}) differ in length")
+        raise PrivtoolError(
+            f"canary scores ({s.size}) and inclusion bits ({b.size}) differ in length"
+        )
     if s.size == 0:
         raise PrivtoolError("the audit has no canaries")
     if not np.isfinite(s).all():
@@ -122,7 +125,7 @@ def _guess(scores: np.ndarray, member: np.ndarray, k: int, two_sided: bool) -> t
     k_out = k - k_in
     right = int(member[order[:k_in]].sum())
     if k_out:
-        right += int((~member[order[len(order) - k_out:]]).sum())
+        right += int((~member[order[len(order) - k_out :]]).sum())
     return k, right
 
 
@@ -138,16 +141,30 @@ class OneRunResult:
     grid: tuple[int, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"epsilon_lb": self.epsilon_lb, "guesses": self.guesses, "correct": self.correct,
-                "canaries": self.canaries, "confidence": self.confidence, "delta": self.delta,
-                "two_sided": self.two_sided, "k_grid": list(self.grid),
-                "significance_per_k": (1 - self.confidence) / len(self.grid),
-                "theorem": "Steinke, Nasr & Jagielski 2023, Thm 5.2 (exact p-value, with δ); "
-                           "union bound over the k grid"}
+        return {
+            "epsilon_lb": self.epsilon_lb,
+            "guesses": self.guesses,
+            "correct": self.correct,
+            "canaries": self.canaries,
+            "confidence": self.confidence,
+            "delta": self.delta,
+            "two_sided": self.two_sided,
+            "k_grid": list(self.grid),
+            "significance_per_k": (1 - self.confidence) / len(self.grid),
+            "theorem": "Steinke, Nasr & Jagielski 2023, Thm 5.2 (exact p-value, with δ); "
+            "union bound over the k grid",
+        }
 
 
-def epsilon_one_run(scores: Any, member: Any, *, confidence: float = 0.95, delta: float,
-                    k: int | Sequence[int] | None = None, two_sided: bool = False) -> OneRunResult:
+def epsilon_one_run(
+    scores: Any,
+    member: Any,
+    *,
+    confidence: float = 0.95,
+    delta: float,
+    k: int | Sequence[int] | None = None,
+    two_sided: bool = False,
+) -> OneRunResult:
     """One-run ε lower bound from the canaries of one training run (module docstring).
 
     ``k``: the number of guesses (an int: no correction), a grid to choose from (union bound
@@ -163,8 +180,9 @@ def epsilon_one_run(scores: Any, member: Any, *, confidence: float = 0.95, delta
     else:
         grid = tuple(sorted({int(g) for g in k}))
     if not grid or grid[0] < 1 or grid[-1] > m:
-        raise PrivtoolError(f"guesses k={list(grid)} are not allowed: integers in [1, {m}] "
-                            f"(the number of canaries)")
+        raise PrivtoolError(
+            f"guesses k={list(grid)} are not allowed: integers in [1, {m}] (the number of canaries)"
+        )
     sig = (1 - confidence) / len(grid)
     best = (0.0, grid[0], _guess(s, b, grid[0], two_sided)[1])
     for kk in grid:
@@ -172,9 +190,16 @@ def epsilon_one_run(scores: Any, member: Any, *, confidence: float = 0.95, delta
         eps = one_run_epsilon(m, r, v, significance=sig, delta=delta)
         if eps > best[0]:
             best = (eps, r, v)
-    return OneRunResult(epsilon_lb=best[0], guesses=best[1], correct=best[2], canaries=m,
-                        confidence=float(confidence), delta=float(delta), two_sided=two_sided,
-                        grid=grid)
+    return OneRunResult(
+        epsilon_lb=best[0],
+        guesses=best[1],
+        correct=best[2],
+        canaries=m,
+        confidence=float(confidence),
+        delta=float(delta),
+        two_sided=two_sided,
+        grid=grid,
+    )
 
 
 def gdp_to_epsilon(mu: float, delta: float) -> float:
@@ -209,8 +234,9 @@ def _log_ratio(pos: np.ndarray, neg: np.ndarray, delta: float) -> float:
     return float(max(np.nan_to_num(e, nan=0.0, posinf=np.inf).max(), 0.0))
 
 
-def _single_canary_bounds(s_in: np.ndarray, s_out: np.ndarray, *, significance: float,
-                          delta: float, one_sided: bool) -> tuple[float, float]:
+def _single_canary_bounds(
+    s_in: np.ndarray, s_out: np.ndarray, *, significance: float, delta: float, one_sided: bool
+) -> tuple[float, float]:
     """(Clopper–Pearson ε_lb, GDP ε_lb) of one canary's many-run scores at ``significance``."""
     from scipy.stats import norm
 
@@ -238,8 +264,9 @@ def _single_canary_bounds(s_in: np.ndarray, s_out: np.ndarray, *, significance: 
     return cp, gdp
 
 
-def epsilon_many_runs(scores: Any, member: Any, *, confidence: float = 0.95, delta: float,
-                      one_sided: bool = True) -> dict[str, Any]:
+def epsilon_many_runs(
+    scores: Any, member: Any, *, confidence: float = 0.95, delta: float, one_sided: bool = True
+) -> dict[str, Any]:
     """Many-run ε lower bounds from ``scores``/``member`` of shape (R runs, M canaries):
     Clopper–Pearson and the GDP fit, per canary, the best canary reported with a union bound
     over the M canaries (module docstring)."""
@@ -247,7 +274,9 @@ def epsilon_many_runs(scores: Any, member: Any, *, confidence: float = 0.95, del
     s = np.asarray(scores, dtype=np.float64)
     b = np.asarray(member).astype(bool)
     if s.ndim != 2 or s.shape != b.shape:
-        raise PrivtoolError(f"many-run scores must be (runs, canaries); got {s.shape} and {b.shape}")
+        raise PrivtoolError(
+            f"many-run scores must be (runs, canaries); got {s.shape} and {b.shape}"
+        )
     if not np.isfinite(s).all():
         raise PrivtoolError("canary scores contain NaN or infinite values")
     runs, m = s.shape
@@ -258,16 +287,26 @@ def epsilon_many_runs(scores: Any, member: Any, *, confidence: float = 0.95, del
         if inc.all() or not inc.any():
             continue  # this canary was in (or out of) every run: no trial of it
         usable += 1
-        cp, gdp = _single_canary_bounds(s[inc, j], s[~inc, j], significance=sig, delta=delta,
-                                        one_sided=one_sided)
+        cp, gdp = _single_canary_bounds(
+            s[inc, j], s[~inc, j], significance=sig, delta=delta, one_sided=one_sided
+        )
         if cp > cp_best:
             cp_best, cp_at = cp, j
         if gdp > gdp_best:
             gdp_best, gdp_at = gdp, j
-    return {"epsilon_lb_clopper_pearson": cp_best, "epsilon_lb_gdp": gdp_best,
-            "canary_clopper_pearson": cp_at, "canary_gdp": gdp_at, "runs": runs, "canaries": m,
-            "canaries_usable": usable, "confidence": float(confidence), "delta": float(delta),
-            "two_sided": not one_sided, "significance_per_canary": sig,
-            "theorem": "Clopper–Pearson on FPR/FNR (Jagielski et al. 2020) and μ-GDP fit "
-                       "(Nasr et al. 2023; Dong et al. 2019 Cor. 2.13), per canary over "
-                       "independent runs, union bound over canaries"}
+    return {
+        "epsilon_lb_clopper_pearson": cp_best,
+        "epsilon_lb_gdp": gdp_best,
+        "canary_clopper_pearson": cp_at,
+        "canary_gdp": gdp_at,
+        "runs": runs,
+        "canaries": m,
+        "canaries_usable": usable,
+        "confidence": float(confidence),
+        "delta": float(delta),
+        "two_sided": not one_sided,
+        "significance_per_canary": sig,
+        "theorem": "Clopper–Pearson on FPR/FNR (Jagielski et al. 2020) and μ-GDP fit "
+        "(Nasr et al. 2023; Dong et al. 2019 Cor. 2.13), per canary over "
+        "independent runs, union bound over canaries",
+    }

@@ -35,35 +35,46 @@ from privtool.errors import PrivtoolError
 from privtool.schema import Rule, build, invalid, seed_rule, settings, validate
 
 
-@settings("audit", canary=Rule(choices=("input", "gradient")), canaries=Rule(ge=2),
-          runs=Rule(ge=1), confidence=Rule(gt=0, lt=1),
-          guesses=Rule(ge=1, allowed="null (a grid) or an integer in [1, audit.canaries]"),
-          direction=Rule(choices=("dirac", "random")), score=Rule(choices=("sum", "spikes")),
-          split=Rule(check=lambda v: v != "train",
-                     allowed="a split the run does not train on (shadow, public, test)"),
-          seed=seed_rule(), device=Rule(choices=("auto", "cpu", "cuda")), workers=Rule(ge=0))
+@settings(
+    "audit",
+    canary=Rule(choices=("input", "gradient")),
+    canaries=Rule(ge=2),
+    runs=Rule(ge=1),
+    confidence=Rule(gt=0, lt=1),
+    guesses=Rule(ge=1, allowed="null (a grid) or an integer in [1, audit.canaries]"),
+    direction=Rule(choices=("dirac", "random")),
+    score=Rule(choices=("sum", "spikes")),
+    split=Rule(
+        check=lambda v: v != "train",
+        allowed="a split the run does not train on (shadow, public, test)",
+    ),
+    seed=seed_rule(),
+    device=Rule(choices=("auto", "cpu", "cuda")),
+    workers=Rule(ge=0),
+)
 @dataclass(frozen=True)
 class AuditConfig:
     """``params.yaml: audit:`` — how ``privtool audit`` builds and scores its canaries."""
 
-    canary: str = "gradient"     # input (black box) | gradient (white box)
-    canaries: int = 1000         # M
-    runs: int = 1                # R: 1 = the one-run audit; > 1 adds the many-run bounds
+    canary: str = "gradient"  # input (black box) | gradient (white box)
+    canaries: int = 1000  # M
+    runs: int = 1  # R: 1 = the one-run audit; > 1 adds the many-run bounds
     confidence: float = 0.95
-    guesses: int | None = None   # k; null: the best of a grid, with a union bound over it
-    two_sided: bool = False      # also guess "out" for the lowest scores
-    direction: str = "dirac"     # gradient canaries: dirac | random
-    score: str = "sum"           # gradient canaries: sum (Σ_t ⟨c, g_t⟩) | spikes (per-step LR, dirac)
-    split: str = "shadow"        # input canaries: their images; dirac: where quiet coords are measured
-    seed: int = 0                # canary choice and inclusion coins
+    guesses: int | None = None  # k; null: the best of a grid, with a union bound over it
+    two_sided: bool = False  # also guess "out" for the lowest scores
+    direction: str = "dirac"  # gradient canaries: dirac | random
+    score: str = "sum"  # gradient canaries: sum (Σ_t ⟨c, g_t⟩) | spikes (per-step LR, dirac)
+    split: str = "shadow"  # input canaries: their images; dirac: where quiet coords are measured
+    seed: int = 0  # canary choice and inclusion coins
     device: str = "auto"
-    workers: int = 0             # processes for runs > 1 (0: one per CPU core)
+    workers: int = 0  # processes for runs > 1 (0: one per CPU core)
 
     def __post_init__(self) -> None:
         validate(self)
         if self.guesses is not None and self.guesses > self.canaries:
-            raise invalid("audit.guesses", self.guesses,
-                          "null (a grid) or an integer in [1, audit.canaries]")
+            raise invalid(
+                "audit.guesses", self.guesses, "null (a grid) or an integer in [1, audit.canaries]"
+            )
 
 
 def audit_settings(section: dict[str, Any] | None) -> AuditConfig:
@@ -99,8 +110,9 @@ def _recipe(target: Any, cfg: AuditConfig, run: int, device: Any) -> Any:
     return replace(train, **changes)
 
 
-def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
-                        progress: Any = None) -> RunScores:
+def train_with_canaries(
+    target: Any, cfg: AuditConfig, run: int, device: Any, progress: Any = None
+) -> RunScores:
     """Audit training run ``run`` (0-based) of ``target``'s recipe with ``cfg``'s canaries."""
     import torch
 
@@ -124,9 +136,13 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
     grads = None
     if cfg.canary == "input":
         if cfg.split not in splits:
-            raise PrivtoolError(f"audit.split={cfg.split!r} is not a split of this run; it has "
-                                f"{', '.join(k for k in splits if k != 'train')}")
-        idx, lab_in, lab_twin = input_canaries(data.y, splits[cfg.split], m, data.n_classes, cfg.seed)
+            raise PrivtoolError(
+                f"audit.split={cfg.split!r} is not a split of this run; it has "
+                f"{', '.join(k for k in splits if k != 'train')}"
+            )
+        idx, lab_in, lab_twin = input_canaries(
+            data.y, splits[cfg.split], m, data.n_classes, cfg.seed
+        )
         x_all = torch.cat([x_tr, tensor(data.x[idx])])
         y_all = torch.cat([y_tr, tensor(np.where(member, lab_in, lab_twin), torch.int64)])
     else:
@@ -136,35 +152,65 @@ def train_with_canaries(target: Any, cfg: AuditConfig, run: int, device: Any,
             pool = splits.get(cfg.split, splits["test"])
             model.to(device)
             activity = gradient_activity(model, tensor(data.x[pool]), tensor(data.y[pool]))
-        grads = GradientCanaries(m, dim, norm=train.max_grad_norm, direction=cfg.direction,
-                                 seed=cfg.seed, activity=activity)
+        grads = GradientCanaries(
+            m,
+            dim,
+            norm=train.max_grad_norm,
+            direction=cfg.direction,
+            seed=cfg.seed,
+            activity=activity,
+        )
         # slot rows only size the schedule (n + M): their images are never forwarded
         x_all = torch.cat([x_tr, x_tr[:1].expand(m, *x_tr.shape[1:])])
         y_all = torch.cat([y_tr, y_tr[:1].expand(m)])
 
     def make_mechanism(c: Any, schedule: Any) -> Any:
-        return CanaryMechanism(c, schedule, n_real=len(tr), member=member, twin=twin,
-                               canaries=grads)
+        return CanaryMechanism(
+            c, schedule, n_real=len(tr), member=member, twin=twin, canaries=grads
+        )
+
     te = splits["test"]
     t0 = time.perf_counter()
-    outcome = train_model(train, model, x_all, y_all, tensor(data.x[te]), tensor(data.y[te]),
-                          device=device, progress=progress, make_mechanism=make_mechanism)
+    outcome = train_model(
+        train,
+        model,
+        x_all,
+        y_all,
+        tensor(data.x[te]),
+        tensor(data.y[te]),
+        device=device,
+        progress=progress,
+        make_mechanism=make_mechanism,
+    )
     seconds = time.perf_counter() - t0
     per_step = None
     appearances = outcome.mechanism.appearances
     if cfg.canary == "input":
-        scores = input_scores(outcome.model, tensor(data.x[idx]), tensor(lab_in, torch.int64),
-                              tensor(lab_twin, torch.int64), train.eval_batch_size)
+        scores = input_scores(
+            outcome.model,
+            tensor(data.x[idx]),
+            tensor(lab_in, torch.int64),
+            tensor(lab_twin, torch.int64),
+            train.eval_batch_size,
+        )
     else:
         scores = outcome.mechanism.scores(cfg.score)
         per_step = np.stack(outcome.mechanism.per_step) if outcome.mechanism.per_step else None
     met = outcome.metrics
-    return RunScores(scores=scores, member=member, accounted_epsilon=met.get("epsilon"),
-                     delta=met.get("delta") if met.get("delta") is not None else train.delta,
-                     test_accuracy=float(met["test_accuracy"]), steps=int(met["steps"]),
-                     sample_rate=float(met.get("sample_rate", float("nan"))),
-                     n_train=int(met["n_train"]), seconds=seconds, appearances=appearances,
-                     per_step=per_step, records=len(tr) + int(m if twin else member.sum()))
+    return RunScores(
+        scores=scores,
+        member=member,
+        accounted_epsilon=met.get("epsilon"),
+        delta=met.get("delta") if met.get("delta") is not None else train.delta,
+        test_accuracy=float(met["test_accuracy"]),
+        steps=int(met["steps"]),
+        sample_rate=float(met.get("sample_rate", float("nan"))),
+        n_train=int(met["n_train"]),
+        seconds=seconds,
+        appearances=appearances,
+        per_step=per_step,
+        records=len(tr) + int(m if twin else member.sum()),
+    )
 
 
 def _run_job(job: dict[str, Any]) -> RunScores:
@@ -184,8 +230,9 @@ def _cpu_count() -> int:
     return count()
 
 
-def train_runs(target: Any, target_spec: str, cfg: AuditConfig, device: Any,
-               progress: Any = None) -> list[RunScores]:
+def train_runs(
+    target: Any, target_spec: str, cfg: AuditConfig, device: Any, progress: Any = None
+) -> list[RunScores]:
     """All ``cfg.runs`` audit runs: in-process (one run, one worker, or CUDA), else one process
     per core (``audit.workers``)."""
     workers = max(1, min(cfg.workers or _cpu_count(), cfg.runs))
@@ -213,19 +260,29 @@ def train_runs(target: Any, target_spec: str, cfg: AuditConfig, device: Any,
 def estimate(runs: list[RunScores], cfg: AuditConfig, *, delta: float) -> dict[str, Any]:
     """Every estimator's ε_lb over ``runs`` (one-run on run 0; many-run when R > 1)."""
     first = runs[0]
-    one = epsilon_one_run(first.scores, first.member, confidence=cfg.confidence, delta=delta,
-                          k=cfg.guesses, two_sided=cfg.two_sided)
+    one = epsilon_one_run(
+        first.scores,
+        first.member,
+        confidence=cfg.confidence,
+        delta=delta,
+        k=cfg.guesses,
+        two_sided=cfg.two_sided,
+    )
     out: dict[str, Any] = {"one_run": one.as_dict()}
     if len(runs) > 1:
-        out["many_runs"] = epsilon_many_runs(np.stack([r.scores for r in runs]),
-                                             np.stack([r.member for r in runs]),
-                                             confidence=cfg.confidence, delta=delta,
-                                             one_sided=not cfg.two_sided)
+        out["many_runs"] = epsilon_many_runs(
+            np.stack([r.scores for r in runs]),
+            np.stack([r.member for r in runs]),
+            confidence=cfg.confidence,
+            delta=delta,
+            one_sided=not cfg.two_sided,
+        )
     return out
 
 
-def summarize(target: Any, cfg: AuditConfig, runs: list[RunScores],
-              estimates: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    target: Any, cfg: AuditConfig, runs: list[RunScores], estimates: dict[str, Any]
+) -> dict[str, Any]:
     """audit.json: the sandwich (headline: the one-run ε_lb of run 0 and that run's accounted
     ε at the same δ), every estimator, the canaries and the runs."""
     from privtool.mechanisms import MECHANISMS
@@ -233,27 +290,45 @@ def summarize(target: Any, cfg: AuditConfig, runs: list[RunScores],
     first, one = runs[0], estimates["one_run"]
     accounted = first.accounted_epsilon
     out: dict[str, Any] = {
-        "canary": cfg.canary, "direction": cfg.direction if cfg.canary == "gradient" else None,
+        "canary": cfg.canary,
+        "direction": cfg.direction if cfg.canary == "gradient" else None,
         "score": cfg.score if cfg.canary == "gradient" else "loss(x, b) - loss(x, a)",
-        "canaries": cfg.canaries, "canaries_in": int(first.member.sum()), "runs": len(runs),
-        "confidence": cfg.confidence, "delta": first.delta, "two_sided": cfg.two_sided,
+        "canaries": cfg.canaries,
+        "canaries_in": int(first.member.sum()),
+        "runs": len(runs),
+        "confidence": cfg.confidence,
+        "delta": first.delta,
+        "two_sided": cfg.two_sided,
         "epsilon_lb": one["epsilon_lb"],
         "epsilon_lb_estimator": "one run (Steinke, Nasr & Jagielski 2023)",
-        "epsilon_lb_one_run": one["epsilon_lb"], "guesses": one["guesses"],
-        "correct": one["correct"], "epsilon_accounted": accounted,
+        "epsilon_lb_one_run": one["epsilon_lb"],
+        "guesses": one["guesses"],
+        "correct": one["correct"],
+        "epsilon_accounted": accounted,
         "relation": MECHANISMS.get(target.mechanism).relation,
         "sandwich_holds": accounted is None or one["epsilon_lb"] <= accounted,
-        "target_mechanism": target.mechanism, "target_dir": str(target.dir),
-        "target_epoch": target.epoch, "target_epsilon": target.privacy.get("epsilon"),
-        "test_accuracy": first.test_accuracy, "steps": first.steps,
-        "sample_rate": first.sample_rate, "n_train_with_canaries": first.n_train,
+        "target_mechanism": target.mechanism,
+        "target_dir": str(target.dir),
+        "target_epoch": target.epoch,
+        "target_epsilon": target.privacy.get("epsilon"),
+        "test_accuracy": first.test_accuracy,
+        "steps": first.steps,
+        "sample_rate": first.sample_rate,
+        "n_train_with_canaries": first.n_train,
         "records_present": first.records,
         "audit_seconds": round(sum(r.seconds for r in runs), 3),
         "estimators": estimates,
-        "runs_detail": [{"run": i, "epsilon_accounted": r.accounted_epsilon,
-                         "canaries_in": int(r.member.sum()), "n_train": r.n_train,
-                         "test_accuracy": r.test_accuracy, "seconds": round(r.seconds, 3)}
-                        for i, r in enumerate(runs)],
+        "runs_detail": [
+            {
+                "run": i,
+                "epsilon_accounted": r.accounted_epsilon,
+                "canaries_in": int(r.member.sum()),
+                "n_train": r.n_train,
+                "test_accuracy": r.test_accuracy,
+                "seconds": round(r.seconds, 3),
+            }
+            for i, r in enumerate(runs)
+        ],
     }
     if first.appearances is not None:
         out["mean_appearances_in"] = float(first.appearances[first.member].mean())
@@ -262,6 +337,7 @@ def summarize(target: Any, cfg: AuditConfig, runs: list[RunScores],
         worst = [r.accounted_epsilon for r in runs]
         out["epsilon_lb_clopper_pearson"] = many["epsilon_lb_clopper_pearson"]
         out["epsilon_lb_gdp"] = many["epsilon_lb_gdp"]
-        out["epsilon_accounted_max_over_runs"] = (None if any(e is None for e in worst)
-                                                  else max(worst))
+        out["epsilon_accounted_max_over_runs"] = (
+            None if any(e is None for e in worst) else max(worst)
+        )
     return out

@@ -10,5 +10,12 @@ from privtool.calibrate.collect import Collection, collect
 from privtool.calibrate.settings import CalibrateConfig, calibrate_settings
 from privtool.calibrate.tables import Calibration, Table, build
 
-__all__ = ["Calibration", "CalibrateConfig", "Collection", "Table", "build", "calibrate_settings",
-           "collect"]
+__all__ = [
+    "Calibration",
+    "CalibrateConfig",
+    "Collection",
+    "Table",
+    "build",
+    "calibrate_settings",
+    "collect",
+]

@@ -41,8 +41,10 @@ class Artifact:
             return None
         digest = (self.meta.get("outputs") or {}).get(name)
         if digest is not None and file_hash(path) != digest:
-            raise PrivtoolError(f"{path} does not match the hash in {self.dir / META} (truncated "
-                                f"or modified); re-run `privtool {self.stage} --out {self.dir}`")
+            raise PrivtoolError(
+                f"{path} does not match the hash in {self.dir / META} (truncated "
+                f"or modified); re-run `privtool {self.stage} --out {self.dir}`"
+            )
         return path
 
 
@@ -88,27 +90,38 @@ def stage_dirs(root: Path) -> Iterator[Path]:
 
 def load_artifact(path: Path) -> Artifact | None:
     """The stage directory at ``path``, or None for a stage calibration does not read."""
-    meta = read_json(path / META, what="meta", remedy=f"re-run the stage that wrote {path} "
-                     f"or delete it")
+    meta = read_json(
+        path / META, what="meta", remedy=f"re-run the stage that wrote {path} or delete it"
+    )
     stage = meta.get("stage")
     if stage not in (*RUN_STAGES, "attack", "audit"):
         return None
     remedy = f"re-run `privtool {stage} --out {path}` or delete it"
     verify_outputs(path, meta, remedy, only_required=True)  # the rest: Artifact.verified
     metrics = read_json(path / METRICS, what="metrics", remedy=remedy)
-    base = dict(dir=path, stage=stage, meta=meta, metrics=metrics,
-                meta_sha256=file_hash(path / META))
+    base = dict(
+        dir=path, stage=stage, meta=meta, metrics=metrics, meta_sha256=file_hash(path / META)
+    )
     if stage not in ("attack", "audit"):
         return Artifact(**base)
     target = (meta.get("inputs") or {}).get("target") or {}
-    name = ("audit" if stage == "audit" else
-            ((meta.get("params") or {}).get("attack") or {}).get("name") or metrics.get("attack"))
+    name = (
+        "audit"
+        if stage == "audit"
+        else ((meta.get("params") or {}).get("attack") or {}).get("name") or metrics.get("attack")
+    )
     if not name or not target.get("dir"):
-        raise PrivtoolError(f"{path / META} names no attack or no target (inputs.target.dir); "
-                            f"{remedy}")
-    return AttackResult(**base, name=str(name), kind=str(metrics.get("kind", stage)),
-                        target_dir=str(target["dir"]), target_epoch=target.get("epoch"),
-                        target_meta_sha256=target.get("meta_sha256"))
+        raise PrivtoolError(
+            f"{path / META} names no attack or no target (inputs.target.dir); {remedy}"
+        )
+    return AttackResult(
+        **base,
+        name=str(name),
+        kind=str(metrics.get("kind", stage)),
+        target_dir=str(target["dir"]),
+        target_epoch=target.get("epoch"),
+        target_meta_sha256=target.get("meta_sha256"),
+    )
 
 
 def collect(root: str | Path) -> Collection:
@@ -120,12 +133,16 @@ def collect(root: str | Path) -> Collection:
 
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise PrivtoolError(f"--runs {root} is a file, not a folder; point it at the folder "
-                            f"holding train and attack directories (e.g. runs/)")
+        raise PrivtoolError(
+            f"--runs {root} is a file, not a folder; point it at the folder "
+            f"holding train and attack directories (e.g. runs/)"
+        )
     if not root.is_dir():
-        raise PrivtoolError(f"--runs {root} does not exist; point it at the folder holding "
-                            f"train and attack directories (e.g. runs/, made by `privtool train "
-                            f"--out runs/train/NAME` and `privtool attack`)")
+        raise PrivtoolError(
+            f"--runs {root} does not exist; point it at the folder holding "
+            f"train and attack directories (e.g. runs/, made by `privtool train "
+            f"--out runs/train/NAME` and `privtool attack`)"
+        )
     col = Collection(root=root)
     for path in stage_dirs(root):
         art = load_artifact(path)
@@ -135,8 +152,10 @@ def collect(root: str | Path) -> Collection:
             col.audits.append(art)
         elif isinstance(art, AttackResult):
             if art.kind not in SCORES:
-                col.warnings.append(f"{path}: attack kind {art.kind!r} has no calibration "
-                                    f"scores (known: {', '.join(SCORES)}); skipped")
+                col.warnings.append(
+                    f"{path}: attack kind {art.kind!r} has no calibration "
+                    f"scores (known: {', '.join(SCORES)}); skipped"
+                )
                 continue
             col.attacks.append(art)
         elif art.meta.get("mode") == "curve":
@@ -144,8 +163,10 @@ def collect(root: str | Path) -> Collection:
         else:
             col.runs.append(art)
     if not col.runs and not col.attacks:
-        raise PrivtoolError(f"{root} holds no run or attack folders (no meta.json written by "
-                            f"privtool train, select or attack below it); make some with "
-                            f"`privtool train --out {root}/train/NAME` and `privtool attack "
-                            f"--target {root}/train/NAME`")
+        raise PrivtoolError(
+            f"{root} holds no run or attack folders (no meta.json written by "
+            f"privtool train, select or attack below it); make some with "
+            f"`privtool train --out {root}/train/NAME` and `privtool attack "
+            f"--target {root}/train/NAME`"
+        )
     return col

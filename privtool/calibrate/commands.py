@@ -13,8 +13,12 @@ from typing import Any, Mapping
 import yaml
 
 #: stage -> params sections it reads (and records in meta.json)
-STAGE_SECTIONS = {"train": ("data", "train", "pretrain"), "select": ("select",),
-                  "attack": ("attack",), "audit": ("audit",)}
+STAGE_SECTIONS = {
+    "train": ("data", "train", "pretrain"),
+    "select": ("select",),
+    "attack": ("attack",),
+    "audit": ("audit",),
+}
 #: keys a stage adds to its recorded params that are not settings
 _RECORDED_ONLY = {"attack": ("name",)}
 
@@ -48,8 +52,14 @@ def set_flags(section: str, values: Mapping[str, Any]) -> list[str]:
     return flags
 
 
-def reproduce(stage: str, params: Mapping[str, Any], out: str, *,
-              target: str | None = None, attack: str | None = None) -> str:
+def reproduce(
+    stage: str,
+    params: Mapping[str, Any],
+    out: str,
+    *,
+    target: str | None = None,
+    attack: str | None = None,
+) -> str:
     """``privtool <stage> [--attack A] [--target T] --out OUT --set ...`` as a shell command
     (one ``--set`` per line)."""
     head = ["privtool", stage]

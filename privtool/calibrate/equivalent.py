@@ -20,8 +20,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-def isotonic(x: Sequence[float], y: Sequence[float],
-             weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def isotonic(
+    x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Non-decreasing least-squares fit of ``y`` on sorted distinct ``x`` (equal x pooled
     first); returns (distinct x, fitted y)."""
     x = np.asarray(x, dtype=np.float64)
@@ -89,7 +90,7 @@ class Equivalent:
     epsilon_max: float
 
     def text(self) -> str:
-        """"≈ 2.3 [1.1, 5]", with "< ε_min" / "> ε_max" for open ends."""
+        """ "≈ 2.3 [1.1, 5]", with "< ε_min" / "> ε_max" for open ends."""
         lo = "< " + _g(self.epsilon_min) if self.low is None else _g(self.low)
         hi = "> " + _g(self.epsilon_max) if self.high is None else _g(self.high)
         return f"{self.relation} {_g(self.epsilon)} [{lo}, {hi}]"
@@ -99,9 +100,14 @@ def _g(v: float) -> str:
     return f"{v:.3g}"
 
 
-def equivalent_epsilon(epsilons: Sequence[float], scores: Sequence[float], value: float, *,
-                       interval: tuple[Optional[float], Optional[float]] = (None, None),
-                       leak: int = 1) -> Equivalent | None:
+def equivalent_epsilon(
+    epsilons: Sequence[float],
+    scores: Sequence[float],
+    value: float,
+    *,
+    interval: tuple[Optional[float], Optional[float]] = (None, None),
+    leak: int = 1,
+) -> Equivalent | None:
     """The baseline ε whose (monotone, log-ε-interpolated) score equals ``value``.
 
     ``epsilons``/``scores``: the baseline runs (ε > 0 and finite; others are ignored).
@@ -109,16 +115,21 @@ def equivalent_epsilon(epsilons: Sequence[float], scores: Sequence[float], value
     run's score interval (None ends: the point itself). None when fewer than two distinct
     baseline ε remain.
     """
-    pts = [(math.log(e), leak * s) for e, s in zip(epsilons, scores)
-           if e is not None and s is not None and math.isfinite(e) and e > 0
-           and math.isfinite(s)]
+    pts = [
+        (math.log(e), leak * s)
+        for e, s in zip(epsilons, scores)
+        if e is not None and s is not None and math.isfinite(e) and e > 0 and math.isfinite(s)
+    ]
     if len({p[0] for p in pts}) < 2:
         return None
     xs, ys = isotonic([p[0] for p in pts], [p[1] for p in pts])
-    exact = {math.log(e): float(e) for e in epsilons if e is not None and math.isfinite(e) and e > 0}
+    exact = {
+        math.log(e): float(e) for e in epsilons if e is not None and math.isfinite(e) and e > 0
+    }
 
     def exp(x: float) -> float:  # the baseline's own ε where x is one of its points
         return exact.get(x, math.exp(x))
+
     v = leak * value
     lo_raw, hi_raw = interval
     lo_raw = value if lo_raw is None else lo_raw
@@ -134,6 +145,12 @@ def equivalent_epsilon(epsilons: Sequence[float], scores: Sequence[float], value
         x = (_first_at_least(xs, ys, v) + _last_at_most(xs, ys, v)) / 2
     low = None if lo < ys[0] else exp(_first_at_least(xs, ys, lo))
     high = None if hi > ys[-1] else exp(_last_at_most(xs, ys, hi))
-    return Equivalent(epsilon=exp(x), relation=relation, low=low, high=high,
-                      n_points=len(pts), epsilon_min=exp(float(xs[0])),
-                      epsilon_max=exp(float(xs[-1])))
+    return Equivalent(
+        epsilon=exp(x),
+        relation=relation,
+        low=low,
+        high=high,
+        n_points=len(pts),
+        epsilon_min=exp(float(xs[0])),
+        epsilon_max=exp(float(xs[-1])),
+    )

@@ -46,21 +46,33 @@ def _eps_label(v: Any) -> str:
     return "∞" if not isinstance(v, (int, float)) else fmt(float(v))
 
 
-def frontier(rows: Sequence[Row], attack: str, s: Score, png: Path, csv_path: Path,
-             cfg: CalibrateConfig) -> bool:
+def frontier(
+    rows: Sequence[Row], attack: str, s: Score, png: Path, csv_path: Path, cfg: CalibrateConfig
+) -> bool:
     """Accuracy vs ``attack``'s score ``s`` and ε vs the score; False if nothing to plot."""
     pts = [r for r in rows if r[f"{attack}_{s.key}"] is not None and r["test_accuracy"] is not None]
     if not pts:
         return False
     pts = sorted(pts, key=lambda r: row_order(r, cfg))
-    _write_csv(csv_path, [{"label": lab, "series": r["series"], "dataset": r["dataset"],
-                           "model": r["model"], "target": r["target"],
-                           "epsilon_nominal": r["epsilon_nominal"],
-                           "test_accuracy": r["test_accuracy"],
-                           "score": r[f"{attack}_{s.key}"],
-                           "score_low": r[f"{attack}_{s.key}_low"],
-                           "score_high": r[f"{attack}_{s.key}_high"]}
-                          for lab, grp in _groups(pts).items() for r in grp])
+    _write_csv(
+        csv_path,
+        [
+            {
+                "label": lab,
+                "series": r["series"],
+                "dataset": r["dataset"],
+                "model": r["model"],
+                "target": r["target"],
+                "epsilon_nominal": r["epsilon_nominal"],
+                "test_accuracy": r["test_accuracy"],
+                "score": r[f"{attack}_{s.key}"],
+                "score_low": r[f"{attack}_{s.key}_low"],
+                "score_high": r[f"{attack}_{s.key}_high"],
+            }
+            for lab, grp in _groups(pts).items()
+            for r in grp
+        ],
+    )
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
     for lab, grp in _groups(pts).items():
@@ -73,14 +85,23 @@ def frontier(rows: Sequence[Row], attack: str, s: Score, png: Path, csv_path: Pa
             err = [[max(x - l, 0) for x, l in zip(xs, lo)], [max(h - x, 0) for x, h in zip(xs, hi)]]
         line = ax.errorbar(xs, ys, xerr=err, marker="o", capsize=2, label=lab)
         for r, x, y in zip(grp, xs, ys):
-            ax.annotate(_eps_label(r["epsilon_nominal"]), (x, y), textcoords="offset points",
-                        xytext=(3, 3), fontsize=7)
+            ax.annotate(
+                _eps_label(r["epsilon_nominal"]),
+                (x, y),
+                textcoords="offset points",
+                xytext=(3, 3),
+                fontsize=7,
+            )
         colour = line[0].get_color()
-        finite = [(r["epsilon_nominal"], x) for r, x in zip(grp, xs)
-                  if isinstance(r["epsilon_nominal"], (int, float)) and r["epsilon_nominal"] > 0]
+        finite = [
+            (r["epsilon_nominal"], x)
+            for r, x in zip(grp, xs)
+            if isinstance(r["epsilon_nominal"], (int, float)) and r["epsilon_nominal"] > 0
+        ]
         if finite:
-            bx.plot([e for e, _ in finite], [x for _, x in finite], marker="o", color=colour,
-                    label=lab)
+            bx.plot(
+                [e for e, _ in finite], [x for _, x in finite], marker="o", color=colour, label=lab
+            )
         else:
             for x in xs:
                 bx.axhline(x, color=colour, linestyle=":", label=f"{lab} (no ε)")
@@ -109,8 +130,9 @@ def _read_roc(path: Path) -> tuple[list[float], list[float]]:
     return [float(r["fpr"]) for r in rows], [float(r["tpr"]) for r in rows]
 
 
-def roc_overlay(rows: Sequence[Row], attack: str, png: Path, csv_path: Path,
-                cfg: CalibrateConfig) -> bool:
+def roc_overlay(
+    rows: Sequence[Row], attack: str, png: Path, csv_path: Path, cfg: CalibrateConfig
+) -> bool:
     """Every row's ROC for membership ``attack`` (linear and log-log); False if none."""
     curves = []
     for r in sorted(rows, key=lambda r: row_order(r, cfg)):
@@ -120,12 +142,19 @@ def roc_overlay(rows: Sequence[Row], attack: str, png: Path, csv_path: Path,
             continue
         fpr, tpr = _read_roc(path)
         label = f"{r['series']} ε={_eps_label(r['epsilon_nominal'])} {r['model']}" + (
-            f"@{r['checkpoint']}" if r["checkpoint"] is not None else "")
+            f"@{r['checkpoint']}" if r["checkpoint"] is not None else ""
+        )
         curves.append((r, label, fpr, tpr))
     if not curves:
         return False
-    _write_csv(csv_path, [{"target": r["target"], "label": lab, "fpr": f, "tpr": t}
-                          for r, lab, fpr, tpr in curves for f, t in zip(fpr, tpr)])
+    _write_csv(
+        csv_path,
+        [
+            {"target": r["target"], "label": lab, "fpr": f, "tpr": t}
+            for r, lab, fpr, tpr in curves
+            for f, t in zip(fpr, tpr)
+        ],
+    )
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
     for r, lab, fpr, tpr in curves:
@@ -171,13 +200,20 @@ def grids(rows: Sequence[Row], attack: str, out_dir: Path, cfg: CalibrateConfig)
     for series, items in by_series.items():
         images = [mpimg.imread(p) for _, p in items]
         heights = [max(im.shape[0] / im.shape[1], 0.05) * 9 + 0.4 for im in images]
-        fig, axes = plt.subplots(len(images), 1, figsize=(9, min(sum(heights), 60)),
-                                 gridspec_kw={"height_ratios": heights}, squeeze=False)
+        fig, axes = plt.subplots(
+            len(images),
+            1,
+            figsize=(9, min(sum(heights), 60)),
+            gridspec_kw={"height_ratios": heights},
+            squeeze=False,
+        )
         for ax, (r, _), im in zip(axes[:, 0], items, images):
             ax.imshow(im)
             ax.set_axis_off()
-            title = (f"{r['target']}: {r['series']} ε={_eps_label(r['epsilon_nominal'])}, "
-                     f"{r['model']}/{r['dataset']}, test acc {fmt(r['test_accuracy'])}")
+            title = (
+                f"{r['target']}: {r['series']} ε={_eps_label(r['epsilon_nominal'])}, "
+                f"{r['model']}/{r['dataset']}, test acc {fmt(r['test_accuracy'])}"
+            )
             ax.set_title(title, fontsize=8)
         fig.suptitle(f"{attack} grids, {series}", fontsize=10)
         fig.tight_layout()

@@ -25,9 +25,13 @@ def _mechanisms() -> list[str]:
     return MECHANISMS.names()
 
 
-@settings("calibrate", baseline=Rule(choices=_mechanisms),
-          accuracy_tolerance=Rule(ge=0, le=1), confidence=Rule(gt=0, lt=1),
-          epsilon_rtol=Rule(ge=0, lt=1))
+@settings(
+    "calibrate",
+    baseline=Rule(choices=_mechanisms),
+    accuracy_tolerance=Rule(ge=0, le=1),
+    confidence=Rule(gt=0, lt=1),
+    epsilon_rtol=Rule(ge=0, lt=1),
+)
 @dataclass(frozen=True)
 class CalibrateConfig:
     """How ``privtool calibrate`` joins runs and attacks into tables.
@@ -40,9 +44,9 @@ class CalibrateConfig:
     headline: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADLINE))
     judged_by: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_JUDGED_BY))
     nominal: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NOMINAL))
-    accuracy_tolerance: float = 0.02   # |Δ test accuracy| for the accuracy-matched comparison
-    confidence: float = 0.95           # level of every score interval (AUC, SSIM, MSE, ...)
-    epsilon_rtol: float = 0.01         # nominal ε counted "equal" for the Δ tables
+    accuracy_tolerance: float = 0.02  # |Δ test accuracy| for the accuracy-matched comparison
+    confidence: float = 0.95  # level of every score interval (AUC, SSIM, MSE, ...)
+    epsilon_rtol: float = 0.01  # nominal ε counted "equal" for the Δ tables
 
     def __post_init__(self) -> None:
         validate(self)

@@ -14,8 +14,19 @@ def membership_views_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
     """Per run × membership attack: AUC, the class the attack separates best and its AUC, and
     how many training records it catches at 0.1 % and 1 % FPR (records.csv has them all)."""
     names = [n for n, kind in all_attacks(rows, cfg) if kind == "membership"]
-    cols = ["target", "series", "ε nominal", "attack", "AUC", "most exposed class", "class AUC",
-            "records caught @0.1% FPR", "@1% FPR", "members scored", "top records (dataset index)"]
+    cols = [
+        "target",
+        "series",
+        "ε nominal",
+        "attack",
+        "AUC",
+        "most exposed class",
+        "class AUC",
+        "records caught @0.1% FPR",
+        "@1% FPR",
+        "members scored",
+        "top records (dataset index)",
+    ]
     body = []
     for r in sorted(rows, key=lambda r: row_order(r, cfg)):
         for name in names:
@@ -23,13 +34,29 @@ def membership_views_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
             if a is None or "per_class" not in a.metrics:
                 continue
             m = a.metrics
-            body.append([r["target"], r["series"], r["epsilon_nominal"], name, m.get("auc"),
-                         m.get("most_exposed_class"), m.get("most_exposed_class_auc"),
-                         m.get("records_exposed_at_0.1pct_fpr"), m.get("records_exposed_at_1pct_fpr"),
-                         m.get("n_in"), " ".join(str(i) for i in (m.get("top_exposed_index") or [])[:5])])
-    return Table("membership_views", "Membership: which classes and records leak", cols, body,
-                 note="Per class: the attack scored on one class's members and non-members "
-                      "(per_class.csv in the attack dir). A record is caught at f % FPR when the "
-                      "threshold at its own score flags under f % of non-members "
-                      "(records.csv: exposure). grids/<attack>-<mechanism>.png show the 16 most "
-                      "exposed training records of each run.")
+            body.append(
+                [
+                    r["target"],
+                    r["series"],
+                    r["epsilon_nominal"],
+                    name,
+                    m.get("auc"),
+                    m.get("most_exposed_class"),
+                    m.get("most_exposed_class_auc"),
+                    m.get("records_exposed_at_0.1pct_fpr"),
+                    m.get("records_exposed_at_1pct_fpr"),
+                    m.get("n_in"),
+                    " ".join(str(i) for i in (m.get("top_exposed_index") or [])[:5]),
+                ]
+            )
+    return Table(
+        "membership_views",
+        "Membership: which classes and records leak",
+        cols,
+        body,
+        note="Per class: the attack scored on one class's members and non-members "
+        "(per_class.csv in the attack dir). A record is caught at f % FPR when the "
+        "threshold at its own score flags under f % of non-members "
+        "(records.csv: exposure). grids/<attack>-<mechanism>.png show the 16 most "
+        "exposed training records of each run.",
+    )

@@ -16,7 +16,19 @@ import numpy as np
 
 from privtool.errors import PrivtoolError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".gif", ".webp")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".pgm",
+    ".ppm",
+    ".pbm",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".webp",
+)
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L"}
 
 
@@ -24,7 +36,9 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
-def scan_image_folder(path: str | os.PathLike, *, leaf_classes: bool = False) -> dict[str, list[Path]]:
+def scan_image_folder(
+    path: str | os.PathLike, *, leaf_classes: bool = False
+) -> dict[str, list[Path]]:
     """Map class name -> sorted image files.
 
     Default (torchvision ``ImageFolder``): each immediate sub-folder of ``path`` is a
@@ -46,7 +60,10 @@ def scan_image_folder(path: str | os.PathLike, *, leaf_classes: bool = False) ->
     else:
         for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             files = sorted(
-                Path(dp) / f for dp, _, fs in os.walk(d, followlinks=True) for f in fs if _is_image(Path(dp) / f)
+                Path(dp) / f
+                for dp, _, fs in os.walk(d, followlinks=True)
+                for f in fs
+                if _is_image(Path(dp) / f)
             )
             if files:
                 classes[d.name] = files
@@ -73,7 +90,9 @@ def image_mode(path: Path) -> tuple[int, int, bool]:
 def _palette_is_grey(im) -> bool:
     pal = im.getpalette() or []
     rgb = np.asarray(pal[: len(pal) // 3 * 3]).reshape(-1, 3)
-    return bool(len(rgb)) and bool(np.all(rgb[:, 0] == rgb[:, 1]) and np.all(rgb[:, 1] == rgb[:, 2]))
+    return bool(len(rgb)) and bool(
+        np.all(rgb[:, 0] == rgb[:, 1]) and np.all(rgb[:, 1] == rgb[:, 2])
+    )
 
 
 def _decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -89,7 +108,9 @@ def _decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
         raise PrivtoolError(f"image {path} cannot be decoded ({e}); remove or replace it") from None
 
 
-def read_images(files: list[Path], *, image_size: int | None = None, grey: bool | None = None) -> np.ndarray:
+def read_images(
+    files: list[Path], *, image_size: int | None = None, grey: bool | None = None
+) -> np.ndarray:
     """Decode ``files`` into float32 (N, C, H, W) in [0, 1].
 
     ``grey=None`` picks C=1 when every image is greyscale, else RGB. Without
@@ -122,7 +143,9 @@ def read_images(files: list[Path], *, image_size: int | None = None, grey: bool 
 def _map(fn, items: list) -> list:
     if len(items) < 64:
         return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow releases the GIL
+    with ThreadPoolExecutor(
+        max_workers=min(8, os.cpu_count() or 1)
+    ) as pool:  # Pillow releases the GIL
         return list(pool.map(fn, items))
 
 
@@ -145,18 +168,25 @@ def read_image_folder(
     if min_per_class is not None:
         classes = {c: fs for c, fs in classes.items() if len(fs) >= min_per_class}
         if not classes:
-            raise PrivtoolError(f"image folder {path} has no class with at least {min_per_class} images")
+            raise PrivtoolError(
+                f"image folder {path} has no class with at least {min_per_class} images"
+            )
     if per_class is not None:
         short = [c for c, fs in classes.items() if len(fs) < per_class]
         if short:
-            raise PrivtoolError(f"image folder {path}: class {short[0]!r} has fewer than {per_class} images")
+            raise PrivtoolError(
+                f"image folder {path}: class {short[0]!r} has fewer than {per_class} images"
+            )
         rng = np.random.default_rng(seed)
         classes = {
-            c: [fs[i] for i in np.sort(rng.choice(len(fs), per_class, replace=False))] for c, fs in classes.items()
+            c: [fs[i] for i in np.sort(rng.choice(len(fs), per_class, replace=False))]
+            for c, fs in classes.items()
         }
     names = tuple(classes)
     files = [f for fs in classes.values() for f in fs]
-    y = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(classes.values())])
+    y = np.concatenate(
+        [np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(classes.values())]
+    )
     x = read_images(files, image_size=image_size)
     return x, y, names, files
 
@@ -175,7 +205,9 @@ def _npz_header(path: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             return tuple(shape), np.dtype(dtype)
     except KeyError:
-        raise PrivtoolError(f"{path} has no array {key!r}; save it with np.savez(path, x=images, y=labels)") from None
+        raise PrivtoolError(
+            f"{path} has no array {key!r}; save it with np.savez(path, x=images, y=labels)"
+        ) from None
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise PrivtoolError(f"{path} is not a readable .npz file ({e})") from None
 
@@ -234,7 +266,9 @@ def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[str
     except PrivtoolError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise PrivtoolError(f"{path} is not a readable .npz file ({e}); object arrays are refused") from None
+        raise PrivtoolError(
+            f"{path} is not a readable .npz file ({e}); object arrays are refused"
+        ) from None
 
     layout = _channel_axis(x.shape, path)
     if x.shape[0] == 0:
@@ -264,11 +298,15 @@ def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[str
     if y.ndim == 2 and y.shape[1] == 1:  # (N, 1) column of labels
         y = y[:, 0]
     if y.ndim != 1 or len(y) != len(x):
-        raise PrivtoolError(f"{path}: y has shape {y.shape}, expected ({len(x)},) labels, one per image")
+        raise PrivtoolError(
+            f"{path}: y has shape {y.shape}, expected ({len(x)},) labels, one per image"
+        )
     if names is not None:
         names = tuple(str(n) for n in np.asarray(names).reshape(-1))
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(names):
-            raise PrivtoolError(f"{path}: with a 'classes' array, y must be integers in 0..{len(names) - 1}")
+            raise PrivtoolError(
+                f"{path}: with a 'classes' array, y must be integers in 0..{len(names) - 1}"
+            )
         return x, y.astype(np.int64), names
     values, y_idx = np.unique(y, return_inverse=True)
     if np.issubdtype(y.dtype, np.integer) and np.array_equal(values, np.arange(len(values))):

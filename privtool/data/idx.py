@@ -118,7 +118,9 @@ def find_idx(folders: list[Path], stem: str) -> Path | None:
     return None
 
 
-def read_idx_pair(images: Path, labels: Path, *, label_column: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_pair(
+    images: Path, labels: Path, *, label_column: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W) uint8 and labels (N,) int64 from an IDX images/labels pair.
 
     ``label_column`` picks a column of a 2-D label table (QMNIST: column 0 is the class).
@@ -127,10 +129,14 @@ def read_idx_pair(images: Path, labels: Path, *, label_column: int | None = None
     y = read_idx(labels)
     if label_column is not None:
         if y.ndim != 2:
-            raise PrivtoolError(f"IDX labels {labels} have shape {y.shape}, expected a 2-D label table")
+            raise PrivtoolError(
+                f"IDX labels {labels} have shape {y.shape}, expected a 2-D label table"
+            )
         y = y[:, label_column]
     elif y.ndim != 1:
         raise PrivtoolError(f"IDX labels {labels} have shape {y.shape}, expected 1-D (magic 2049)")
     if len(x) != len(y):
-        raise PrivtoolError(f"IDX pair mismatch: {images} holds {len(x)} images but {labels} holds {len(y)} labels")
+        raise PrivtoolError(
+            f"IDX pair mismatch: {images} holds {len(x)} images but {labels} holds {len(y)} labels"
+        )
     return x, y.astype(np.int64)

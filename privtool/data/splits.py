@@ -32,12 +32,16 @@ def _largest_remainder(quotas: np.ndarray, total: int, order_noise: np.ndarray) 
     return base
 
 
-def _validate(y: np.ndarray, fractions: Mapping[str, float]) -> tuple[np.ndarray, list[str], np.ndarray]:
+def _validate(
+    y: np.ndarray, fractions: Mapping[str, float]
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     y = np.asarray(y)
     if y.ndim != 1 or len(y) == 0:
         raise PrivtoolError(f"make_splits needs a non-empty 1-D label array, got shape {y.shape}")
     if not isinstance(fractions, Mapping) or not fractions:
-        raise PrivtoolError("make_splits needs fractions as a non-empty mapping, e.g. {'train': 0.8, 'test': 0.2}")
+        raise PrivtoolError(
+            "make_splits needs fractions as a non-empty mapping, e.g. {'train': 0.8, 'test': 0.2}"
+        )
     names = [str(k) for k in fractions]
     fr = []
     for name, f in fractions.items():
@@ -46,16 +50,22 @@ def _validate(y: np.ndarray, fractions: Mapping[str, float]) -> tuple[np.ndarray
         except (TypeError, ValueError):
             raise PrivtoolError(f"split fraction {name}={f!r} is not a number") from None
         if not math.isfinite(f) or f <= 0:
-            raise PrivtoolError(f"split fraction {name}={f} must be > 0 (drop the split instead of giving it 0)")
+            raise PrivtoolError(
+                f"split fraction {name}={f} must be > 0 (drop the split instead of giving it 0)"
+            )
         fr.append(f)
     fr_arr = np.asarray(fr, dtype=np.float64)
     if fr_arr.sum() > 1 + 1e-9:
         listed = ", ".join(f"{n}={f:g}" for n, f in zip(names, fr, strict=True))
-        raise PrivtoolError(f"split fractions sum to {fr_arr.sum():.6g} > 1 ({listed}); make them sum to at most 1")
+        raise PrivtoolError(
+            f"split fractions sum to {fr_arr.sum():.6g} > 1 ({listed}); make them sum to at most 1"
+        )
     return y, names, fr_arr
 
 
-def make_splits(y: np.ndarray, *, seed: int, fractions: Mapping[str, float]) -> dict[str, np.ndarray]:
+def make_splits(
+    y: np.ndarray, *, seed: int, fractions: Mapping[str, float]
+) -> dict[str, np.ndarray]:
     """Split ``range(len(y))`` into disjoint, class-stratified index sets.
 
     Split sizes are the largest-remainder rounding of ``len(y) * fraction`` (all
@@ -88,7 +98,9 @@ def make_splits(y: np.ndarray, *, seed: int, fractions: Mapping[str, float]) -> 
         bounds = np.concatenate([[0], np.cumsum(counts[c])])
         for j in range(k):
             parts[j].append(members[bounds[j] : bounds[j + 1]])
-    return {nm: np.sort(np.concatenate(p)).astype(np.int64) for nm, p in zip(names, parts, strict=True)}
+    return {
+        nm: np.sort(np.concatenate(p)).astype(np.int64) for nm, p in zip(names, parts, strict=True)
+    }
 
 
 def _controlled_rounding(n_c: np.ndarray, fr: np.ndarray, sizes: np.ndarray, rng) -> np.ndarray:

@@ -34,8 +34,10 @@ class Schedule:
         if self.n < 1:
             raise PrivtoolError("the training split is empty; enlarge data.splits.train")
         if self.batch_size > self.n:
-            raise PrivtoolError(f"train.batch_size={self.batch_size} exceeds the {self.n} training "
-                                f"examples; lower train.batch_size")
+            raise PrivtoolError(
+                f"train.batch_size={self.batch_size} exceeds the {self.n} training "
+                f"examples; lower train.batch_size"
+            )
 
     @property
     def sample_rate(self) -> float:
@@ -54,19 +56,21 @@ def shuffle_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterat
     """One epoch of a random permutation cut into batches (non-private training)."""
     perm = rng.permutation(n)
     for i in range(0, n, batch_size):
-        yield np.sort(perm[i:i + batch_size])
+        yield np.sort(perm[i : i + batch_size])
 
 
-def poisson_batches(n: int, sample_rate: float, steps: int,
-                    rng: np.random.Generator) -> Iterator[np.ndarray]:
+def poisson_batches(
+    n: int, sample_rate: float, steps: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Each record joins each batch independently with probability ``sample_rate``
     (the sampling the Gaussian RDP/PRV accountants assume)."""
     for _ in range(steps):
         yield np.flatnonzero(rng.random(n) < sample_rate)
 
 
-def fixed_size_batches(n: int, batch_size: int, steps: int,
-                       rng: np.random.Generator) -> Iterator[np.ndarray]:
+def fixed_size_batches(
+    n: int, batch_size: int, steps: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Each step draws ``batch_size`` distinct records uniformly, independently of other steps
     (sampling without replacement; Balle et al. 2018 amplification under replace-one)."""
     for _ in range(steps):
@@ -94,8 +98,9 @@ class Mechanism(ABC):
 
     def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Index batches of one epoch."""
-        return poisson_batches(self.schedule.n, self.schedule.sample_rate,
-                               self.schedule.steps_per_epoch, rng)
+        return poisson_batches(
+            self.schedule.n, self.schedule.sample_rate, self.schedule.steps_per_epoch, rng
+        )
 
     @abstractmethod
     def make_stepper(self, model: Any, optimizer: Any, generator: Any) -> Stepper:
@@ -119,8 +124,14 @@ class Mechanism(ABC):
 
     def accountant_state(self, steps: int) -> dict[str, Any]:
         """A plain, JSON-able description from which ε can be recomputed."""
-        return {"mechanism": self.name, "relation": self.relation, **self.settings(),
-                "steps": steps, "delta": self.cfg.delta, **self.privacy(steps)}
+        return {
+            "mechanism": self.name,
+            "relation": self.relation,
+            **self.settings(),
+            "steps": steps,
+            "delta": self.cfg.delta,
+            **self.privacy(steps),
+        }
 
 
 MECHANISMS: Registry[type[Mechanism]] = Registry("mechanism")

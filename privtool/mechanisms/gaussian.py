@@ -22,10 +22,18 @@ from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 
-def opacus_stepper(model: nn.Module, optimizer: torch.optim.Optimizer, *, mode: str,
-                   noise_multiplier: float, max_grad_norm: float, expected_batch_size: int,
-                   generator: Any, optimizer_cls: type | None = None,
-                   **optimizer_kwargs: Any) -> Stepper:
+def opacus_stepper(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    mode: str,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    expected_batch_size: int,
+    generator: Any,
+    optimizer_cls: type | None = None,
+    **optimizer_kwargs: Any,
+) -> Stepper:
     """Wrap ``model``/``optimizer`` with Opacus' grad-sample module and DP optimizer for
     ``mode`` (ghost | hooks | functorch) and return a one-step function.
 
@@ -39,16 +47,29 @@ def opacus_stepper(model: nn.Module, optimizer: torch.optim.Optimizer, *, mode: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if mode == "ghost":
-            module = prepare_module(model, grad_sample_mode="ghost", batch_first=True,
-                                    loss_reduction="mean", max_grad_norm=max_grad_norm)
+            module = prepare_module(
+                model,
+                grad_sample_mode="ghost",
+                batch_first=True,
+                loss_reduction="mean",
+                max_grad_norm=max_grad_norm,
+            )
         else:
-            module = prepare_module(model, grad_sample_mode=mode, batch_first=True,
-                                    loss_reduction="mean")
-    cls = optimizer_cls or get_optimizer_class(clipping="flat", distributed=False,
-                                               grad_sample_mode=mode)
-    dp_opt = cls(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-                 expected_batch_size=expected_batch_size, loss_reduction="mean",
-                 generator=generator, **optimizer_kwargs)
+            module = prepare_module(
+                model, grad_sample_mode=mode, batch_first=True, loss_reduction="mean"
+            )
+    cls = optimizer_cls or get_optimizer_class(
+        clipping="flat", distributed=False, grad_sample_mode=mode
+    )
+    dp_opt = cls(
+        optimizer,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=expected_batch_size,
+        loss_reduction="mean",
+        generator=generator,
+        **optimizer_kwargs,
+    )
     criterion = nn.CrossEntropyLoss()
     if mode == "ghost":
         criterion = DPLossFastGradientClipping(module, dp_opt, criterion, "mean")
@@ -86,29 +107,47 @@ class Gaussian(Mechanism):
         self.noise_multiplier = cfg.noise_multiplier
         if cfg.epsilon is not None:
             self.noise_multiplier = gaussian_noise_multiplier(
-                target_epsilon=cfg.epsilon, sample_rate=s.sample_rate, steps=s.steps,
-                delta=cfg.delta, accountant=cfg.accountant)
+                target_epsilon=cfg.epsilon,
+                sample_rate=s.sample_rate,
+                steps=s.steps,
+                delta=cfg.delta,
+                accountant=cfg.accountant,
+            )
         self.warnings: list[str] = []
 
-    def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     generator: Any) -> Stepper:
-        return opacus_stepper(model, optimizer, mode=self.cfg.grad_sample_mode,
-                              noise_multiplier=self.noise_multiplier,
-                              max_grad_norm=self.cfg.max_grad_norm,
-                              expected_batch_size=self.schedule.batch_size, generator=generator)
+    def make_stepper(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: Any
+    ) -> Stepper:
+        return opacus_stepper(
+            model,
+            optimizer,
+            mode=self.cfg.grad_sample_mode,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.cfg.max_grad_norm,
+            expected_batch_size=self.schedule.batch_size,
+            generator=generator,
+        )
 
     def privacy(self, steps: int) -> dict[str, Any]:
         if steps == 0:
             return {"epsilon": 0.0, "delta": self.cfg.delta, "accountant": self.cfg.accountant}
-        res = gaussian_epsilon(noise_multiplier=self.noise_multiplier,
-                               sample_rate=self.schedule.sample_rate, steps=steps,
-                               delta=self.cfg.delta, accountant=self.cfg.accountant)
+        res = gaussian_epsilon(
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.schedule.sample_rate,
+            steps=steps,
+            delta=self.cfg.delta,
+            accountant=self.cfg.accountant,
+        )
         if res.warning and res.warning not in self.warnings:
             self.warnings.append(res.warning)
         eps = res.epsilon if res.epsilon != float("inf") else None
         return {"epsilon": eps, "delta": self.cfg.delta, "accountant": res.accountant}
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "noise_multiplier": self.noise_multiplier,
-                "max_grad_norm": self.cfg.max_grad_norm, "sampling": "poisson",
-                "grad_sample_mode": self.cfg.grad_sample_mode}
+        return {
+            **super().settings(),
+            "noise_multiplier": self.noise_multiplier,
+            "max_grad_norm": self.cfg.max_grad_norm,
+            "sampling": "poisson",
+            "grad_sample_mode": self.cfg.grad_sample_mode,
+        }

@@ -19,8 +19,9 @@ class NoPrivacy(Mechanism):
     def batches(self, epoch: int, rng: np.random.Generator):
         return shuffle_batches(self.schedule.n, self.schedule.batch_size, rng)
 
-    def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     generator: Any) -> Stepper:
+    def make_stepper(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: Any
+    ) -> Stepper:
         loss_fn = nn.CrossEntropyLoss()
 
         def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:

@@ -46,8 +46,9 @@ class UnitSchedule(Schedule):
         return epoch_steps(1 / self.unit_rate)
 
 
-def form_units(y: np.ndarray, *, k_sub: int, seed: int,
-               features: np.ndarray | None = None) -> np.ndarray:
+def form_units(
+    y: np.ndarray, *, k_sub: int, seed: int, features: np.ndarray | None = None
+) -> np.ndarray:
     """Unit id per record: its class (k_sub = 1) or its k-means cluster within its class.
 
     Deterministic for ``seed``; k_sub equal to a class's size makes every record its own unit.
@@ -58,8 +59,10 @@ def form_units(y: np.ndarray, *, k_sub: int, seed: int,
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         if k_sub > len(idx):
-            raise PrivtoolError(f"train.k_sub={k_sub} is larger than class {int(c)}, which has "
-                                f"{len(idx)} training records; lower train.k_sub")
+            raise PrivtoolError(
+                f"train.k_sub={k_sub} is larger than class {int(c)}, which has "
+                f"{len(idx)} training records; lower train.k_sub"
+            )
         if k_sub == 1:
             labels = np.zeros(len(idx), dtype=np.int64)
         elif k_sub == len(idx):
@@ -87,12 +90,21 @@ class _UnitBase(Mechanism):
     all_reduce: Any = None
 
     def __init__(self, cfg: Any, schedule: Schedule) -> None:
-        super().__init__(cfg, UnitSchedule(n=schedule.n, batch_size=schedule.batch_size,
-                                           epochs=schedule.epochs,
-                                           unit_rate=cfg.unit_sample_rate))
+        super().__init__(
+            cfg,
+            UnitSchedule(
+                n=schedule.n,
+                batch_size=schedule.batch_size,
+                epochs=schedule.epochs,
+                unit_rate=cfg.unit_sample_rate,
+            ),
+        )
         self.epsilon_key = f"epsilon_{self.kind}"
-        self.relation = (f"add/remove one {self.kind}" if cfg.unit_sampling == "poisson"
-                         else f"replace one {self.kind}")
+        self.relation = (
+            f"add/remove one {self.kind}"
+            if cfg.unit_sampling == "poisson"
+            else f"replace one {self.kind}"
+        )
         self.warnings: list[str] = []
         self._batch_units: np.ndarray = np.zeros(0, dtype=np.int64)
 
@@ -105,14 +117,20 @@ class _UnitBase(Mechanism):
         if self.kind == "subclass" and self.cfg.subclass_features == "embeddings":
             self.units = None  # formed in calibrate(), which has the model
         else:
-            self.units = form_units(self._y, k_sub=self.k_sub, seed=self.cfg.seed,
-                                    features=x_train.cpu().numpy())
+            self.units = form_units(
+                self._y, k_sub=self.k_sub, seed=self.cfg.seed, features=x_train.cpu().numpy()
+            )
 
     def calibrate(self, model: nn.Module) -> None:
         if self.units is None:
             with torch.no_grad():
-                emb = torch.cat([model.embed(self._x[i:i + 1024])
-                                 for i in range(0, len(self._x), 1024)]).cpu().numpy()
+                emb = (
+                    torch.cat(
+                        [model.embed(self._x[i : i + 1024]) for i in range(0, len(self._x), 1024)]
+                    )
+                    .cpu()
+                    .numpy()
+                )
             self.units = form_units(self._y, k_sub=self.k_sub, seed=self.cfg.seed, features=emb)
         self.n_units = int(self.units.max()) + 1
         self.members = [np.flatnonzero(self.units == u) for u in range(self.n_units)]
@@ -120,10 +138,19 @@ class _UnitBase(Mechanism):
         self.noise_multiplier = cfg.noise_multiplier
         if cfg.epsilon is not None:
             self.noise_multiplier = unit_noise_multiplier(
-                target_epsilon=cfg.epsilon, sampling=cfg.unit_sampling, sample_rate=s.sample_rate,
-                steps=s.steps, delta=cfg.delta, n_units=self.n_units, accountant=cfg.accountant)
-        self.denominator = (s.sample_rate * self.n_units if cfg.unit_sampling == "poisson"
-                            else units_per_step(s.sample_rate, self.n_units))
+                target_epsilon=cfg.epsilon,
+                sampling=cfg.unit_sampling,
+                sample_rate=s.sample_rate,
+                steps=s.steps,
+                delta=cfg.delta,
+                n_units=self.n_units,
+                accountant=cfg.accountant,
+            )
+        self.denominator = (
+            s.sample_rate * self.n_units
+            if cfg.unit_sampling == "poisson"
+            else units_per_step(s.sample_rate, self.n_units)
+        )
 
     def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         q, k_units = self.schedule.sample_rate, self.n_units
@@ -131,15 +158,20 @@ class _UnitBase(Mechanism):
             if self.cfg.unit_sampling == "poisson":
                 chosen = np.flatnonzero(rng.random(k_units) < q)
             else:
-                chosen = np.sort(rng.choice(k_units, size=units_per_step(q, k_units),
-                                            replace=False))
-            idx = (np.concatenate([self.members[u] for u in chosen]) if len(chosen)
-                   else np.zeros(0, dtype=np.int64))
+                chosen = np.sort(
+                    rng.choice(k_units, size=units_per_step(q, k_units), replace=False)
+                )
+            idx = (
+                np.concatenate([self.members[u] for u in chosen])
+                if len(chosen)
+                else np.zeros(0, dtype=np.int64)
+            )
             self._batch_units = self.units[idx]
             yield idx
 
-    def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     generator: Any) -> Stepper:
+    def make_stepper(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: Any
+    ) -> Stepper:
         """Alg. 2 lines 5–9, streamed over the batch sorted by unit: each unit's gradient sum is
         finished — divided by its size, clipped to S, added to the total — as soon as its last
         record has passed, then N(0, σ²S²) is added and the total divided by qK.
@@ -156,8 +188,9 @@ class _UnitBase(Mechanism):
         chunk = self.cfg.batch_size
         S, sigma = self.cfg.max_grad_norm, self.noise_multiplier
 
-        def per_sample_pass(x: torch.Tensor, y: torch.Tensor, units: np.ndarray,
-                            total: list[torch.Tensor]) -> tuple[float, int]:
+        def per_sample_pass(
+            x: torch.Tensor, y: torch.Tensor, units: np.ndarray, total: list[torch.Tensor]
+        ) -> tuple[float, int]:
             carry: list[torch.Tensor] | None = None  # sum of the unit still open at a chunk end
             carry_n = 0
             loss_sum, correct = 0.0, 0
@@ -191,8 +224,9 @@ class _UnitBase(Mechanism):
                 correct += int((out.detach().argmax(1) == y[i:j]).sum())
             return loss_sum, correct
 
-        def per_unit_pass(x: torch.Tensor, y: torch.Tensor, units: np.ndarray,
-                          total: list[torch.Tensor]) -> tuple[float, int]:
+        def per_unit_pass(
+            x: torch.Tensor, y: torch.Tensor, units: np.ndarray, total: list[torch.Tensor]
+        ) -> tuple[float, int]:
             starts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1]]))
             ends = np.append(starts[1:], len(units))
             loss_sum, correct = 0.0, 0
@@ -206,8 +240,10 @@ class _UnitBase(Mechanism):
                         loss.backward()
                         loss_sum += float(loss.detach())
                         correct += int((out.detach().argmax(1) == y[i:j]).sum())
-                    grads = [(torch.zeros_like(p) if p.grad is None else p.grad).unsqueeze(0)
-                             for p in params]
+                    grads = [
+                        (torch.zeros_like(p) if p.grad is None else p.grad).unsqueeze(0)
+                        for p in params
+                    ]
                     _add_clipped_means(total, grads, np.array([b - a]), S)
                     for p in params:
                         p.grad = None
@@ -228,8 +264,13 @@ class _UnitBase(Mechanism):
             big = n_units and len(units) >= self.LOOP_MIN_UNIT * n_units
             loss_sum, correct = (per_unit_pass if big else per_sample_pass)(x, y, units, total)
             for p, t in zip(params, total):
-                t += torch.normal(0.0, sigma * S * self.noise_share, size=p.shape,
-                                  device=p.device, generator=generator)
+                t += torch.normal(
+                    0.0,
+                    sigma * S * self.noise_share,
+                    size=p.shape,
+                    device=p.device,
+                    generator=generator,
+                )
             if self.all_reduce is not None:
                 self.all_reduce(total)
             for p, t in zip(params, total):
@@ -240,23 +281,35 @@ class _UnitBase(Mechanism):
         return step
 
     def privacy(self, steps: int) -> dict[str, Any]:
-        out = unit_epsilon(kind=self.kind, sampling=self.cfg.unit_sampling,
-                           noise_multiplier=self.noise_multiplier,
-                           sample_rate=self.schedule.sample_rate, steps=steps,
-                           delta=self.cfg.delta, n_units=self.n_units,
-                           accountant=self.cfg.accountant, k_sub=self.k_sub)
+        out = unit_epsilon(
+            kind=self.kind,
+            sampling=self.cfg.unit_sampling,
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.schedule.sample_rate,
+            steps=steps,
+            delta=self.cfg.delta,
+            n_units=self.n_units,
+            accountant=self.cfg.accountant,
+            k_sub=self.k_sub,
+        )
         w = out.pop("warning", None)
         if w and w not in self.warnings:
             self.warnings.append(w)
         return out
 
     def settings(self) -> dict[str, Any]:
-        return {"unit_kind": self.kind, "n_units": self.n_units, "k_sub": self.k_sub,
-                "unit_sample_rate": self.schedule.sample_rate, "sample_rate":
-                self.schedule.sample_rate, "unit_sampling": self.cfg.unit_sampling,
-                "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.cfg.max_grad_norm,
-                "batch_size": self.cfg.batch_size,
-                "largest_unit": int(max(len(m) for m in self.members))}
+        return {
+            "unit_kind": self.kind,
+            "n_units": self.n_units,
+            "k_sub": self.k_sub,
+            "unit_sample_rate": self.schedule.sample_rate,
+            "sample_rate": self.schedule.sample_rate,
+            "unit_sampling": self.cfg.unit_sampling,
+            "noise_multiplier": self.noise_multiplier,
+            "max_grad_norm": self.cfg.max_grad_norm,
+            "batch_size": self.cfg.batch_size,
+            "largest_unit": int(max(len(m) for m in self.members)),
+        }
 
     def delta_population(self) -> tuple[int, str]:
         """Unit-level DP: δ is compared with the number of units K (known after calibrate)."""
@@ -267,8 +320,9 @@ class _UnitBase(Mechanism):
         return {"units.npy": self.units}
 
 
-def _add_clipped_means(total: list[torch.Tensor], sums: list[torch.Tensor], counts: np.ndarray,
-                       max_grad_norm: float) -> None:
+def _add_clipped_means(
+    total: list[torch.Tensor], sums: list[torch.Tensor], counts: np.ndarray, max_grad_norm: float
+) -> None:
     """total += Σ_u clip_S(sum_u / n_u) over the units of ``sums`` (paper 3, Alg. 2 lines 5–7)."""
     n_u = len(counts)
     c = torch.as_tensor(counts, dtype=sums[0].dtype, device=sums[0].device)

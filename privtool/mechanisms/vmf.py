@@ -49,8 +49,7 @@ def part_dims(params: list[torch.Tensor] | list[torch.Size], partition: str) -> 
         return [sum(sizes)]
     if partition == "layer":
         return sizes
-    return [d for s, n in zip(shapes, sizes)
-            for d in ([n // s[0]] * s[0] if len(s) >= 2 else [n])]
+    return [d for s, n in zip(shapes, sizes) for d in ([n // s[0]] * s[0] if len(s) >= 2 else [n])]
 
 
 def _part_view(g: torch.Tensor, partition: str) -> torch.Tensor:
@@ -61,8 +60,13 @@ def _part_view(g: torch.Tensor, partition: str) -> torch.Tensor:
     return g.reshape(b, -1)
 
 
-def privatize_vmf(grad_samples: list[torch.Tensor], *, kappa: float, partition: str,
-                  generator: torch.Generator | None) -> list[torch.Tensor]:
+def privatize_vmf(
+    grad_samples: list[torch.Tensor],
+    *,
+    kappa: float,
+    partition: str,
+    generator: torch.Generator | None,
+) -> list[torch.Tensor]:
     """Per-sample gradients (list over parameters of (B, *shape)) -> the summed VMF release
     (list of parameter-shaped tensors). A part whose gradient is exactly zero has no direction;
     it is given the fixed direction e1, which the replace-one analysis covers (any unit vector)."""
@@ -76,7 +80,7 @@ def privatize_vmf(grad_samples: list[torch.Tensor], *, kappa: float, partition: 
     for rows in parts:
         norms = rows.norm(dim=1, keepdim=True)
         unit = rows / norms.clamp_min(torch.finfo(rows.dtype).tiny)
-        zero = (norms.squeeze(1) == 0)
+        zero = norms.squeeze(1) == 0
         if bool(zero.any()):
             unit[zero] = 0.0
             unit[zero, 0] = 1.0
@@ -87,7 +91,7 @@ def privatize_vmf(grad_samples: list[torch.Tensor], *, kappa: float, partition: 
         out, offset = [], 0
         for g in grad_samples:
             k = g[0].numel()
-            out.append(summed[offset:offset + k].view(g.shape[1:]))
+            out.append(summed[offset : offset + k].view(g.shape[1:]))
             offset += k
         return out
     return [r.reshape(g.shape).sum(0) for r, g in zip(released, grad_samples)]
@@ -101,8 +105,9 @@ def _vmf_optimizer_class() -> type:
         """Opacus' DPOptimizer with "clip + sum + Gaussian" replaced by "scale to unit +
         VMF sample + sum" (paper 1 Alg. 2 lines 10 and 13)."""
 
-        def __init__(self, optimizer: torch.optim.Optimizer, *, vmf_mode: VMFMode,
-                     **kwargs: Any) -> None:
+        def __init__(
+            self, optimizer: torch.optim.Optimizer, *, vmf_mode: VMFMode, **kwargs: Any
+        ) -> None:
             super().__init__(optimizer, **kwargs)
             self.mode = vmf_mode
 
@@ -145,56 +150,90 @@ class VMF(Mechanism):
         self.pld_grid = None
         probe = make_mode(cfg.vmf_mode, kappa=0.0, partition=cfg.partition)
         if cfg.epsilon is not None and not probe.guarantee:
-            raise PrivtoolError(f"train.vmf_mode={cfg.vmf_mode} has no DP guarantee, so no κ "
-                                f"meets an ε target; drop --epsilon and set the noise with "
-                                f"--set train.epsilon_v=E or --set train.kappa=K")
+            raise PrivtoolError(
+                f"train.vmf_mode={cfg.vmf_mode} has no DP guarantee, so no κ "
+                f"meets an ε target; drop --epsilon and set the noise with "
+                f"--set train.epsilon_v=E or --set train.kappa=K"
+            )
         if cfg.epsilon is not None and cfg.kappa is not None:
-            raise PrivtoolError("vmf noise is set twice (train.epsilon and train.kappa); give "
-                                "only one of them")
+            raise PrivtoolError(
+                "vmf noise is set twice (train.epsilon and train.kappa); give only one of them"
+            )
         # Precedence: a whole-run ε target, then κ, then paper 1's per-update ε_V (the default).
         if cfg.epsilon is not None:
             # Against the tight ε; the grid of the solve is kept so privacy() reports that ε.
             self.kappa, self.pld_grid = vmf_solve_kappa(
-                target_epsilon=cfg.epsilon, parts=self.parts, sample_rate=s.sample_rate,
-                steps=s.steps, delta=cfg.delta, part_dims=self.part_dims)
+                target_epsilon=cfg.epsilon,
+                parts=self.parts,
+                sample_rate=s.sample_rate,
+                steps=s.steps,
+                delta=cfg.delta,
+                part_dims=self.part_dims,
+            )
         elif cfg.kappa is not None:
             self.kappa = float(cfg.kappa)
         elif cfg.epsilon_v is not None:
             self.kappa = kappa_from_nominal(epsilon_v=cfg.epsilon_v, parts=self.parts)
         else:
-            raise PrivtoolError("vmf needs its noise level: set --epsilon E (whole-run target), "
-                                "--set train.kappa=K or --set train.epsilon_v=E (paper 1's "
-                                "per-update ε_V)")
-        self.mode = make_mode(cfg.vmf_mode, kappa=self.kappa, partition=cfg.partition,
-                              max_grad_norm=cfg.max_grad_norm)
+            raise PrivtoolError(
+                "vmf needs its noise level: set --epsilon E (whole-run target), "
+                "--set train.kappa=K or --set train.epsilon_v=E (paper 1's "
+                "per-update ε_V)"
+            )
+        self.mode = make_mode(
+            cfg.vmf_mode, kappa=self.kappa, partition=cfg.partition, max_grad_norm=cfg.max_grad_norm
+        )
 
-    def make_stepper(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     generator: Any) -> Stepper:
+    def make_stepper(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: Any
+    ) -> Stepper:
         mode = "hooks" if self.cfg.grad_sample_mode == "ghost" else self.cfg.grad_sample_mode
-        return opacus_stepper(model, optimizer, mode=mode, noise_multiplier=0.0,
-                              max_grad_norm=1.0, expected_batch_size=self.schedule.batch_size,
-                              generator=generator, optimizer_cls=_vmf_optimizer_class(),
-                              vmf_mode=self.mode)
+        return opacus_stepper(
+            model,
+            optimizer,
+            mode=mode,
+            noise_multiplier=0.0,
+            max_grad_norm=1.0,
+            expected_batch_size=self.schedule.batch_size,
+            generator=generator,
+            optimizer_cls=_vmf_optimizer_class(),
+            vmf_mode=self.mode,
+        )
 
     def privacy(self, steps: int) -> dict[str, Any]:
         s = self.schedule
         if not self.mode.guarantee:  # no accountant applies: ε is ∞, recorded as null
-            return {"epsilon": None, "epsilon_v_setting":
-                    vmf_nominal_epsilon(kappa=self.kappa, parts=self.parts)}
-        fields = vmf_epsilon(kappa=self.kappa, parts=self.parts, sample_rate=s.sample_rate,
-                             steps=steps, delta=self.cfg.delta, part_dims=self.part_dims,
-                             pld_grid=self.pld_grid)
-        out = {k: v for k, v in fields.items() if k not in ("kappa", "parts", "sample_rate", "steps")}
+            return {
+                "epsilon": None,
+                "epsilon_v_setting": vmf_nominal_epsilon(kappa=self.kappa, parts=self.parts),
+            }
+        fields = vmf_epsilon(
+            kappa=self.kappa,
+            parts=self.parts,
+            sample_rate=s.sample_rate,
+            steps=steps,
+            delta=self.cfg.delta,
+            part_dims=self.part_dims,
+            pld_grid=self.pld_grid,
+        )
+        out = {
+            k: v for k, v in fields.items() if k not in ("kappa", "parts", "sample_rate", "steps")
+        }
         out["epsilon_v_nominal"] = vmf_nominal_epsilon(kappa=self.kappa, parts=self.parts)
         return out
 
     def settings(self) -> dict[str, Any]:
         from privtool.accounting.vmf_pld import format_part_dims
 
-        out = {**super().settings(), "kappa": self.kappa, "parts": self.parts,
-               "part_dims": format_part_dims(self.part_dims),
-               "partition": self.cfg.partition, "vmf_mode": self.mode.name,
-               "sampling": "poisson" if self.mode.poisson else "fixed-size without replacement"}
+        out = {
+            **super().settings(),
+            "kappa": self.kappa,
+            "parts": self.parts,
+            "part_dims": format_part_dims(self.part_dims),
+            "partition": self.cfg.partition,
+            "vmf_mode": self.mode.name,
+            "sampling": "poisson" if self.mode.poisson else "fixed-size without replacement",
+        }
         if self.mode.clips:
             out["max_grad_norm"] = self.cfg.max_grad_norm
         if not self.mode.guarantee:

@@ -43,10 +43,12 @@ import torch
 
 from privtool.registry import Registry
 
-NO_GUARANTEE = ("bounded noise cannot hide a record: the VMF vector added to the clipped sum has "
-                "norm at most {bound} per part, while replacing one record moves the sum by up "
-                "to 2C, so neighbouring batches give outputs with different supports (no "
-                "(epsilon, delta)-DP for any delta < 1)")
+NO_GUARANTEE = (
+    "bounded noise cannot hide a record: the VMF vector added to the clipped sum has "
+    "norm at most {bound} per part, while replacing one record moves the sum by up "
+    "to 2C, so neighbouring batches give outputs with different supports (no "
+    "(epsilon, delta)-DP for any delta < 1)"
+)
 
 
 def part_rows(g: torch.Tensor, partition: str, lead: int) -> torch.Tensor:
@@ -67,8 +69,9 @@ def split_parts(grads: list[torch.Tensor], partition: str, lead: int) -> list[to
     return [part_rows(g, partition, lead) for g in grads]
 
 
-def join_parts(blocks: list[torch.Tensor], like: list[torch.Tensor], partition: str,
-               lead: int) -> list[torch.Tensor]:
+def join_parts(
+    blocks: list[torch.Tensor], like: list[torch.Tensor], partition: str, lead: int
+) -> list[torch.Tensor]:
     """Inverse of :func:`split_parts` for blocks (*lead', parts, d) -> tensors shaped like
     ``like`` without its first ``lead`` dims replaced by the blocks' own leading dims."""
     if partition != "whole":
@@ -77,7 +80,7 @@ def join_parts(blocks: list[torch.Tensor], like: list[torch.Tensor], partition: 
     out, offset = [], 0
     for g in like:
         k = g.shape[lead:].numel()
-        out.append(flat[..., offset:offset + k].reshape(*flat.shape[:-1], *g.shape[lead:]))
+        out.append(flat[..., offset : offset + k].reshape(*flat.shape[:-1], *g.shape[lead:]))
         offset += k
     return out
 
@@ -114,8 +117,8 @@ class VMFMode(ABC):
     name: ClassVar[str]
     paper: ClassVar[str]
     guarantee: ClassVar[bool] = False
-    clips: ClassVar[bool] = True     # uses train.max_grad_norm (Opacus' clipping)
-    poisson: ClassVar[bool] = True   # Opacus' Poisson sampling (else fixed-size batches)
+    clips: ClassVar[bool] = True  # uses train.max_grad_norm (Opacus' clipping)
+    poisson: ClassVar[bool] = True  # Opacus' Poisson sampling (else fixed-size batches)
 
     def __init__(self, *, kappa: float, partition: str, max_grad_norm: float = 1.0) -> None:
         self.kappa = float(kappa)
@@ -130,8 +133,9 @@ class VMFMode(ABC):
         return "C"
 
     @abstractmethod
-    def release(self, grad_samples: list[torch.Tensor],
-                generator: torch.Generator | None) -> list[torch.Tensor]:
+    def release(
+        self, grad_samples: list[torch.Tensor], generator: torch.Generator | None
+    ) -> list[torch.Tensor]:
         """Per-sample gradients (B, *shape) -> the released *sum* (*shape): random."""
 
     @abstractmethod
@@ -151,8 +155,9 @@ VMF_MODES: Registry[type[VMFMode]] = Registry("train.vmf_mode")
 @VMF_MODES.register("alg2")
 class Alg2(VMFMode):
     name = "alg2"
-    paper = ("Alg. 2 lines 10 and 13: g_t(x_i) ← g_t(x_i)/‖g_t(x_i)‖₂·C; "
-             "g̃_t ← (1/L) Σ_i V(σ, g_t(x_i))")
+    paper = (
+        "Alg. 2 lines 10 and 13: g_t(x_i) ← g_t(x_i)/‖g_t(x_i)‖₂·C; g̃_t ← (1/L) Σ_i V(σ, g_t(x_i))"
+    )
     guarantee = True
     clips = False
     poisson = False  # the replace-one accountant needs fixed-size batches
@@ -160,8 +165,9 @@ class Alg2(VMFMode):
     def release(self, grad_samples, generator):
         from privtool.mechanisms.vmf import privatize_vmf
 
-        return privatize_vmf(grad_samples, kappa=self.kappa, partition=self.partition,
-                             generator=generator)
+        return privatize_vmf(
+            grad_samples, kappa=self.kappa, partition=self.partition, generator=generator
+        )
 
     def expected(self, grads):
         blocks = split_parts(grads, self.partition, 2)
@@ -199,8 +205,9 @@ class OpacusAdd(VMFMode):
             blocks = split_parts(clipped, self.partition, 2)
         else:
             blocks = split_parts([g.sum(1, keepdim=True) for g in clipped], self.partition, 2)
-        out = [b + self.scale() * self._mean_length(b.shape[-1]) * unit_directions(b)
-               for b in blocks]
+        out = [
+            b + self.scale() * self._mean_length(b.shape[-1]) * unit_directions(b) for b in blocks
+        ]
         b_size = grads[0].shape[1]
         return [g.sum(1) / b_size for g in join_parts(out, grads, self.partition, 2)]
 
@@ -208,17 +215,21 @@ class OpacusAdd(VMFMode):
 @VMF_MODES.register("opacus-add-unit")
 class OpacusAddUnit(OpacusAdd):
     name = "opacus-add-unit"
-    paper = ("§3.4: \"we cap gradients, bounding them by C = 1 ... we switch the Gaussian noise "
-             "for the Von Mises-Fisher one ... for each layer, we add VMF noise per row\" "
-             "(clip, sum, add one C·VMF vector per part, mean direction = the summed part)")
+    paper = (
+        '§3.4: "we cap gradients, bounding them by C = 1 ... we switch the Gaussian noise '
+        'for the Von Mises-Fisher one ... for each layer, we add VMF noise per row" '
+        "(clip, sum, add one C·VMF vector per part, mean direction = the summed part)"
+    )
 
 
 @VMF_MODES.register("opacus-add-scaled")
 class OpacusAddScaled(OpacusAdd):
     name = "opacus-add-scaled"
-    paper = ("§3.4 \"we switch the Gaussian noise for the Von Mises-Fisher one\" inside "
-             "Opacus' noise step, whose noise is scaled by σ·C (noise_multiplier · "
-             "max_grad_norm), with Alg. 2's σ the VMF concentration: V(σ, g)")
+    paper = (
+        '§3.4 "we switch the Gaussian noise for the Von Mises-Fisher one" inside '
+        "Opacus' noise step, whose noise is scaled by σ·C (noise_multiplier · "
+        "max_grad_norm), with Alg. 2's σ the VMF concentration: V(σ, g)"
+    )
 
     def scale(self) -> float:
         return self.kappa * self.c
@@ -230,8 +241,10 @@ class OpacusAddScaled(OpacusAdd):
 @VMF_MODES.register("opacus-add-sample")
 class OpacusAddSample(OpacusAdd):
     name = "opacus-add-sample"
-    paper = ("§3.4 \"we cap gradients ... we add VMF noise per row\" with the VMF centred on "
-             "each sample's own gradient (one C·VMF draw per sample and part, then the sum)")
+    paper = (
+        '§3.4 "we cap gradients ... we add VMF noise per row" with the VMF centred on '
+        "each sample's own gradient (one C·VMF draw per sample and part, then the sum)"
+    )
     per_sample = True
 
     def noise_bound(self) -> str:

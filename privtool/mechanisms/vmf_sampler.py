@@ -172,8 +172,9 @@ def _sample_one_minus_w(n: int, d: int, kappa: float, generator, device) -> torc
 # --------------------------------------------------------------------------- sampler
 
 
-def sample_vmf(mu: "torch.Tensor", kappa: float, *,
-               generator: "torch.Generator | None" = None) -> "torch.Tensor":
+def sample_vmf(
+    mu: "torch.Tensor", kappa: float, *, generator: "torch.Generator | None" = None
+) -> "torch.Tensor":
     """mu: (N, d) unit vectors (rows), any float dtype, CPU or CUDA. Returns (N, d) samples of
     VMF(kappa, mu_i), same dtype/device, each row unit norm.
 
@@ -237,8 +238,9 @@ def sample_vmf(mu: "torch.Tensor", kappa: float, *,
     return out.squeeze(0) if squeeze else out
 
 
-def _draw_and_reduce(o: torch.Tensor, m: torch.Tensor, cols: int, scratch: torch.Tensor,
-                     generator, acc_dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw_and_reduce(
+    o: torch.Tensor, m: torch.Tensor, cols: int, scratch: torch.Tensor, generator, acc_dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fill the (r, d) block ``o`` with N(0, 1); return ‖o[:, 1:]‖² and ⟨o[:, 1:], m[:, 1:]⟩ in
     float64. The sums are pairwise (torch.sum), accurate for d ~ 1e8, unlike the float32
     accumulators of ``vector_norm`` and BLAS dots (~1e-3 relative error at d = 2e7); segments
@@ -250,8 +252,8 @@ def _draw_and_reduce(o: torch.Tensor, m: torch.Tensor, cols: int, scratch: torch
         seg = o[:, c0:c1]
         seg.normal_(generator=generator)
         lo = 1 if c0 == 0 else 0  # coordinate 0 is replaced by w
-        g, mm = seg[:, lo:], m[:, c0 + lo:c1]
-        buf = scratch[:g.numel()].view(g.shape)
+        g, mm = seg[:, lo:], m[:, c0 + lo : c1]
+        buf = scratch[: g.numel()].view(g.shape)
         if g.shape[1] <= _SHORT_ROW:  # accumulation error ~ length · eps: fine, and one pass
             part_n2 = torch.linalg.vector_norm(g, dim=1, dtype=acc_dtype).to(torch.float64) ** 2
         else:
@@ -272,10 +274,21 @@ def _debye_tail(nu: float, p: float) -> float:
     p2 = p * p
     u1 = p * (3.0 - 5.0 * p2) / 24.0
     u2 = p2 * (81.0 - 462.0 * p2 + 385.0 * p2 * p2) / 1152.0
-    u3 = p * p2 * (30375.0 - 369603.0 * p2 + 765765.0 * p2 * p2
-                   - 425425.0 * p2 * p2 * p2) / 414720.0
-    u4 = p2 * p2 * (4465125.0 - 94121676.0 * p2 + 349922430.0 * p2 * p2
-                    - 446185740.0 * p2 * p2 * p2 + 185910725.0 * p2 * p2 * p2 * p2) / 39813120.0
+    u3 = (
+        p * p2 * (30375.0 - 369603.0 * p2 + 765765.0 * p2 * p2 - 425425.0 * p2 * p2 * p2) / 414720.0
+    )
+    u4 = (
+        p2
+        * p2
+        * (
+            4465125.0
+            - 94121676.0 * p2
+            + 349922430.0 * p2 * p2
+            - 446185740.0 * p2 * p2 * p2
+            + 185910725.0 * p2 * p2 * p2 * p2
+        )
+        / 39813120.0
+    )
     inv = 1.0 / nu
     return inv * (u1 + inv * (u2 + inv * (u3 + inv * u4)))
 
@@ -292,8 +305,9 @@ def _log_ratio_debye(nu: float, x: float) -> float:
     q_mu = math.hypot(mu, x)
     dq = (2.0 * nu - 1.0) / (q_nu + q_mu)  # q_nu - q_mu
     mq = mu + q_mu
-    log_ratio = (dq + math.log(x / mq) - nu * math.log1p((1.0 + dq) / mq)
-                 - 0.5 * math.log1p(dq / q_mu))
+    log_ratio = (
+        dq + math.log(x / mq) - nu * math.log1p((1.0 + dq) / mq) - 0.5 * math.log1p(dq / q_mu)
+    )
     log_ratio += math.log1p(_debye_tail(nu, nu / q_nu)) - math.log1p(_debye_tail(mu, mu / q_mu))
     return log_ratio
 

@@ -21,11 +21,18 @@ from typing import Any, Mapping, Sequence
 from privtool.errors import PrivtoolError
 from privtool.select.dp_pca import ADD_REMOVE, REPLACE_ONE
 
-BASIC = ("basic composition (Dwork & Roth 2014, Thm. 3.16): epsilon = sum of the epsilons, "
-         "delta = sum of the deltas, all under one neighbouring relation")
+BASIC = (
+    "basic composition (Dwork & Roth 2014, Thm. 3.16): epsilon = sum of the epsilons, "
+    "delta = sum of the deltas, all under one neighbouring relation"
+)
 # The neighbouring relation of each mechanism's record-level guarantee.
-RECORD_RELATION = {"none": ADD_REMOVE, "gaussian": ADD_REMOVE, "vmf": REPLACE_ONE,
-                   "class": ADD_REMOVE, "subclass": ADD_REMOVE}
+RECORD_RELATION = {
+    "none": ADD_REMOVE,
+    "gaussian": ADD_REMOVE,
+    "vmf": REPLACE_ONE,
+    "class": ADD_REMOVE,
+    "subclass": ADD_REMOVE,
+}
 
 
 @dataclass(frozen=True)
@@ -38,16 +45,22 @@ class Cost:
     relation: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "epsilon": self.epsilon, "delta": self.delta,
-                "relation": self.relation}
+        return {
+            "name": self.name,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "relation": self.relation,
+        }
 
 
 def compose(costs: Sequence[Cost]) -> tuple[float | None, float]:
     """Basic composition: (Σε, Σδ); ε is None (∞) if any part is."""
     relations = {c.relation for c in costs if c.epsilon is not None and c.epsilon > 0}
     if len(relations) > 1:
-        raise PrivtoolError(f"cannot compose guarantees under different neighbouring relations: "
-                            f"{', '.join(sorted(relations))}")
+        raise PrivtoolError(
+            f"cannot compose guarantees under different neighbouring relations: "
+            f"{', '.join(sorted(relations))}"
+        )
     delta = float(sum(c.delta for c in costs))
     if any(c.epsilon is None or not math.isfinite(c.epsilon) for c in costs):
         return None, delta
@@ -59,12 +72,15 @@ def record_relation(mechanism: str) -> str:
     try:
         return RECORD_RELATION[mechanism]
     except KeyError:
-        raise PrivtoolError(f"privtool select does not know the privacy guarantee of mechanism "
-                            f"{mechanism!r}; known: {', '.join(RECORD_RELATION)}") from None
+        raise PrivtoolError(
+            f"privtool select does not know the privacy guarantee of mechanism "
+            f"{mechanism!r}; known: {', '.join(RECORD_RELATION)}"
+        ) from None
 
 
-def parent_cost(mechanism: str, privacy: Mapping[str, Any], metrics: Mapping[str, Any], *,
-                record_level: bool) -> Cost:
+def parent_cost(
+    mechanism: str, privacy: Mapping[str, Any], metrics: Mapping[str, Any], *, record_level: bool
+) -> Cost:
     """The parent checkpoint's guarantee as a :class:`Cost`.
 
     ``record_level`` False: the mechanism's own headline (per class for ``class``);
@@ -81,11 +97,16 @@ def parent_cost(mechanism: str, privacy: Mapping[str, Any], metrics: Mapping[str
         return Cost(name, _eps(privacy.get("epsilon")), delta, relation)
     unit_eps = _eps(privacy.get(f"epsilon_{mechanism}"))
     if not record_level:
-        return Cost(name, unit_eps, delta,
-                    str(metrics.get("unit_relation") or f"add/remove one {mechanism}"))
+        return Cost(
+            name,
+            unit_eps,
+            delta,
+            str(metrics.get("unit_relation") or f"add/remove one {mechanism}"),
+        )
     if "delta_record" in privacy:
-        return Cost(name, _eps(privacy.get("epsilon_record")), float(privacy["delta_record"]),
-                    relation)
+        return Cost(
+            name, _eps(privacy.get("epsilon_record")), float(privacy["delta_record"]), relation
+        )
     from privtool.accounting.unit import record_level as group
 
     g = int(metrics.get("record_group_size") or 1)
@@ -118,19 +139,30 @@ class Plan:
     limit: float | None
 
     def record(self) -> dict[str, Any]:
-        return {"composition": BASIC, "parts": [self.parent.as_dict(),
-                                                *(c.as_dict() for c in self.extra)],
-                "epsilon": self.epsilon, "delta": self.delta, "epsilon_limit": self.limit,
-                "parent": self.candidate.spec}
+        return {
+            "composition": BASIC,
+            "parts": [self.parent.as_dict(), *(c.as_dict() for c in self.extra)],
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "epsilon_limit": self.limit,
+            "parent": self.candidate.spec,
+        }
 
 
 def _fmt(e: float | None) -> str:
     return "inf" if e is None else f"{e:.4g}"
 
 
-def choose_parent(candidates: Sequence[Candidate], *, mechanism: str, metrics: Mapping[str, Any],
-                  extra: Sequence[Cost], limit: float | None, pinned: bool,
-                  what: str) -> Plan:
+def choose_parent(
+    candidates: Sequence[Candidate],
+    *,
+    mechanism: str,
+    metrics: Mapping[str, Any],
+    extra: Sequence[Cost],
+    limit: float | None,
+    pinned: bool,
+    what: str,
+) -> Plan:
     """The latest candidate (by epoch) whose composed ε is at most ``limit`` (any when
     ``limit`` is None). ``pinned``: the user named the checkpoint, so it is used or refused.
     ``extra`` are the strategy's own releases; ``what`` names them in messages."""
@@ -149,17 +181,27 @@ def choose_parent(candidates: Sequence[Candidate], *, mechanism: str, metrics: M
         return fits[-1]
     first = plans[0] if not pinned else plans[-1]
     if first.parent.epsilon is None:
-        why = ("has no DP guarantee (" + str(metrics.get("dp_guarantee_reason")) + ")"
-               if metrics.get("dp_guarantee") == "none" else
-               f"is not private (mechanism {mechanism}, epsilon inf)")
-        raise PrivtoolError(f"--epsilon-limit {limit:g} cannot hold: {first.candidate.spec} "
-                            f"{why}; drop --epsilon-limit or select from a DP run")
-    where = (f"{first.candidate.spec} (epsilon_dp {_fmt(first.parent.epsilon)})"
-             if pinned or len(plans) == 1 else
-             f"even the earliest checkpoint, {first.candidate.spec} (epsilon_dp "
-             f"{_fmt(first.parent.epsilon)}),")
-    fix = ("train with more noise or keep earlier checkpoints (train.checkpoint_every=1)"
-           if not pinned else "pick an earlier checkpoint (RUN@EPOCH) or drop @ to let "
-                              "--epsilon-limit choose one")
-    raise PrivtoolError(f"--epsilon-limit {limit:g} is too small: {where} plus {what} composes "
-                        f"to epsilon {_fmt(first.epsilon)}; raise the limit or {fix}")
+        why = (
+            "has no DP guarantee (" + str(metrics.get("dp_guarantee_reason")) + ")"
+            if metrics.get("dp_guarantee") == "none"
+            else f"is not private (mechanism {mechanism}, epsilon inf)"
+        )
+        raise PrivtoolError(
+            f"--epsilon-limit {limit:g} cannot hold: {first.candidate.spec} "
+            f"{why}; drop --epsilon-limit or select from a DP run"
+        )
+    where = (
+        f"{first.candidate.spec} (epsilon_dp {_fmt(first.parent.epsilon)})"
+        if pinned or len(plans) == 1
+        else f"even the earliest checkpoint, {first.candidate.spec} (epsilon_dp "
+        f"{_fmt(first.parent.epsilon)}),"
+    )
+    fix = (
+        "train with more noise or keep earlier checkpoints (train.checkpoint_every=1)"
+        if not pinned
+        else "pick an earlier checkpoint (RUN@EPOCH) or drop @ to let --epsilon-limit choose one"
+    )
+    raise PrivtoolError(
+        f"--epsilon-limit {limit:g} is too small: {where} plus {what} composes "
+        f"to epsilon {_fmt(first.epsilon)}; raise the limit or {fix}"
+    )

@@ -33,8 +33,10 @@ from typing import Any, Mapping, Sequence
 
 from privtool.select.budget import BASIC, Cost
 
-PLD = ("PLD (dp_accounting, pessimistic) over every NearPrivate release (Gaussian DP-PCA, "
-       "Laplace support counts), plus the parent by basic composition")
+PLD = (
+    "PLD (dp_accounting, pessimistic) over every NearPrivate release (Gaussian DP-PCA, "
+    "Laplace support counts), plus the parent by basic composition"
+)
 
 
 def cell_events(details: Mapping[str, Any]) -> list[Any]:
@@ -45,8 +47,10 @@ def cell_events(details: Mapping[str, Any]) -> list[Any]:
     scale, l1 = float(details["support_laplace_scale"]), float(details["support_sensitivity"])
     if l1 not in (1.0, 2.0):
         raise ValueError(f"support sensitivity {l1} is not 1 or 2")
-    return [dp_event.GaussianDpEvent(sigma / sens),
-            *[dp_event.LaplaceDpEvent(scale) for _ in range(int(l1))]]
+    return [
+        dp_event.GaussianDpEvent(sigma / sens),
+        *[dp_event.LaplaceDpEvent(scale) for _ in range(int(l1))],
+    ]
 
 
 def pld_epsilon(cells: Sequence[Mapping[str, Any]], delta: float) -> float:
@@ -56,19 +60,36 @@ def pld_epsilon(cells: Sequence[Mapping[str, Any]], delta: float) -> float:
 
     groups: dict[tuple[float, ...], int] = {}  # identical cells compose as one self-composition
     for c in cells:
-        key = tuple(float(c[k]) for k in ("dp_pca_sigma", "dp_pca_sensitivity",
-                                           "support_laplace_scale", "support_sensitivity"))
+        key = tuple(
+            float(c[k])
+            for k in (
+                "dp_pca_sigma",
+                "dp_pca_sensitivity",
+                "support_laplace_scale",
+                "support_sensitivity",
+            )
+        )
         groups[key] = groups.get(key, 0) + 1
     acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
     for key, count in groups.items():
-        cell = dict(zip(("dp_pca_sigma", "dp_pca_sensitivity", "support_laplace_scale",
-                         "support_sensitivity"), key))
+        cell = dict(
+            zip(
+                (
+                    "dp_pca_sigma",
+                    "dp_pca_sensitivity",
+                    "support_laplace_scale",
+                    "support_sensitivity",
+                ),
+                key,
+            )
+        )
         acc.compose(dp_event.ComposedDpEvent(cell_events(cell)), count)
     return float(acc.get_epsilon(delta))
 
 
-def compose_curve(parent: Cost, per_cell: Sequence[Cost],
-                  cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def compose_curve(
+    parent: Cost, per_cell: Sequence[Cost], cells: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """The curve's composed guarantee: ``parent`` (once) and every cell's releases.
 
     ``per_cell`` are one NearPrivate cell's (ε, δ) parts (DP-PCA, support); ``cells`` the
@@ -84,32 +105,35 @@ def compose_curve(parent: Cost, per_cell: Sequence[Cost],
     delta_basic = parent.delta + n * delta_cell
     out.update(epsilon_basic=eps_basic, delta_basic=delta_basic, delta_composed=delta_basic)
     if n == 0:
-        out.update(epsilon_composed=parent.epsilon, composition="the parent alone (no "
-                   "strategy of the curve read the private data)")
+        out.update(
+            epsilon_composed=parent.epsilon,
+            composition="the parent alone (no strategy of the curve read the private data)",
+        )
         return out
     try:
         eps_pld = parent.epsilon + pld_epsilon(cells, delta_cell)
     except (ImportError, ValueError, ArithmeticError, RuntimeError) as e:  # fall back to basic
-        out.update(epsilon_composed=eps_basic, composition=f"{BASIC} (PLD failed: "
-                   f"{type(e).__name__})")
+        out.update(
+            epsilon_composed=eps_basic, composition=f"{BASIC} (PLD failed: {type(e).__name__})"
+        )
         return out
     out["epsilon_pld"] = eps_pld
     if math.isfinite(eps_pld) and eps_pld <= eps_basic:  # smaller ε at a smaller δ: dominates
-        out.update(epsilon_composed=eps_pld, delta_composed=parent.delta + delta_cell,
-                   composition=PLD)
+        out.update(
+            epsilon_composed=eps_pld, delta_composed=parent.delta + delta_cell, composition=PLD
+        )
     else:
         out.update(epsilon_composed=eps_basic, composition=BASIC)
     return out
 
 
-def curve_parent(plans: Sequence[Any], metrics: Mapping[str, Any], *,
-                 record_level: bool) -> Cost:
+def curve_parent(plans: Sequence[Any], metrics: Mapping[str, Any], *, record_level: bool) -> Cost:
     """The parent release a curve rests on: its strategies may start from different
     checkpoints of one run, which are prefixes of one training trajectory, so the latest one's
     guarantee covers them all (record level when a strategy composes with private releases)."""
     from privtool.select.budget import parent_cost
 
-    latest = max(plans, key=lambda p: math.inf if p.candidate.epoch is None
-                 else p.candidate.epoch)
-    return parent_cost(str(metrics.get("mechanism")), latest.candidate.privacy, metrics,
-                       record_level=record_level)
+    latest = max(plans, key=lambda p: math.inf if p.candidate.epoch is None else p.candidate.epoch)
+    return parent_cost(
+        str(metrics.get("mechanism")), latest.candidate.privacy, metrics, record_level=record_level
+    )

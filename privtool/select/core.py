@@ -25,8 +25,9 @@ def _privacy(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if k.startswith("epsilon") or k.startswith("delta")}
 
 
-def plan(strategy: str, target: str, cfg: SelectConfig, *,
-         epsilon_limit: float | None = None) -> Plan:
+def plan(
+    strategy: str, target: str, cfg: SelectConfig, *, epsilon_limit: float | None = None
+) -> Plan:
     """Which parent checkpoint ``strategy`` starts from and the composed (ε, δ) of the result.
 
     ``target`` RUN@EPOCH pins the checkpoint (refused if its composition exceeds the limit);
@@ -52,17 +53,27 @@ def plan(strategy: str, target: str, cfg: SelectConfig, *,
     elif limit is None or not checkpoints:
         candidates = [final]
     else:
-        candidates = [Candidate(f"{run_dir}@{c['epoch']}", int(c["epoch"]), _privacy(c))
-                      for c in sorted(checkpoints, key=lambda c: c["epoch"])]
+        candidates = [
+            Candidate(f"{run_dir}@{c['epoch']}", int(c["epoch"]), _privacy(c))
+            for c in sorted(checkpoints, key=lambda c: c["epoch"])
+        ]
     eps_support = None
     if cls.uses_private and cfg.near_private.epsilon_support is None:
         if limit is None:
             cls.costs(cfg, relation)  # raises: null epsilon_support needs a limit
-        return _plan_rest(cls, candidates, cfg, relation, mechanism, metrics, limit,
-                          pinned=epoch is not None)
+        return _plan_rest(
+            cls, candidates, cfg, relation, mechanism, metrics, limit, pinned=epoch is not None
+        )
     extra = cls.costs(cfg, relation, eps_support)
-    return choose_parent(candidates, mechanism=mechanism, metrics=metrics, extra=extra,
-                         limit=limit, pinned=epoch is not None, what=_what(extra))
+    return choose_parent(
+        candidates,
+        mechanism=mechanism,
+        metrics=metrics,
+        extra=extra,
+        limit=limit,
+        pinned=epoch is not None,
+        what=_what(extra),
+    )
 
 
 def _what(extra: list[Any]) -> str:
@@ -71,25 +82,48 @@ def _what(extra: list[Any]) -> str:
     return " + ".join(f"{c.name} epsilon {c.epsilon:g}" for c in extra)
 
 
-def _plan_rest(cls: Any, candidates: list[Candidate], cfg: SelectConfig, relation: str,
-               mechanism: str, metrics: dict[str, Any], limit: float, *, pinned: bool) -> Plan:
+def _plan_rest(
+    cls: Any,
+    candidates: list[Candidate],
+    cfg: SelectConfig,
+    relation: str,
+    mechanism: str,
+    metrics: dict[str, Any],
+    limit: float,
+    *,
+    pinned: bool,
+) -> Plan:
     """ε_support null: the latest checkpoint that leaves ε_support ≥ ε_dpPCA, which then gets
     everything the limit leaves (paper 2 Fig. 5c splits ε_limit between ε_dp and ε_support)."""
     floor = cfg.near_private.epsilon_pca
     probe = cls.costs(cfg, relation, floor)
-    chosen = choose_parent(candidates, mechanism=mechanism, metrics=metrics, extra=probe,
-                           limit=limit, pinned=pinned, what=_what(probe) + " (at least)")
+    chosen = choose_parent(
+        candidates,
+        mechanism=mechanism,
+        metrics=metrics,
+        extra=probe,
+        limit=limit,
+        pinned=pinned,
+        what=_what(probe) + " (at least)",
+    )
     rest = limit - (chosen.parent.epsilon or 0.0) - cfg.near_private.epsilon_pca
     extra = cls.costs(cfg, relation, rest)
-    return choose_parent([chosen.candidate], mechanism=mechanism, metrics=metrics, extra=extra,
-                         limit=limit * (1 + 1e-9), pinned=True, what=_what(extra))
+    return choose_parent(
+        [chosen.candidate],
+        mechanism=mechanism,
+        metrics=metrics,
+        extra=extra,
+        limit=limit * (1 + 1e-9),
+        pinned=True,
+        what=_what(extra),
+    )
 
 
 @dataclass
 class Parent:
     """A loaded parent checkpoint: model, data, splits and the DP model's signals (cached)."""
 
-    target: Any                      # privtool.attacks.base.Target
+    target: Any  # privtool.attacks.base.Target
     model: Any
     x_test: Any
     y_test: Any
@@ -118,9 +152,12 @@ def load_parent(spec: str, device: Any) -> Parent:
     target = load_target(spec, device)
     model = target.build_model()
     test = target.splits["test"]
-    return Parent(target=target, model=model,
-                  x_test=torch.from_numpy(target.data.x[test]).to(device),
-                  y_test=torch.from_numpy(target.data.y[test]).to(device))
+    return Parent(
+        target=target,
+        model=model,
+        x_test=torch.from_numpy(target.data.x[test]).to(device),
+        y_test=torch.from_numpy(target.data.y[test]).to(device),
+    )
 
 
 def parent_pool(parent: Parent, cfg: SelectConfig) -> PublicPool:
@@ -144,29 +181,55 @@ class Outcome:
 def check_selection(idx: np.ndarray, n_labeled: int, n_pool: int, strategy: str) -> np.ndarray:
     """The strategy contract: exactly ``n_labeled`` distinct indices of the pool."""
     idx = np.asarray(idx)
-    if (idx.ndim != 1 or len(idx) != n_labeled or len(np.unique(idx)) != n_labeled
-            or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n_pool):
-        raise PrivtoolError(f"internal error: strategy {strategy} returned {len(idx)} indices, "
-                            f"not {n_labeled} distinct ones in [0, {n_pool})")
+    if (
+        idx.ndim != 1
+        or len(idx) != n_labeled
+        or len(np.unique(idx)) != n_labeled
+        or not np.issubdtype(idx.dtype, np.integer)
+        or idx.min() < 0
+        or idx.max() >= n_pool
+    ):
+        raise PrivtoolError(
+            f"internal error: strategy {strategy} returned {len(idx)} indices, "
+            f"not {n_labeled} distinct ones in [0, {n_pool})"
+        )
     return idx.astype(np.int64)
 
 
-def select_and_finetune(parent: Parent, pool: PublicPool, plan_: Plan, cfg: SelectConfig, *,
-                        strategy: str, n_labeled: int, seed: int, progress: Any = None,
-                        record_curve: bool = True) -> Outcome:
+def select_and_finetune(
+    parent: Parent,
+    pool: PublicPool,
+    plan_: Plan,
+    cfg: SelectConfig,
+    *,
+    strategy: str,
+    n_labeled: int,
+    seed: int,
+    progress: Any = None,
+    record_curve: bool = True,
+) -> Outcome:
     """Pick ``n_labeled`` pool points with ``strategy``, reveal their labels, fine-tune a copy
     of the parent model on them and score it on the private test split."""
     cls = STRATEGIES.get(strategy)
     if n_labeled > len(pool):
-        raise PrivtoolError(f"select.n_labeled={n_labeled} is more than the {len(pool)} points "
-                            f"of the public pool ({pool.record['dataset']} "
-                            f"{pool.record['split']}); lower it or use a larger pool")
+        raise PrivtoolError(
+            f"select.n_labeled={n_labeled} is more than the {len(pool)} points "
+            f"of the public pool ({pool.record['dataset']} "
+            f"{pool.record['split']}); lower it or use a larger pool"
+        )
     relation = record_relation(str(parent.target.metrics.get("mechanism")))
     eps_support = next((c.epsilon for c in plan_.extra if c.name.startswith("support")), None)
     rng = np.random.default_rng([seed, 2024])
-    task = Task(n_labeled=n_labeled, public=parent.pool_signals(pool), cfg=cfg, rng=rng,
-                relation=relation, private=parent.private_signals if cls.uses_private else None,
-                epsilon_support=eps_support, noise_rng=_noise_rng(parent))
+    task = Task(
+        n_labeled=n_labeled,
+        public=parent.pool_signals(pool),
+        cfg=cfg,
+        rng=rng,
+        relation=relation,
+        private=parent.private_signals if cls.uses_private else None,
+        epsilon_support=eps_support,
+        noise_rng=_noise_rng(parent),
+    )
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small dense algebra: avoid oversubscription
@@ -175,14 +238,28 @@ def select_and_finetune(parent: Parent, pool: PublicPool, plan_: Plan, cfg: Sele
     selection.indices = idx
     labels = pool.reveal(idx)
     model = copy.deepcopy(parent.model)
-    tuned = finetune(model, pool.x[idx], labels, parent.x_test, parent.y_test, cfg=cfg.finetune,
-                     seed=seed, device=parent.target.device, progress=progress,
-                     record_curve=record_curve)
+    tuned = finetune(
+        model,
+        pool.x[idx],
+        labels,
+        parent.x_test,
+        parent.y_test,
+        cfg=cfg.finetune,
+        seed=seed,
+        device=parent.target.device,
+        progress=progress,
+        record_curve=record_curve,
+    )
     metrics: dict[str, Any] = {
-        "strategy": strategy, "n_labeled": n_labeled, "seed": seed,
-        "test_accuracy": tuned.test_accuracy, "test_loss": tuned.test_loss,
-        "n_pool": len(pool), "n_classes_selected": int(len(np.unique(labels))),
-        **{k: v for k, v in selection.details.items()}}
+        "strategy": strategy,
+        "n_labeled": n_labeled,
+        "seed": seed,
+        "test_accuracy": tuned.test_accuracy,
+        "test_loss": tuned.test_loss,
+        "n_pool": len(pool),
+        "n_classes_selected": int(len(np.unique(labels))),
+        **{k: v for k, v in selection.details.items()},
+    }
     if pool.polluted.any():
         metrics["pollution_selected_fraction"] = pool.pollution_fraction(idx)
         metrics["pollution_pool_fraction"] = float(pool.polluted.mean())
@@ -221,9 +298,11 @@ def later_checkpoints_warning(plan_: Plan) -> str | None:
     if not later and m.get("epochs") == epoch:
         return None
     what = f"its later checkpoints (epochs {', '.join(map(str, later))}) and" if later else "its"
-    return (f"the parent {plan_.candidate.spec}'s ε holds only while {what} final model.pt in "
-            f"{run_dir} stay private; releasing them all costs the run's final ε "
-            f"{'∞' if final is None else f'{final:.4g}'} (see `privtool export`)")
+    return (
+        f"the parent {plan_.candidate.spec}'s ε holds only while {what} final model.pt in "
+        f"{run_dir} stay private; releasing them all costs the run's final ε "
+        f"{'∞' if final is None else f'{final:.4g}'} (see `privtool export`)"
+    )
 
 
 def _final_epsilon(m: dict[str, Any]) -> Any:
@@ -235,10 +314,13 @@ def privacy_metrics(plan_: Plan) -> dict[str, Any]:
     """The composed guarantee as metrics: ``epsilon``/``delta`` of the fine-tuned model, the
     parent's, each release's, and the rule (basic composition)."""
     eps_terms, delta_terms = ["epsilon_dp"], ["delta_dp"]
-    out: dict[str, Any] = {"epsilon": plan_.epsilon, "delta": plan_.delta,
-                           "parent_epsilon": plan_.parent.epsilon,
-                           "parent_delta": plan_.parent.delta,
-                           "epsilon_relation": plan_.parent.relation}
+    out: dict[str, Any] = {
+        "epsilon": plan_.epsilon,
+        "delta": plan_.delta,
+        "parent_epsilon": plan_.parent.epsilon,
+        "parent_delta": plan_.parent.delta,
+        "epsilon_relation": plan_.parent.relation,
+    }
     for c in plan_.extra:
         key = _KEYS.get(c.name, c.name)
         out[f"epsilon_{key}"] = c.epsilon
@@ -246,8 +328,9 @@ def privacy_metrics(plan_: Plan) -> dict[str, Any]:
         if c.delta:
             out[f"delta_{key}"] = c.delta
             delta_terms.append(f"delta_{key}")
-    out["composition"] = (f"basic: epsilon = {' + '.join(eps_terms)}; "
-                          f"delta = {' + '.join(delta_terms)}")
+    out["composition"] = (
+        f"basic: epsilon = {' + '.join(eps_terms)}; delta = {' + '.join(delta_terms)}"
+    )
     if plan_.limit is not None:
         out["epsilon_limit"] = plan_.limit
     return out
@@ -264,7 +347,13 @@ def parent_record(parent: Parent, plan_: Plan) -> dict[str, Any]:
     t = parent.target
     run_dir = Path(t.dir)
     fname = MODEL if t.epoch is None else checkpoint_file(t.epoch)
-    return {"run": str(run_dir), "epoch": t.epoch, "spec": plan_.candidate.spec, "file": fname,
-            "file_sha256": file_hash(run_dir / fname),
-            "meta_sha256": file_hash(run_dir / "meta.json"),
-            "mechanism": t.metrics.get("mechanism"), "privacy": dict(t.privacy)}
+    return {
+        "run": str(run_dir),
+        "epoch": t.epoch,
+        "spec": plan_.candidate.spec,
+        "file": fname,
+        "file_sha256": file_hash(run_dir / fname),
+        "meta_sha256": file_hash(run_dir / "meta.json"),
+        "mechanism": t.metrics.get("mechanism"),
+        "privacy": dict(t.privacy),
+    }

@@ -18,22 +18,34 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (strategy, n), rs in groups.items():
         acc = np.array([r["test_accuracy"] for r in rs], dtype=np.float64)
-        row: dict[str, Any] = {"strategy": strategy, "n_labeled": n, "n_seeds": len(rs),
-                               "test_accuracy_mean": float(acc.mean()),
-                               "test_accuracy_sd": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
-                               "epsilon": rs[0].get("epsilon"),
-                               "epsilon_whole_curve": rs[0].get("epsilon_whole_curve"),
-                               "parent_epoch": rs[0].get("parent_epoch")}
-        pol = [r["pollution_selected_fraction"] for r in rs
-               if r.get("pollution_selected_fraction") is not None]
+        row: dict[str, Any] = {
+            "strategy": strategy,
+            "n_labeled": n,
+            "n_seeds": len(rs),
+            "test_accuracy_mean": float(acc.mean()),
+            "test_accuracy_sd": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "epsilon": rs[0].get("epsilon"),
+            "epsilon_whole_curve": rs[0].get("epsilon_whole_curve"),
+            "parent_epoch": rs[0].get("parent_epoch"),
+        }
+        pol = [
+            r["pollution_selected_fraction"]
+            for r in rs
+            if r.get("pollution_selected_fraction") is not None
+        ]
         if pol:
             row["pollution_selected_fraction_mean"] = float(np.mean(pol))
         out.append(row)
     return out
 
 
-def plot_curve(summary: Sequence[Mapping[str, Any]], path: str | Path, *,
-               baselines: Mapping[str, float], title: str) -> None:
+def plot_curve(
+    summary: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    baselines: Mapping[str, float],
+    title: str,
+) -> None:
     """Test accuracy (mean ± sd error bars) against N_labeled, one line per strategy; each
     parent's accuracy before fine-tuning as a dashed line."""
     import matplotlib
@@ -47,12 +59,24 @@ def plot_curve(summary: Sequence[Mapping[str, Any]], path: str | Path, *,
         rs = sorted((r for r in summary if r["strategy"] == s), key=lambda r: r["n_labeled"])
         eps = rs[0].get("epsilon")
         label = s + ("" if eps is None else f" (ε={eps:.3g})")
-        ax.errorbar([r["n_labeled"] for r in rs], [r["test_accuracy_mean"] for r in rs],
-                    yerr=[r["test_accuracy_sd"] for r in rs], marker="o", capsize=3, label=label)
+        ax.errorbar(
+            [r["n_labeled"] for r in rs],
+            [r["test_accuracy_mean"] for r in rs],
+            yerr=[r["test_accuracy_sd"] for r in rs],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     for name, acc in baselines.items():
         ax.axhline(acc, linestyle="--", color="grey", linewidth=1)
-        ax.annotate(name, (0.01, acc), xycoords=("axes fraction", "data"), fontsize=7,
-                    color="grey", va="bottom")
+        ax.annotate(
+            name,
+            (0.01, acc),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="grey",
+            va="bottom",
+        )
     ax.set_xscale("log")
     ns = sorted({r["n_labeled"] for r in summary})
     ax.set_xticks(ns)

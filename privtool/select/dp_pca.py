@@ -50,8 +50,9 @@ RELATIONS = (ADD_REMOVE, REPLACE_ONE)
 
 def _check_relation(relation: str) -> None:
     if relation not in RELATIONS:
-        raise PrivtoolError(f"neighbouring relation {relation!r} is not one of: "
-                            f"{', '.join(RELATIONS)}")
+        raise PrivtoolError(
+            f"neighbouring relation {relation!r} is not one of: {', '.join(RELATIONS)}"
+        )
 
 
 def pca_sensitivity(relation: str) -> float:
@@ -82,7 +83,7 @@ def analytic_gaussian_sigma(*, epsilon: float, delta: float, sensitivity: float 
     from dp_accounting.gaussian_mechanism import get_sigma_gaussian
     from scipy.special import log_ndtr
 
-    def log_delta(sigma: float) -> float:   # Balle & Wang 2018, Thm. 8, at Δ = 1, in logs
+    def log_delta(sigma: float) -> float:  # Balle & Wang 2018, Thm. 8, at Δ = 1, in logs
         a, b = 1 / (2 * sigma), epsilon * sigma
         x, y = log_ndtr(a - b), epsilon + log_ndtr(-a - b)
         return x + math.log1p(-math.exp(y - x)) if y < x else -math.inf
@@ -105,8 +106,9 @@ def gaussian_sigma(*, epsilon: float, delta: float, sensitivity: float = 1.0) ->
         raise PrivtoolError(f"epsilon_pca={epsilon!r} is not allowed: a number > 0")
     if not 0 < delta < 1:
         raise PrivtoolError(f"delta_pca={delta!r} is not allowed: a number in (0, 1)")
-    return analytic_gaussian_sigma(epsilon=epsilon, delta=delta, sensitivity=sensitivity), \
-        CALIBRATION
+    return analytic_gaussian_sigma(
+        epsilon=epsilon, delta=delta, sensitivity=sensitivity
+    ), CALIBRATION
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:
@@ -135,8 +137,15 @@ def noise_matrix(d: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
     return upper + np.triu(upper, 1).T
 
 
-def analyze_gauss(x: np.ndarray, *, n_components: int, epsilon: float, delta: float,
-                  rng: np.random.Generator, relation: str = ADD_REMOVE) -> DPPCA:
+def analyze_gauss(
+    x: np.ndarray,
+    *,
+    n_components: int,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator,
+    relation: str = ADD_REMOVE,
+) -> DPPCA:
     """(ε, δ)-DP top-``n_components`` principal directions of the rows of ``x`` (each must have
     ‖x‖ ≤ 1; use :func:`normalise_rows`). Dwork et al. 2014, Alg. 1 (see top)."""
     x = np.asarray(x, dtype=np.float64)
@@ -146,22 +155,35 @@ def analyze_gauss(x: np.ndarray, *, n_components: int, epsilon: float, delta: fl
         raise PrivtoolError("DP-PCA rows must have norm <= 1 (Analyze Gauss); normalise them first")
     d = x.shape[1]
     if not 1 <= n_components <= d:
-        raise PrivtoolError(f"select.n_components={n_components} is not allowed: an integer in "
-                            f"[1, {d}] (the embedding width)")
-    a, sigma, calibration = noisy_second_moment(x, epsilon=epsilon, delta=delta, rng=rng,
-                                                relation=relation)
+        raise PrivtoolError(
+            f"select.n_components={n_components} is not allowed: an integer in "
+            f"[1, {d}] (the embedding width)"
+        )
+    a, sigma, calibration = noisy_second_moment(
+        x, epsilon=epsilon, delta=delta, rng=rng, relation=relation
+    )
     vals, vecs = np.linalg.eigh(a)
     top = np.argsort(vals)[::-1][:n_components]
-    return DPPCA(components=vecs[:, top], sigma=sigma, calibration=calibration,
-                 sensitivity=pca_sensitivity(relation))
+    return DPPCA(
+        components=vecs[:, top],
+        sigma=sigma,
+        calibration=calibration,
+        sensitivity=pca_sensitivity(relation),
+    )
 
 
-def noisy_second_moment(x: np.ndarray, *, epsilon: float, delta: float,
-                        rng: np.random.Generator, relation: str = ADD_REMOVE
-                        ) -> tuple[np.ndarray, float, str]:
+def noisy_second_moment(
+    x: np.ndarray,
+    *,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator,
+    relation: str = ADD_REMOVE,
+) -> tuple[np.ndarray, float, str]:
     """Analyze Gauss's release XᵀX + E (rows of ``x`` with ‖x‖ ≤ 1): (A, σ, calibration)."""
-    sigma, calibration = gaussian_sigma(epsilon=epsilon, delta=delta,
-                                        sensitivity=pca_sensitivity(relation))
+    sigma, calibration = gaussian_sigma(
+        epsilon=epsilon, delta=delta, sensitivity=pca_sensitivity(relation)
+    )
     return x.T @ x + noise_matrix(x.shape[1], sigma, rng), sigma, calibration
 
 
@@ -171,14 +193,15 @@ def nearest(a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> np.ndarray:
     b_sq = (b * b).sum(1)
     out = np.empty(len(a), dtype=np.int64)
     for i in range(0, len(a), chunk):
-        part = np.asarray(a[i:i + chunk], dtype=np.float64)
+        part = np.asarray(a[i : i + chunk], dtype=np.float64)
         d = b_sq[None, :] - 2.0 * part @ b.T
-        out[i:i + chunk] = d.argmin(1)
+        out[i : i + chunk] = d.argmin(1)
     return out
 
 
-def noisy_support(votes: np.ndarray, n_bins: int, *, epsilon: float, sensitivity: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+def noisy_support(
+    votes: np.ndarray, n_bins: int, *, epsilon: float, sensitivity: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Neighbour counts of ``n_bins`` public points from the private points' ``votes`` (bin
     indices) plus Laplace(Δ₁/ε) each: (noisy counts, exact counts, Laplace scale)."""
     if not (epsilon > 0 and math.isfinite(epsilon)):

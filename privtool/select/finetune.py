@@ -44,9 +44,20 @@ def single_thread_on_cpu(device: Any) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def finetune(model: Any, x: np.ndarray, y: np.ndarray, x_test: Any, y_test: Any, *,
-             cfg: FinetuneConfig, seed: int, device: Any, eval_batch_size: int = 1024,
-             progress: Any = None, record_curve: bool = True) -> FinetuneOutcome:
+def finetune(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: Any,
+    y_test: Any,
+    *,
+    cfg: FinetuneConfig,
+    seed: int,
+    device: Any,
+    eval_batch_size: int = 1024,
+    progress: Any = None,
+    record_curve: bool = True,
+) -> FinetuneOutcome:
     """Train ``model`` in place on (x, y) for ``cfg.epochs`` epochs, then score it on the
     private test split (``x_test``, ``y_test`` tensors on ``device``)."""
     import torch
@@ -60,8 +71,11 @@ def finetune(model: Any, x: np.ndarray, y: np.ndarray, x_test: Any, y_test: Any,
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     batch = max(1, min(cfg.batch_size, len(xt)))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam"
-           else torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum))
+    opt = (
+        torch.optim.Adam(params, lr=cfg.lr)
+        if cfg.optimizer == "adam"
+        else torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    )
     rng = np.random.default_rng([seed, 77])
     curve: list[dict[str, Any]] = []
     devices = [device] if getattr(device, "type", str(device)) == "cuda" else []
@@ -74,7 +88,7 @@ def finetune(model: Any, x: np.ndarray, y: np.ndarray, x_test: Any, y_test: Any,
                 order = torch.from_numpy(rng.permutation(len(xt))).to(device)
                 loss_sum = 0.0
                 for i in range(0, len(xt), batch):
-                    sel = order[i:i + batch]
+                    sel = order[i : i + batch]
                     loss = F.cross_entropy(model(xt.index_select(0, sel)), yt.index_select(0, sel))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -82,14 +96,19 @@ def finetune(model: Any, x: np.ndarray, y: np.ndarray, x_test: Any, y_test: Any,
                     loss_sum += float(loss.detach()) * len(sel)
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / len(xt)}
                 if record_curve:
-                    row["test_loss"], row["test_accuracy"] = evaluate(model, x_test, y_test,
-                                                                      eval_batch_size)
+                    row["test_loss"], row["test_accuracy"] = evaluate(
+                        model, x_test, y_test, eval_batch_size
+                    )
                 curve.append(row)
-                progress.advance(epoch=epoch, loss=row["train_loss"],
-                                 acc=row.get("test_accuracy"))
+                progress.advance(epoch=epoch, loss=row["train_loss"], acc=row.get("test_accuracy"))
         finally:
             progress.stop()
         model.eval()
         test_loss, test_acc = evaluate(model, x_test, y_test, eval_batch_size)
-    return FinetuneOutcome(model=model, test_accuracy=test_acc, test_loss=test_loss, curve=curve,
-                           seconds=time.perf_counter() - t0)
+    return FinetuneOutcome(
+        model=model,
+        test_accuracy=test_acc,
+        test_loss=test_loss,
+        curve=curve,
+        seconds=time.perf_counter() - t0,
+    )

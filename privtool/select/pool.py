@@ -21,7 +21,7 @@ class PublicPool:
 
     x: np.ndarray
     polluted: np.ndarray
-    origin: np.ndarray            # index of each point in its source dataset
+    origin: np.ndarray  # index of each point in its source dataset
     record: dict[str, Any]
     _labels: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
     revealed: int = 0
@@ -35,8 +35,9 @@ class PublicPool:
         import hashlib
         import json
 
-        return hashlib.sha256(json.dumps(self.record, sort_keys=True, default=str)
-                              .encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(self.record, sort_keys=True, default=str).encode()
+        ).hexdigest()
 
     def reveal(self, idx: np.ndarray) -> np.ndarray:
         """The labels of the selected points (an annotator labels them; paper 2 §3)."""
@@ -59,13 +60,16 @@ def _check_disjoint(x: np.ndarray, private_train: np.ndarray, what: str) -> None
     private = _image_keys(private_train)
     overlap = sum(k in private for k in _image_keys(x))
     if overlap:
-        raise PrivtoolError(f"{overlap} of the {len(x)} images of {what} are private training "
-                            f"images; the public pool must be disjoint from the private data "
-                            f"(use the default: select.public_dataset=null, split public)")
+        raise PrivtoolError(
+            f"{overlap} of the {len(x)} images of {what} are private training "
+            f"images; the public pool must be disjoint from the private data "
+            f"(use the default: select.public_dataset=null, split public)"
+        )
 
 
-def build_pool(cfg: SelectConfig, data_cfg: DataConfig, data: Any,
-               splits: Mapping[str, np.ndarray]) -> PublicPool:
+def build_pool(
+    cfg: SelectConfig, data_cfg: DataConfig, data: Any, splits: Mapping[str, np.ndarray]
+) -> PublicPool:
     """The public pool for a run trained on ``data`` with ``splits`` (see
     :class:`~privtool.config.SelectConfig`). A pure function of the settings and the split
     seed, so every strategy and selection seed sees the same pool."""
@@ -78,34 +82,47 @@ def build_pool(cfg: SelectConfig, data_cfg: DataConfig, data: Any,
     private_train = data.x[splits["train"]]
     if same:
         if split in ("train", "all"):
-            raise PrivtoolError(f"select.public_split={split} would label private training "
-                                f"records of {name}; use a split disjoint from train (public, "
-                                f"the default) or another dataset (select.public_dataset)")
+            raise PrivtoolError(
+                f"select.public_split={split} would label private training "
+                f"records of {name}; use a split disjoint from train (public, "
+                f"the default) or another dataset (select.public_dataset)"
+            )
         if split not in splits:
-            raise PrivtoolError(f"select.public_split={split!r} is not a split of {name}; valid: "
-                                f"{', '.join(k for k in splits if k != 'train')}")
+            raise PrivtoolError(
+                f"select.public_split={split!r} is not a split of {name}; valid: "
+                f"{', '.join(k for k in splits if k != 'train')}"
+            )
         src, idx = data, np.asarray(splits[split], dtype=np.int64)
         x, adapted = src.x[idx], None
     else:
         src = load_dataset(name, data_root(data_cfg.root))
         if src.n_classes != data.n_classes:
-            raise PrivtoolError(f"public dataset {name} has {src.n_classes} classes and the "
-                                f"model {data.n_classes}; pick a public set with the same labels")
+            raise PrivtoolError(
+                f"public dataset {name} has {src.n_classes} classes and the "
+                f"model {data.n_classes}; pick a public set with the same labels"
+            )
         if split == "all":
             idx = np.arange(len(src.y), dtype=np.int64)
         else:
             other = make_splits(src.y, seed=data_cfg.split_seed, fractions=dict(data_cfg.splits))
             if split not in other:
-                raise PrivtoolError(f"select.public_split={split!r} is not a split of {name}; "
-                                    f"valid: all, {', '.join(other)}")
+                raise PrivtoolError(
+                    f"select.public_split={split!r} is not a split of {name}; "
+                    f"valid: all, {', '.join(other)}"
+                )
             idx = other[split]
         x, adapted = adapt_images(src.x[idx], data.shape)
         _check_disjoint(x, private_train, f"public dataset {name} ({split})")
     labels = src.y[idx].astype(np.int64)
     record: dict[str, Any] = {
-        "dataset": src.name, "fingerprint": src.fingerprint(), "split": split,
-        "n": int(len(idx)), "index_sha256": index_hash(idx), "adapted": adapted,
-        "disjoint_from": f"{data_cfg.dataset} train split"}
+        "dataset": src.name,
+        "fingerprint": src.fingerprint(),
+        "split": split,
+        "n": int(len(idx)),
+        "index_sha256": index_hash(idx),
+        "adapted": adapted,
+        "disjoint_from": f"{data_cfg.dataset} train split",
+    }
     polluted = np.zeros(len(idx), dtype=bool)
     origin = idx
     pol = cfg.pollution
@@ -116,10 +133,13 @@ def build_pool(cfg: SelectConfig, data_cfg: DataConfig, data: Any,
             raise PrivtoolError(
                 f"select.pollution.fraction={pol.fraction:g} needs {n_ood} images of "
                 f"{pol.dataset} beside {len(idx)} public ones, and it has {len(other.y)}; lower "
-                f"the fraction")
+                f"the fraction"
+            )
         if n_ood < 1:
-            raise PrivtoolError(f"select.pollution.fraction={pol.fraction:g} of {len(idx)} public "
-                                f"images is not one image; raise the fraction")
+            raise PrivtoolError(
+                f"select.pollution.fraction={pol.fraction:g} of {len(idx)} public "
+                f"images is not one image; raise the fraction"
+            )
         rng = np.random.default_rng([data_cfg.split_seed, 4243])
         pidx = np.sort(rng.choice(len(other.y), size=n_ood, replace=False)).astype(np.int64)
         px, padapted = adapt_images(other.x[pidx], data.shape)
@@ -130,9 +150,19 @@ def build_pool(cfg: SelectConfig, data_cfg: DataConfig, data: Any,
         labels = np.concatenate([labels, other.y[pidx].astype(np.int64) % data.n_classes])
         polluted = np.concatenate([polluted, np.ones(n_ood, dtype=bool)])
         origin = np.concatenate([origin, pidx])
-        record["pollution"] = {"dataset": other.name, "fingerprint": other.fingerprint(),
-                               "n": n_ood, "fraction": n_ood / len(x),
-                               "index_sha256": index_hash(pidx), "adapted": padapted,
-                               "labels": "the image's own label modulo n_classes"}
-    return PublicPool(x=np.ascontiguousarray(x, dtype=np.float32), polluted=polluted,
-                      origin=origin, record=record, _labels=labels)
+        record["pollution"] = {
+            "dataset": other.name,
+            "fingerprint": other.fingerprint(),
+            "n": n_ood,
+            "fraction": n_ood / len(x),
+            "index_sha256": index_hash(pidx),
+            "adapted": padapted,
+            "labels": "the image's own label modulo n_classes",
+        }
+    return PublicPool(
+        x=np.ascontiguousarray(x, dtype=np.float32),
+        polluted=polluted,
+        origin=origin,
+        record=record,
+        _labels=labels,
+    )

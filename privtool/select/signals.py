@@ -14,8 +14,8 @@ from privtool.errors import PrivtoolError
 
 @dataclass(frozen=True)
 class Signals:
-    embeddings: np.ndarray   # (n, d) float32, the model's ``embed`` flattened
-    logits: np.ndarray       # (n, K) float32
+    embeddings: np.ndarray  # (n, d) float32, the model's ``embed`` flattened
+    logits: np.ndarray  # (n, K) float32
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -24,14 +24,16 @@ def model_signals(model: Any, x: np.ndarray, *, device: Any, batch_size: int = 1
     import torch
 
     if not hasattr(model, "embed") or not hasattr(model, "head"):
-        raise PrivtoolError(f"model {type(model).__name__} has no penultimate embedding "
-                            f"(.embed/.head); every registry model has one")
+        raise PrivtoolError(
+            f"model {type(model).__name__} has no penultimate embedding "
+            f"(.embed/.head); every registry model has one"
+        )
     was = model.training
     model.eval()
     embs, logits = [], []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
+            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
             e = model.embed(xb)
             embs.append(e.reshape(len(xb), -1).float().cpu().numpy())
             logits.append(model.head(e).float().cpu().numpy())

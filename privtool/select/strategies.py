@@ -37,10 +37,10 @@ class Task:
     public: Signals
     cfg: SelectConfig
     rng: np.random.Generator
-    relation: str                                  # the parent's record-level relation
+    relation: str  # the parent's record-level relation
     private: Callable[[], Signals] | None = None
-    epsilon_support: float | None = None           # overrides cfg (budget planning)
-    noise_rng: np.random.Generator | None = None   # DP noise of private releases; None: rng
+    epsilon_support: float | None = None  # overrides cfg (budget planning)
+    noise_rng: np.random.Generator | None = None  # DP noise of private releases; None: rng
 
     @property
     def noise(self) -> np.random.Generator:
@@ -56,8 +56,10 @@ class Task:
         """Uncertain candidates: select.k, default 4 × n_labeled, at most the pool."""
         k = self.cfg.k if self.cfg.k is not None else 4 * self.n_labeled
         if k < self.n_labeled:
-            raise PrivtoolError(f"select.k={k} is not allowed: at least n_labeled="
-                                f"{self.n_labeled} (paper 2: k > N_labeled)")
+            raise PrivtoolError(
+                f"select.k={k} is not allowed: at least n_labeled="
+                f"{self.n_labeled} (paper 2: k > N_labeled)"
+            )
         return min(k, self.n_pool)
 
 
@@ -77,8 +79,9 @@ class Strategy(ABC):
     uses_private: ClassVar[bool] = False
 
     @classmethod
-    def costs(cls, cfg: SelectConfig, relation: str,
-              epsilon_support: float | None = None) -> list[Cost]:
+    def costs(
+        cls, cfg: SelectConfig, relation: str, epsilon_support: float | None = None
+    ) -> list[Cost]:
         """The releases about private data this strategy makes (none: post-processing only)."""
         return []
 
@@ -144,8 +147,9 @@ def public_pca(signals: Signals, n_components: int) -> tuple[np.ndarray, np.ndar
     return signals.cache[key]
 
 
-def take_centre_points(points: np.ndarray, n_labeled: int, n_clusters: int,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+def take_centre_points(
+    points: np.ndarray, n_labeled: int, n_clusters: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """k-means ``points`` into ``n_clusters``; take the points nearest each centre, round robin
     (each cluster's nearest, then each one's second nearest, ...) until ``n_labeled`` are taken.
     Returns (row indices into ``points``, cluster label of each row)."""
@@ -153,8 +157,10 @@ def take_centre_points(points: np.ndarray, n_labeled: int, n_clusters: int,
 
     km = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit(points)
     dist = np.linalg.norm(points - km.cluster_centers_[km.labels_], axis=1)
-    ranked = [np.flatnonzero(km.labels_ == c)[np.argsort(dist[km.labels_ == c], kind="stable")]
-              for c in range(n_clusters)]
+    ranked = [
+        np.flatnonzero(km.labels_ == c)[np.argsort(dist[km.labels_ == c], kind="stable")]
+        for c in range(n_clusters)
+    ]
     chosen: list[int] = []
     depth = 0
     while len(chosen) < n_labeled:
@@ -181,8 +187,10 @@ class DiversePublic(Strategy):
         n_clusters = min(-(-task.n_labeled // cfg.n_each), len(cand))
         seed = int(task.rng.integers(2**31 - 1))
         rows, labels = take_centre_points(points, task.n_labeled, n_clusters, seed)
-        return Selection(cand[rows], details={"n_clusters": n_clusters, "k": len(cand),
-                                              "n_components": comps.shape[1]})
+        return Selection(
+            cand[rows],
+            details={"n_clusters": n_clusters, "k": len(cand), "n_components": comps.shape[1]},
+        )
 
 
 def support_voters(logits: np.ndarray, private_k: int | None, kind: str) -> np.ndarray:
@@ -214,16 +222,25 @@ class NearPrivate(Strategy):
     uses_private = True
 
     @classmethod
-    def costs(cls, cfg: SelectConfig, relation: str,
-              epsilon_support: float | None = None) -> list[Cost]:
+    def costs(
+        cls, cfg: SelectConfig, relation: str, epsilon_support: float | None = None
+    ) -> list[Cost]:
         np_cfg = cfg.near_private
         eps_s = epsilon_support if epsilon_support is not None else np_cfg.epsilon_support
         if eps_s is None:
-            raise PrivtoolError("select.near_private.epsilon_support=null needs --epsilon-limit "
-                                "(it then gets what the limit leaves); give a number or a limit")
-        return [Cost("DP-PCA (Analyze Gauss)", float(np_cfg.epsilon_pca), float(np_cfg.delta_pca),
-                     relation),
-                Cost("support counts (Laplace)", float(eps_s), 0.0, relation)]
+            raise PrivtoolError(
+                "select.near_private.epsilon_support=null needs --epsilon-limit "
+                "(it then gets what the limit leaves); give a number or a limit"
+            )
+        return [
+            Cost(
+                "DP-PCA (Analyze Gauss)",
+                float(np_cfg.epsilon_pca),
+                float(np_cfg.delta_pca),
+                relation,
+            ),
+            Cost("support counts (Laplace)", float(eps_s), 0.0, relation),
+        ]
 
     def select(self, task: Task) -> Selection:
         if task.private is None:
@@ -238,23 +255,40 @@ class NearPrivate(Strategy):
             comps = np.eye(task.public.embeddings.shape[1])
         x_priv = normalise_rows((private.embeddings - mean) @ comps)
         x_pub = normalise_rows((task.public.embeddings - mean) @ comps)
-        dp = analyze_gauss(x_priv, n_components=min(cfg.n_components, x_priv.shape[1]),
-                           epsilon=np_cfg.epsilon_pca, delta=np_cfg.delta_pca, rng=task.noise,
-                           relation=task.relation)
+        dp = analyze_gauss(
+            x_priv,
+            n_components=min(cfg.n_components, x_priv.shape[1]),
+            epsilon=np_cfg.epsilon_pca,
+            delta=np_cfg.delta_pca,
+            rng=task.noise,
+            relation=task.relation,
+        )
         voters = support_voters(private.logits, np_cfg.private_k, cfg.uncertainty)
         k = np_cfg.public_k if np_cfg.public_k is not None else max(task.k, -(-task.n_pool // 2))
         if k < task.n_labeled:
-            raise PrivtoolError(f"select.near_private.public_k={k} is not allowed: at least "
-                                f"n_labeled={task.n_labeled}")
+            raise PrivtoolError(
+                f"select.near_private.public_k={k} is not allowed: at least "
+                f"n_labeled={task.n_labeled}"
+            )
         cand = most_uncertain(task.public.logits, min(k, task.n_pool), cfg.uncertainty)
         votes = nearest(dp.project(x_priv[voters]), dp.project(x_pub[cand]))
         sens = support_sensitivity(task.relation, top_k=np_cfg.private_k is not None)
-        noisy, _, scale = noisy_support(votes, len(cand), epsilon=float(eps_s),
-                                        sensitivity=sens, rng=task.noise)
-        order = np.lexsort((np.arange(len(cand)), -noisy))[:task.n_labeled]
-        return Selection(cand[order], costs=self.costs(cfg, task.relation, eps_s), details={
-            "dp_pca_sigma": dp.sigma, "dp_pca_calibration": dp.calibration,
-            "dp_pca_sensitivity": dp.sensitivity, "support_sensitivity": sens,
-            "support_laplace_scale": scale, "n_private_voters": int(len(voters)),
-            "k": int(len(cand)), "n_components": int(dp.components.shape[1]),
-            "dp_pca_input_dims": int(x_priv.shape[1])})
+        noisy, _, scale = noisy_support(
+            votes, len(cand), epsilon=float(eps_s), sensitivity=sens, rng=task.noise
+        )
+        order = np.lexsort((np.arange(len(cand)), -noisy))[: task.n_labeled]
+        return Selection(
+            cand[order],
+            costs=self.costs(cfg, task.relation, eps_s),
+            details={
+                "dp_pca_sigma": dp.sigma,
+                "dp_pca_calibration": dp.calibration,
+                "dp_pca_sensitivity": dp.sensitivity,
+                "support_sensitivity": sens,
+                "support_laplace_scale": scale,
+                "n_private_voters": int(len(voters)),
+                "k": int(len(cand)),
+                "n_components": int(dp.components.shape[1]),
+                "dp_pca_input_dims": int(x_priv.shape[1]),
+            },
+        )

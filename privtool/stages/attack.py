@@ -12,8 +12,14 @@ from privtool.stages.common import finish_run
 from privtool.training import resolve_device
 
 
-def run(name: str, target_spec: str, out: str | Path, raw_params: dict[str, Any],
-        *, progress: Any = None) -> dict[str, Any]:
+def run(
+    name: str,
+    target_spec: str,
+    out: str | Path,
+    raw_params: dict[str, Any],
+    *,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Run attack ``name`` against ``target_spec`` (RUN_DIR or RUN_DIR@EPOCH) into ``out``."""
     from privtool.attacks.target import load_target
 
@@ -25,13 +31,27 @@ def run(name: str, target_spec: str, out: str | Path, raw_params: dict[str, Any]
     # long attacks save finished chunks of targets here, so a killed run resumes
     attack.resume_dir = Path(out).parent / f".{Path(out).name}.resume"
     with staged_dir(out) as tmp:
-        metrics = {"attack": name, "kind": attack.kind, **target.describe(),
-                   **attack.run(target, tmp, progress)}
+        metrics = {
+            "attack": name,
+            "kind": attack.kind,
+            **target.describe(),
+            **attack.run(target, tmp, progress),
+        }
         payload = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-        finish_run(tmp, stage="attack", params={"attack": {**raw_params.get("attack", {}),
-                                                          "name": name}},
-                   metrics=metrics, device=str(target.device), payload=payload,
-                   inputs={"target": {"dir": str(target.dir), "epoch": target.epoch,
-                                      "meta_sha256": file_hash(target.dir / "meta.json")}})
+        finish_run(
+            tmp,
+            stage="attack",
+            params={"attack": {**raw_params.get("attack", {}), "name": name}},
+            metrics=metrics,
+            device=str(target.device),
+            payload=payload,
+            inputs={
+                "target": {
+                    "dir": str(target.dir),
+                    "epoch": target.epoch,
+                    "meta_sha256": file_hash(target.dir / "meta.json"),
+                }
+            },
+        )
     shutil.rmtree(attack.resume_dir, ignore_errors=True)
     return metrics

@@ -18,8 +18,9 @@ from privtool.stages.common import finish_run
 from privtool.training import resolve_device
 
 
-def run(target_spec: str, out: str | Path, raw_params: dict[str, Any], *,
-        progress: Any = None) -> dict[str, Any]:
+def run(
+    target_spec: str, out: str | Path, raw_params: dict[str, Any], *, progress: Any = None
+) -> dict[str, Any]:
     """Audit ``target_spec`` (RUN_DIR or RUN_DIR@EPOCH) with ``raw_params['audit']`` into
     ``out``; return the flat metrics."""
     from privtool.attacks.target import load_target
@@ -38,16 +39,34 @@ def run(target_spec: str, out: str | Path, raw_params: dict[str, Any], *,
         extra = {}
         if runs[0].per_step is not None and runs[0].per_step.size <= 5_000_000:
             extra["per_step_run0"] = runs[0].per_step.astype(np.float32)  # ⟨c_i, g_t⟩
-        np.savez(tmp / "scores.npz", scores=np.stack([r.scores for r in runs]),
-                 member=np.stack([r.member for r in runs]), **extra)
-        plot_scores(tmp / "scores.png", runs[0].scores, runs[0].member,
-                    title=f"{cfg.canary} canaries, {target.mechanism}: ε_lb "
-                          f"{report['epsilon_lb']:.3g} ≤ accounted "
-                          f"{'∞' if report['epsilon_accounted'] is None else format(report['epsilon_accounted'], '.3g')}")
+        np.savez(
+            tmp / "scores.npz",
+            scores=np.stack([r.scores for r in runs]),
+            member=np.stack([r.member for r in runs]),
+            **extra,
+        )
+        plot_scores(
+            tmp / "scores.png",
+            runs[0].scores,
+            runs[0].member,
+            title=f"{cfg.canary} canaries, {target.mechanism}: ε_lb "
+            f"{report['epsilon_lb']:.3g} ≤ accounted "
+            f"{'∞' if report['epsilon_accounted'] is None else format(report['epsilon_accounted'], '.3g')}",
+        )
         metrics = {k: v for k, v in report.items() if not isinstance(v, (dict, list))}
-        finish_run(tmp, stage="audit", params={"audit": {**(raw_params.get("audit") or {})}},
-                   metrics=metrics, device=str(target.device),
-                   payload=["audit.json", "scores.npz", "scores.png"],
-                   inputs={"target": {"dir": str(target.dir), "epoch": target.epoch,
-                                      "meta_sha256": file_hash(target.dir / "meta.json")}})
+        finish_run(
+            tmp,
+            stage="audit",
+            params={"audit": {**(raw_params.get("audit") or {})}},
+            metrics=metrics,
+            device=str(target.device),
+            payload=["audit.json", "scores.npz", "scores.png"],
+            inputs={
+                "target": {
+                    "dir": str(target.dir),
+                    "epoch": target.epoch,
+                    "meta_sha256": file_hash(target.dir / "meta.json"),
+                }
+            },
+        )
     return metrics

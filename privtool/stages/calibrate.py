@@ -25,9 +25,16 @@ def run(runs: str | Path, out: str | Path, raw_params: Mapping[str, Any]) -> dic
     metrics = cal.metrics()
     with staged_dir(out) as tmp:
         payload = write_outputs(cal, tmp)
-        finish_run(tmp, stage="calibrate", params={"calibrate": asdict(cfg)}, metrics=metrics,
-                   inputs={"runs": str(runs),
-                           "sources": {s["dir"]: s["meta_sha256"] for s in cal.sources}},
-                   device="cpu", payload=payload)
-    return {**metrics, "equivalent": [e["text"] for e in cal.equivalent],
-            "warnings": cal.warnings}
+        finish_run(
+            tmp,
+            stage="calibrate",
+            params={"calibrate": asdict(cfg)},
+            metrics=metrics,
+            inputs={
+                "runs": str(runs),
+                "sources": {s["dir"]: s["meta_sha256"] for s in cal.sources},
+            },
+            device="cpu",
+            payload=payload,
+        )
+    return {**metrics, "equivalent": [e["text"] for e in cal.equivalent], "warnings": cal.warnings}

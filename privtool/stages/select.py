@@ -22,13 +22,23 @@ SELECTED = "selected.csv"
 
 def _common(plan: Any, parent: Any) -> dict[str, Any]:
     t = parent.target
-    return {"dataset": t.data.name, "model": t.params.train.model,
-            "mechanism": t.metrics.get("mechanism"), "parent": plan.candidate.spec,
-            "parent_epoch": t.epoch if t.epoch is not None else t.metrics.get("epochs")}
+    return {
+        "dataset": t.data.name,
+        "model": t.params.train.model,
+        "mechanism": t.metrics.get("mechanism"),
+        "parent": plan.candidate.spec,
+        "parent_epoch": t.epoch if t.epoch is not None else t.metrics.get("epochs"),
+    }
 
 
-def run(params: Params, target: str, out: str | Path, *, epsilon_limit: float | None = None,
-        progress: Any = None) -> dict[str, Any]:
+def run(
+    params: Params,
+    target: str,
+    out: str | Path,
+    *,
+    epsilon_limit: float | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Select ``select.n_labeled`` public points with ``select.strategy`` from ``target``'s
     public pool, fine-tune the parent on them and write the new run to ``out``."""
     import torch
@@ -41,44 +51,82 @@ def run(params: Params, target: str, out: str | Path, *, epsilon_limit: float | 
     parent = core.load_parent(plan.candidate.spec, resolve_device(cfg.device))
     pool = core.parent_pool(parent, cfg)
     _, parent_acc = evaluate(parent.model, parent.x_test, parent.y_test, 1024)
-    outcome = core.select_and_finetune(parent, pool, plan, cfg, strategy=cfg.strategy,
-                                       n_labeled=cfg.n_labeled, seed=cfg.seed, progress=progress)
+    outcome = core.select_and_finetune(
+        parent,
+        pool,
+        plan,
+        cfg,
+        strategy=cfg.strategy,
+        n_labeled=cfg.n_labeled,
+        seed=cfg.seed,
+        progress=progress,
+    )
     idx = outcome.selection.indices
-    metrics = {**_common(plan, parent), **outcome.metrics,
-               "parent_test_accuracy": parent_acc,
-               "accuracy_gain": outcome.metrics["test_accuracy"] - parent_acc,
-               "labels_revealed": pool.revealed, **core.privacy_metrics(plan),
-               "noise": core.noise_label(parent)}
+    metrics = {
+        **_common(plan, parent),
+        **outcome.metrics,
+        "parent_test_accuracy": parent_acc,
+        "accuracy_gain": outcome.metrics["test_accuracy"] - parent_acc,
+        "labels_revealed": pool.revealed,
+        **core.privacy_metrics(plan),
+        "noise": core.noise_label(parent),
+    }
     metrics = with_split(metrics)
     warning = core.later_checkpoints_warning(plan)
-    rows = [{"rank": r, "pool_index": int(i),
-             "source": pool.record["pollution"]["dataset"] if pool.polluted[i]
-             else pool.record["dataset"],
-             "source_index": int(pool.origin[i]), "label": int(lab),
-             "polluted": int(pool.polluted[i])}
-            for r, (i, lab) in enumerate(zip(idx, outcome.labels))]
+    rows = [
+        {
+            "rank": r,
+            "pool_index": int(i),
+            "source": pool.record["pollution"]["dataset"]
+            if pool.polluted[i]
+            else pool.record["dataset"],
+            "source_index": int(pool.origin[i]),
+            "label": int(lab),
+            "polluted": int(pool.polluted[i]),
+        }
+        for r, (i, lab) in enumerate(zip(idx, outcome.labels))
+    ]
     with staged_dir(out) as tmp:
-        torch.save({k: v.detach().cpu().clone()
-                    for k, v in outcome.finetuned.model.state_dict().items()}, tmp / MODEL)
+        torch.save(
+            {k: v.detach().cpu().clone() for k, v in outcome.finetuned.model.state_dict().items()},
+            tmp / MODEL,
+        )
         np.savez(tmp / SPLITS, **{k: v.astype(np.int64) for k, v in parent.target.splits.items()})
         write_csv(tmp / SELECTED, rows)
         write_csv(tmp / "plots" / "finetune.csv", outcome.finetuned.curve)
-        finish_run(tmp, stage="select", params={"select": params.as_dict()["select"]},
-                   metrics=metrics, device=str(parent.target.device),
-                   payload=[MODEL, SPLITS, SELECTED],
-                   inputs={"parent": core.parent_record(parent, plan),
-                           "data": (parent.target.meta.get("inputs") or {}).get("data"),
-                           "public_pool": pool.record},
-                   extra={"privacy": plan.record(),
-                          "train_params": parent.target.meta.get("params"),
-                          "seconds": round(outcome.finetuned.seconds, 3),
-                          "warnings": [warning] if warning else []})
+        finish_run(
+            tmp,
+            stage="select",
+            params={"select": params.as_dict()["select"]},
+            metrics=metrics,
+            device=str(parent.target.device),
+            payload=[MODEL, SPLITS, SELECTED],
+            inputs={
+                "parent": core.parent_record(parent, plan),
+                "data": (parent.target.meta.get("inputs") or {}).get("data"),
+                "public_pool": pool.record,
+            },
+            extra={
+                "privacy": plan.record(),
+                "train_params": parent.target.meta.get("params"),
+                "seconds": round(outcome.finetuned.seconds, 3),
+                "warnings": [warning] if warning else [],
+            },
+        )
     return {**metrics, "warnings": [warning] if warning else []}
 
 
-def run_curve(params: Params, target: str, out: str | Path, *, strategies: Sequence[str],
-              budgets: Sequence[int], seeds: int, epsilon_limit: float | None = None,
-              progress: Any = None) -> dict[str, Any]:
+def run_curve(
+    params: Params,
+    target: str,
+    out: str | Path,
+    *,
+    strategies: Sequence[str],
+    budgets: Sequence[int],
+    seeds: int,
+    epsilon_limit: float | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Every strategy × budget × seed from the same run (each strategy from the checkpoint its
     budget plan picks under ``epsilon_limit``); writes per-seed and mean ± sd CSVs and a PNG."""
     from privtool.select import STRATEGIES, core
@@ -99,9 +147,11 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
     pool = core.parent_pool(first, cfg)
     for n in budgets:
         if n > len(pool):
-            raise PrivtoolError(f"budget {n} is more than the {len(pool)} points of the public "
-                                f"pool ({pool.record['dataset']} {pool.record['split']}); lower "
-                                f"--budgets")
+            raise PrivtoolError(
+                f"budget {n} is more than the {len(pool)} points of the public "
+                f"pool ({pool.record['dataset']} {pool.record['split']}); lower "
+                f"--budgets"
+            )
     baselines = {}
     for spec, parent in parents.items():
         baselines[spec] = evaluate(parent.model, parent.x_test, parent.y_test, 1024)[1]
@@ -117,17 +167,27 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
             for n in budgets:
                 for i in range(seeds):
                     seed = cfg.seed + i
-                    o = core.select_and_finetune(parent, pool, plan, replace(cfg, strategy=s),
-                                                 strategy=s, n_labeled=n, seed=seed,
-                                                 record_curve=False)
-                    row = {"strategy": s, "n_labeled": n, "seed": seed,
-                           "test_accuracy": o.metrics["test_accuracy"],
-                           "parent": plan.candidate.spec,
-                           "parent_epoch": parent.target.epoch,
-                           "parent_test_accuracy": baselines[plan.candidate.spec],
-                           "epsilon": priv["epsilon"],
-                           "pollution_selected_fraction": o.metrics.get(
-                               "pollution_selected_fraction")}
+                    o = core.select_and_finetune(
+                        parent,
+                        pool,
+                        plan,
+                        replace(cfg, strategy=s),
+                        strategy=s,
+                        n_labeled=n,
+                        seed=seed,
+                        record_curve=False,
+                    )
+                    row = {
+                        "strategy": s,
+                        "n_labeled": n,
+                        "seed": seed,
+                        "test_accuracy": o.metrics["test_accuracy"],
+                        "parent": plan.candidate.spec,
+                        "parent_epoch": parent.target.epoch,
+                        "parent_test_accuracy": baselines[plan.candidate.spec],
+                        "epsilon": priv["epsilon"],
+                        "pollution_selected_fraction": o.metrics.get("pollution_selected_fraction"),
+                    }
                     rows.append(row)
                     if STRATEGIES.get(s).uses_private:
                         private_cells.append(o.metrics)
@@ -137,14 +197,21 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
     private = [s for s in strategies if STRATEGIES.get(s).uses_private]
     whole = compose_curve(
         curve_parent(list(plans.values()), first.target.metrics, record_level=bool(private)),
-        list(plans[private[0]].extra) if private else [], private_cells)
+        list(plans[private[0]].extra) if private else [],
+        private_cells,
+    )
     for r in rows:
         r["epsilon_whole_curve"] = whole["epsilon_composed"]
     summary = summarise(rows)
     metrics: dict[str, Any] = {
-        **{k: v for k, v in _common(plans[strategies[0]], first).items()
-           if k not in ("parent", "parent_epoch")},
-        "budgets": list(budgets), "seeds": seeds, "strategies": list(strategies),
+        **{
+            k: v
+            for k, v in _common(plans[strategies[0]], first).items()
+            if k not in ("parent", "parent_epoch")
+        },
+        "budgets": list(budgets),
+        "seeds": seeds,
+        "strategies": list(strategies),
         "noise": core.noise_label(first),
         "n_pool": len(pool),
         "parent_test_accuracy": {spec: acc for spec, acc in baselines.items()},
@@ -154,44 +221,80 @@ def run_curve(params: Params, target: str, out: str | Path, *, strategies: Seque
         "epsilon_whole_curve": whole["epsilon_composed"],
         "delta_whole_curve": whole["delta_composed"],
         "whole_curve_privacy": whole,
-        "test_accuracy": {s: {str(r["n_labeled"]): r["test_accuracy_mean"]
-                              for r in summary if r["strategy"] == s} for s in strategies},
-        "test_accuracy_sd": {s: {str(r["n_labeled"]): r["test_accuracy_sd"]
-                                 for r in summary if r["strategy"] == s} for s in strategies}}
+        "test_accuracy": {
+            s: {str(r["n_labeled"]): r["test_accuracy_mean"] for r in summary if r["strategy"] == s}
+            for s in strategies
+        },
+        "test_accuracy_sd": {
+            s: {str(r["n_labeled"]): r["test_accuracy_sd"] for r in summary if r["strategy"] == s}
+            for s in strategies
+        },
+    }
     if pool.polluted.any():
         metrics["pollution_pool_fraction"] = float(pool.polluted.mean())
         metrics["pollution_selected_fraction"] = {
-            s: {str(r["n_labeled"]): r["pollution_selected_fraction_mean"]
-                for r in summary if r["strategy"] == s} for s in strategies}
-    title = (f"{metrics['mechanism']} {metrics['model']} on {metrics['dataset']}: "
-             f"{seeds} seed{'s' if seeds > 1 else ''}, mean ± sd"
-             + (f", pool polluted {pool.polluted.mean():.0%} with "
-                f"{pool.record['pollution']['dataset']}" if pool.polluted.any() else "")
-             + _whole_label(whole))
+            s: {
+                str(r["n_labeled"]): r["pollution_selected_fraction_mean"]
+                for r in summary
+                if r["strategy"] == s
+            }
+            for s in strategies
+        }
+    title = (
+        f"{metrics['mechanism']} {metrics['model']} on {metrics['dataset']}: "
+        f"{seeds} seed{'s' if seeds > 1 else ''}, mean ± sd"
+        + (
+            f", pool polluted {pool.polluted.mean():.0%} with {pool.record['pollution']['dataset']}"
+            if pool.polluted.any()
+            else ""
+        )
+        + _whole_label(whole)
+    )
     with staged_dir(out) as tmp:
         write_csv(tmp / "plots" / "curve.csv", rows)
         write_csv(tmp / "plots" / "curve_summary.csv", summary)
         for s in strategies:
-            write_csv(tmp / "plots" / "strategies" / f"{s}.csv",
-                      [r for r in summary if r["strategy"] == s])
-        plot_curve(summary, tmp / "curve.png", title=title,
-                   baselines={f"before fine-tuning ({spec})": acc
-                              for spec, acc in baselines.items()})
-        finish_run(tmp, stage="select", params={"select": params.as_dict()["select"]},
-                   metrics=metrics, device=str(device), payload=["plots/curve.csv", "curve.png"],
-                   inputs={"parents": {spec: core.parent_record(p, plans[next(
-                       s for s in strategies if plans[s].candidate.spec == spec)])
-                                       for spec, p in parents.items()},
-                           "data": (first.target.meta.get("inputs") or {}).get("data"),
-                           "public_pool": pool.record},
-                   extra={"privacy": {s: p.record() for s, p in plans.items()},
-                          "whole_curve_privacy": whole, "mode": "curve"})
+            write_csv(
+                tmp / "plots" / "strategies" / f"{s}.csv",
+                [r for r in summary if r["strategy"] == s],
+            )
+        plot_curve(
+            summary,
+            tmp / "curve.png",
+            title=title,
+            baselines={f"before fine-tuning ({spec})": acc for spec, acc in baselines.items()},
+        )
+        finish_run(
+            tmp,
+            stage="select",
+            params={"select": params.as_dict()["select"]},
+            metrics=metrics,
+            device=str(device),
+            payload=["plots/curve.csv", "curve.png"],
+            inputs={
+                "parents": {
+                    spec: core.parent_record(
+                        p, plans[next(s for s in strategies if plans[s].candidate.spec == spec)]
+                    )
+                    for spec, p in parents.items()
+                },
+                "data": (first.target.meta.get("inputs") or {}).get("data"),
+                "public_pool": pool.record,
+            },
+            extra={
+                "privacy": {s: p.record() for s, p in plans.items()},
+                "whole_curve_privacy": whole,
+                "mode": "curve",
+            },
+        )
     warnings = sorted({w for p in plans.values() if (w := core.later_checkpoints_warning(p))})
     return {**metrics, "warnings": warnings}
 
 
 def _whole_label(whole: dict[str, Any]) -> str:
     eps = whole.get("epsilon_composed")
-    return (f"\nwhole curve: ε = {'∞' if eps is None else f'{eps:.3g}'} "
-            f"({whole['n_private_releases']} NearPrivate releases composed; "
-            f"legend: ε of one cell)")
+    return (
+        f"\nwhole curve: ε = {'∞' if eps is None else f'{eps:.3g}'} "
+        f"({whole['n_private_releases']} NearPrivate releases composed; "
+        f"legend: ε of one cell)"
+    )

@@ -16,8 +16,15 @@ from privtool.attacks.base import attack_settings
 from privtool.training import resolve_device
 
 
-def run(target_spec: str, out: str | Path | None, raw_params: dict[str, Any], *,
-        role: str = "reference", online: bool = False, progress: Any = None) -> dict[str, Any]:
+def run(
+    target_spec: str,
+    out: str | Path | None,
+    raw_params: dict[str, Any],
+    *,
+    role: str = "reference",
+    online: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Build the store ``target_spec``'s attacks need into ``out`` (None: the default
     ``runs/store/<dataset>-<model>-<hash>``) and return a summary."""
     from dataclasses import replace
@@ -28,8 +35,10 @@ def run(target_spec: str, out: str | Path | None, raw_params: dict[str, Any], *,
     from privtool.errors import PrivtoolError
 
     if role not in ("reference", "shadow"):
-        raise PrivtoolError(f"--role {role!r} is not allowed: reference (the target's recipe "
-                            f"without DP) or shadow (the target's own recipe)")
+        raise PrivtoolError(
+            f"--role {role!r} is not allowed: reference (the target's recipe "
+            f"without DP) or shadow (the target's own recipe)"
+        )
     cfg, _ = attack_settings(raw_params.get("attack"), "store")
     cfg = replace(cfg, store=None if out is None else str(out))
     check_out(out)
@@ -39,7 +48,13 @@ def run(target_spec: str, out: str | Path | None, raw_params: dict[str, Any], *,
         from privtool.attacks.queries import store_query_logits
 
         store_query_logits(store, target, cfg.augment, build=True, progress=progress)
-    return {"role": role, "online": online, "target_mechanism": target.mechanism,
-            "dataset": target.data.name, "model": target.params.train.model,
-            "store_seconds": round(store.seconds, 3), "augment": cfg.augment,
-            **store.describe()}
+    return {
+        "role": role,
+        "online": online,
+        "target_mechanism": target.mechanism,
+        "dataset": target.data.name,
+        "model": target.params.train.model,
+        "store_seconds": round(store.seconds, 3),
+        "augment": cfg.augment,
+        **store.describe(),
+    }

@@ -34,8 +34,9 @@ def run(params: Params, out: str | Path, *, progress: ProgressSink | None = None
         return _run(params, out, session, device, progress if session.leader else None)
 
 
-def _run(params: Params, out: str | Path, session: Session, device: Any,
-         progress: ProgressSink | None) -> dict[str, Any]:
+def _run(
+    params: Params, out: str | Path, session: Session, device: Any, progress: ProgressSink | None
+) -> dict[str, Any]:
     import torch
 
     from privtool.checkpoints import checkpoint_entry, checkpoint_epochs, checkpoint_file
@@ -57,8 +58,7 @@ def _run(params: Params, out: str | Path, session: Session, device: Any,
         inputs["pretrain"] = pre.record
 
     def tensors(idx: np.ndarray) -> tuple[Any, Any]:
-        return (torch.from_numpy(data.x[idx]).to(device),
-                torch.from_numpy(data.y[idx]).to(device))
+        return (torch.from_numpy(data.x[idx]).to(device), torch.from_numpy(data.y[idx]).to(device))
 
     def cpu_state() -> dict[str, Any]:
         return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -66,7 +66,7 @@ def _run(params: Params, out: str | Path, session: Session, device: Any,
     x_tr, y_tr = tensors(splits["train"])
     x_te, y_te = tensors(splits["test"])
     keep = set(checkpoint_epochs(cfg.checkpoint_every, cfg.epochs))
-    with (staged_dir(out) if session.leader else scratch_dir()) as tmp:
+    with staged_dir(out) if session.leader else scratch_dir() as tmp:
         saved: list[str] = []
 
         def on_epoch(epoch: int, row: dict[str, Any]) -> None:
@@ -76,20 +76,24 @@ def _run(params: Params, out: str | Path, session: Session, device: Any,
                 torch.save(cpu_state(), tmp / name)
                 saved.append(name)
 
-        outcome = train_model(cfg, model, x_tr, y_tr, x_te, y_te, device=device,
-                              progress=progress, on_epoch=on_epoch)
+        outcome = train_model(
+            cfg, model, x_tr, y_tr, x_te, y_te, device=device, progress=progress, on_epoch=on_epoch
+        )
         warnings = [*(pre.warnings if pre else []), *outcome.warnings]
         metrics = {"dataset": data.name, **outcome.metrics, **(pre.metrics if pre else {})}
         delta = metrics.get("delta")
         metrics["checkpoint_every"] = cfg.checkpoint_every
-        metrics["checkpoints"] = [checkpoint_entry(r, delta=delta) for r in outcome.curve
-                                  if r["epoch"] in keep]
+        metrics["checkpoints"] = [
+            checkpoint_entry(r, delta=delta) for r in outcome.curve if r["epoch"] in keep
+        ]
         # a checkpoint's ε holds only while the later ones stay private (issue 22)
         final_eps = metrics.get(outcome.mechanism.epsilon_key)
         for c in metrics["checkpoints"]:
             c["epsilon_if_all_checkpoints_released"] = final_eps
-        curve = [{**r, "checkpoint": checkpoint_file(r["epoch"]) if r["epoch"] in keep else None}
-                 for r in outcome.curve]
+        curve = [
+            {**r, "checkpoint": checkpoint_file(r["epoch"]) if r["epoch"] in keep else None}
+            for r in outcome.curve
+        ]
         torch.save(cpu_state(), tmp / MODEL)
         np.savez(tmp / SPLITS, **{k: v.astype(np.int64) for k, v in splits.items()})
         (tmp / ACCOUNTANT).write_text(dumps(outcome.mechanism.accountant_state(metrics["steps"])))
@@ -98,11 +102,20 @@ def _run(params: Params, out: str | Path, session: Session, device: Any,
             np.save(tmp / name, array)
         write_csv(tmp / "plots" / "curve.csv", curve)
         metrics = with_split(metrics)
-        finish_run(tmp, stage="train", params=params.as_dict(), metrics=metrics,
-                   inputs=inputs, device=str(device),
-                   payload=[MODEL, SPLITS, ACCOUNTANT, *extra_files, *saved],
-                   extra={"seconds": round(outcome.seconds, 3), "warnings": warnings,
-                          **({"processes": session.world} if session.active else {})})
+        finish_run(
+            tmp,
+            stage="train",
+            params=params.as_dict(),
+            metrics=metrics,
+            inputs=inputs,
+            device=str(device),
+            payload=[MODEL, SPLITS, ACCOUNTANT, *extra_files, *saved],
+            extra={
+                "seconds": round(outcome.seconds, 3),
+                "warnings": warnings,
+                **({"processes": session.world} if session.active else {}),
+            },
+        )
         session.barrier()  # every rank trained to the end before rank 0 commits the run
     session.barrier()  # rank 0 committed; no rank exits 0 before the run is in place
     return {**metrics, "warnings": warnings}
