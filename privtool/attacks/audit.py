@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from privtool.errors import PrivtoolError
-
-LOW_FPRS = {"tpr_at_0.1pct_fpr": 0.001, "tpr_at_1pct_fpr": 0.01}
+from privtool.results import LOW_FPRS
 
 
 @dataclass(frozen=True)

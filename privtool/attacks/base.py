@@ -2,9 +2,10 @@
 
 An attack is a small class registered in :data:`ATTACKS`. Its ``run`` gets the target run
 (model, data, splits, mechanism and ε, all checked against the run's meta.json) and a
-directory to write its payload into; it returns its metrics. Membership attacks are pure
-functions over saved signals; reconstruction attacks never see the original image (a
-separate scoring step compares), as in breaching.
+directory to write its payload into; it returns its result, an object of its family
+(:mod:`privtool.results`). Membership attacks are pure functions over saved signals;
+reconstruction attacks never see the original image (a separate scoring step compares), as
+in breaching.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
+from privtool.results import AttackResult
 from privtool.schema import Rule, build, seed_rule, settings, validate
 
 AUGMENTS = ("none", "mirror", "mirror-shift")  # attack.augment (privtool.attacks.queries)
@@ -159,9 +161,10 @@ class Attack(ABC):
         """Refuse (PrivtoolError) a target this attack cannot use."""
 
     @abstractmethod
-    def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
+    def run(self, target: Target, out: Path, progress: Any = None) -> AttackResult:
         """Attack ``target``, write payload files (scores, CSV, PNG) under ``out`` and return
-        the metrics (numbers, plus a few identifying strings)."""
+        the result: the :class:`~privtool.results.AttackResult` of this attack's
+        ``kind`` (the stage names it and its target, and writes its ``to_json()``)."""
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

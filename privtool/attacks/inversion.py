@@ -28,6 +28,7 @@ from privtool.attacks.gradients import flush_denormals
 from privtool.attacks.image_metrics import MIA_DISTANCES, mia_distance, save_grid
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
+from privtool.results import InversionResult
 from privtool.schema import Rule, settings, validate
 
 Regularizer = Callable[[torch.Tensor, "InversionOptions"], torch.Tensor]
@@ -223,7 +224,7 @@ class Inversion(Attack):
                 f"per class ({tuple(out.shape)}); model inversion needs them"
             )
 
-    def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
+    def run(self, target: Target, out: Path, progress: Any = None) -> InversionResult:
         from privtool.artifacts import write_csv
 
         opt, data = self.options, target.data
@@ -278,15 +279,15 @@ class Inversion(Attack):
             captions=[f"{data.classes[c]}: {r['mia_distance']:.2f}" for c, r in zip(classes, rows)],
         )
         d = np.array([r["mia_distance"] for r in rows])
-        return {
-            "mia_distance": float(d.mean()),
-            "mia_distance_median": float(np.median(d)),
-            "mia_distance_min": float(d.min()),
-            "mia_distance_metric": metric,
-            "confidence": float(conf_np.mean()),
-            "n_classes": int(len(classes)),
-            "variant": opt.variant,
-            "regularizer": opt.regularizer if opt.variant == "enhanced" else "none",
-            "iterations": opt.iterations,
-            "seconds": round(seconds, 3),
-        }
+        return InversionResult(
+            mia_distance=float(d.mean()),
+            mia_distance_median=float(np.median(d)),
+            mia_distance_min=float(d.min()),
+            mia_distance_metric=metric,
+            confidence=float(conf_np.mean()),
+            n_classes=int(len(classes)),
+            variant=opt.variant,
+            regularizer=opt.regularizer if opt.variant == "enhanced" else "none",
+            iterations=opt.iterations,
+            seconds=round(seconds, 3),
+        )

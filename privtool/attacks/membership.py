@@ -22,6 +22,7 @@ signals, scores, and writes ``scores.npz``, ``plots/roc.csv`` and ``roc.png``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from privtool.attacks.signals import (  # noqa: F401  (re-exported for attacks a
     scaled_logit,
 )
 from privtool.errors import PrivtoolError
+from privtool.results import MembershipResult, MembershipViews, RocScores
 from privtool.schema import Rule, settings, validate
 
 # --------------------------------------------------------------------------- the attacks (pure)
@@ -291,7 +293,8 @@ class MembershipAttack(Attack):
     def extra_metrics(
         self, signals: dict[str, Any], scores: dict[str, np.ndarray], member: np.ndarray
     ) -> dict[str, Any]:
-        """Attack-specific numbers, scored against the membership labels."""
+        """Attack-specific numbers, scored against the membership labels: keyword arguments
+        of :class:`~privtool.results.MembershipResult` (its attack-specific fields)."""
         return {}
 
     def more_signals(
@@ -301,7 +304,7 @@ class MembershipAttack(Attack):
         target on population points), computed once the store exists."""
         return {}
 
-    def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
+    def run(self, target: Target, out: Path, progress: Any = None) -> MembershipResult:
         from privtool.artifacts import write_csv
 
         cfg = self.cfg
@@ -332,37 +335,26 @@ class MembershipAttack(Attack):
         seconds = time.time() - t0
 
         curves: dict[str, Roc] = {}
-        metrics: dict[str, Any] = {}
-        for i, (variant, s) in enumerate(scores.items()):
-            m, roc = score_attack(
+        scored: dict[str, RocScores] = {}
+        for variant, s in scores.items():
+            m, curves[variant] = score_attack(
                 s, member, confidence=cfg.confidence, delta=cfg.delta, sides=cfg.epsilon_sides
             )
-            curves[variant] = roc
-            if i == 0:
-                metrics.update(m)
-            if len(scores) > 1:
-                metrics.update(
-                    {
-                        f"{variant}_{k}": v
-                        for k, v in m.items()
-                        if not k.startswith("n_")
-                        and not k.endswith(("_confidence", "_delta", "_sides"))
-                    }
-                )
-        metrics.update(self.extra_metrics(signals, scores, member))
+            scored[variant] = RocScores.from_scored(m)
         tr_loss = signals["loss"][member]
         te_loss = signals["loss"][~member]
         pred = logits.argmax(1) == labels
-        metrics.update(
-            {
-                "eval_train_accuracy": float(pred[member].mean()),
-                "eval_test_accuracy": float(pred[~member].mean()),
-                "eval_train_loss": float(tr_loss.mean()),
-                "eval_test_loss": float(te_loss.mean()),
-                "seed": cfg.seed,
-                "seconds": round(seconds, 3),
-                **info,
-            }
+        result = MembershipResult(
+            scores=next(iter(scored.values())),
+            variants=scored if len(scored) > 1 else {},
+            store=info,
+            eval_train_accuracy=float(pred[member].mean()),
+            eval_test_accuracy=float(pred[~member].mean()),
+            eval_train_loss=float(tr_loss.mean()),
+            eval_test_loss=float(te_loss.mean()),
+            seed=cfg.seed,
+            seconds=round(seconds, 3),
+            **self.extra_metrics(signals, scores, member),
         )
 
         np.savez_compressed(
@@ -387,7 +379,7 @@ class MembershipAttack(Attack):
         )
         from privtool.attacks.views import write_views
 
-        metrics.update(
+        raw = dict(
             write_views(
                 out,
                 scores[first],
@@ -399,7 +391,9 @@ class MembershipAttack(Attack):
                 f"{self.name} ({first}) vs {target.mechanism} ({_epsilon_label(target)})",
             )
         )
-        return metrics
+        views = MembershipViews.parse(raw)
+        assert not raw, f"views keys without a MembershipViews field: {sorted(raw)}"
+        return dataclasses.replace(result, views=views)
 
 
 @dataclass(frozen=True)

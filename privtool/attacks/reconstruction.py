@@ -49,6 +49,7 @@ from privtool.attacks.image_metrics import (
 )
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
+from privtool.results import ReconstructionResult
 from privtool.schema import Rule, settings, validate
 
 # --------------------------------------------------------------------------- objectives
@@ -310,7 +311,7 @@ class GradientAttack(Attack):
         ((T, *shape) lists) — from the model and the release alone."""
         raise NotImplementedError
 
-    def run(self, target: Target, out: Path, progress: Any = None) -> dict[str, Any]:
+    def run(self, target: Target, out: Path, progress: Any = None) -> ReconstructionResult:
         from privtool.artifacts import write_csv
 
         opt, cfg = self.options, self.cfg
@@ -432,21 +433,18 @@ class GradientAttack(Attack):
             captions=[f"{s:.2f}" for s in flat_s],
         )
 
-        metrics = summarize_reconstructions(scores)
-        metrics.update(
-            {
-                "label_accuracy": float((matched_labels == true).mean()),
-                "loss": float(np.median(loss)),
-                "n_targets": int(len(idx)),
-                "n_images": int(idx.size),
-                "batch_size": opt.batch_size,
-                "at": opt.at,
-                "iterations": opt.iterations,
-                "seconds": round(seconds, 3),
-                **release.describe(),
-            }
+        return ReconstructionResult(
+            **summarize_reconstructions(scores),
+            label_accuracy=float((matched_labels == true).mean()),
+            loss=float(np.median(loss)),
+            n_targets=int(len(idx)),
+            n_images=int(idx.size),
+            batch_size=opt.batch_size,
+            at=opt.at,
+            iterations=opt.iterations,
+            seconds=round(seconds, 3),
+            release=release.describe(),
         )
-        return metrics
 
 
 # --------------------------------------------------------------------------- DLG / iDLG

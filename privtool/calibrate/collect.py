@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
+from privtool import results
 from privtool.artifacts import META, METRICS, file_hash, read_json, verify_outputs
 from privtool.errors import PrivtoolError
 
@@ -57,6 +59,12 @@ class AttackResult(Artifact):
     target_dir: str = ""
     target_epoch: int | None = None
     target_meta_sha256: str | None = None
+
+    @cached_property
+    def result(self) -> results.AttackResult:
+        """The attack's metrics.json as the result object of its kind
+        (:func:`privtool.results.from_json`); audits have none."""
+        return results.from_json(self.metrics)
 
 
 @dataclass

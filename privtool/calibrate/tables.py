@@ -226,7 +226,7 @@ def run_fields(run: Artifact, epoch: int | None, cfg: CalibrateConfig) -> dict[s
 
 def orphan_fields(a: AttackResult, cfg: CalibrateConfig) -> dict[str, Any]:
     """A row's fields from an attack's ``target_*`` metrics when its run is not to be found."""
-    t = {k[len("target_") :]: v for k, v in a.metrics.items() if k.startswith("target_")}
+    t = dict(a.result.target)
     if a.target_epoch is not None:  # target_* accuracies describe the final weights
         t.pop("test_accuracy", None)
         t.pop("train_accuracy", None)
@@ -251,8 +251,7 @@ def attack_fields(a: AttackResult, cfg: CalibrateConfig) -> dict[str, Any]:
     for s in SCORES[a.kind]:
         for name in s.reads:
             a.verified(name)
-        v = a.metrics.get(s.key)
-        lo, hi = s.interval(a.metrics, a.dir, cfg.confidence) if v is not None else (None, None)
+        v, lo, hi = s.of(a.result, a.dir, cfg.confidence)
         out[f"{a.name}_{s.key}"] = v
         out[f"{a.name}_{s.key}_low"] = lo
         out[f"{a.name}_{s.key}_high"] = hi

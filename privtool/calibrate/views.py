@@ -31,22 +31,23 @@ def membership_views_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
     for r in sorted(rows, key=lambda r: row_order(r, cfg)):
         for name in names:
             a = r.attacks.get(name)
-            if a is None or "per_class" not in a.metrics:
+            res = a.result if a is not None else None
+            if res is None or res.views is None:
                 continue
-            m = a.metrics
+            v = res.views
             body.append(
                 [
                     r["target"],
                     r["series"],
                     r["epsilon_nominal"],
                     name,
-                    m.get("auc"),
-                    m.get("most_exposed_class"),
-                    m.get("most_exposed_class_auc"),
-                    m.get("records_exposed_at_0.1pct_fpr"),
-                    m.get("records_exposed_at_1pct_fpr"),
-                    m.get("n_in"),
-                    " ".join(str(i) for i in (m.get("top_exposed_index") or [])[:5]),
+                    res.scores.auc,
+                    v.most_exposed_class,
+                    v.most_exposed_class_auc,
+                    v.records_exposed.get(0.001),
+                    v.records_exposed.get(0.01),
+                    res.scores.n_in,
+                    " ".join(str(i) for i in (v.top_exposed_index or [])[:5]),
                 ]
             )
     return Table(

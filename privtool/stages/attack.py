@@ -31,12 +31,9 @@ def run(
     # long attacks save finished chunks of targets here, so a killed run resumes
     attack.resume_dir = Path(out).parent / f".{Path(out).name}.resume"
     with staged_dir(out) as tmp:
-        metrics = {
-            "attack": name,
-            "kind": attack.kind,
-            **target.describe(),
-            **attack.run(target, tmp, progress),
-        }
+        result = attack.run(target, tmp, progress).for_target(name, target.describe())
+        assert result.kind == attack.kind, f"{name} returned a {result.kind} result"
+        metrics = result.to_json()  # metrics.json and --json: privtool.results
         payload = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         finish_run(
             tmp,
