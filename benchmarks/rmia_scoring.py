@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from privtool.attacks.membership import lira_offline, lira_online, scaled_logit
+from privtool.attacks.mia_scores import lira_offline, lira_online
 from privtool.attacks.rmia import (
     offline_log_ratio,
     online_log_ratio,
@@ -32,6 +32,7 @@ from privtool.attacks.rmia import (
     true_class_log_prob,
     tune_offline_a,
 )
+from privtool.attacks.signals import scaled_logit
 
 
 def _pairs(rng: np.random.Generator, n_models: int, n: int) -> np.ndarray:

@@ -22,16 +22,15 @@ from privtool.attacks.audit import (
     score_attack,
     tpr_at_fpr,
 )
-from privtool.attacks.membership import (
-    cross_entropy,
-    evaluation_set,
+from privtool.attacks.membership import evaluation_set
+from privtool.attacks.mia_scores import (
     lira_offline,
     lira_online,
     reference_alpha,
     reference_scores,
-    scaled_logit,
 )
 from privtool.attacks.reference_store import KINDS, model_mask
+from privtool.attacks.signals import cross_entropy, scaled_logit
 from privtool.cli import app
 from privtool.errors import PrivtoolError
 

@@ -27,12 +27,8 @@ from privtool.attacks.image_metrics import (
     ssim,
 )
 from privtool.attacks.inversion import REGULARIZERS, InversionOptions, bilateral_tv
-from privtool.attacks.reconstruction import (
-    OBJECTIVES,
-    attacked_model,
-    labels_from_gradient,
-    total_variation,
-)
+from privtool.attacks.matching import OBJECTIVES, labels_from_gradient, total_variation
+from privtool.attacks.reconstruction import attacked_model
 from privtool.cli import app
 from privtool.data import load_dataset
 from privtool.errors import PrivtoolError
@@ -299,7 +295,7 @@ def test_iga_defaults_are_breachings_inverting_gradients_and_each_is_settable():
     import yaml
 
     from privtool.attacks.base import attack_settings
-    from privtool.attacks.reconstruction import IGAOptions
+    from privtool.attacks.iga import IGAOptions
 
     got = asdict(IGAOptions())
     assert {k: got[k] for k in BREACHING_IGA} == BREACHING_IGA
@@ -527,7 +523,7 @@ def test_model_without_trainable_layers_is_refused(runs, tmp_path):
 
 
 def test_a_killed_attack_resumes_from_its_finished_chunks(runs, tmp_path, monkeypatch):
-    from privtool.attacks.reconstruction import InvertingGradients as IGA
+    from privtool.attacks.iga import InvertingGradients as IGA
 
     keys = dict(n_targets=3, at="init", iterations=20, restarts=1, chunk=1)
     whole = attack("iga", runs["gaussian"], tmp_path / "whole", **keys)

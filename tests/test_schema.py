@@ -26,7 +26,10 @@ SETTINGS_MODULES = [
     "privtool.attacks.base",
     "privtool.attacks.inversion",
     "privtool.attacks.reconstruction",
+    "privtool.attacks.dlg",
+    "privtool.attacks.iga",
     "privtool.attacks.membership",
+    "privtool.attacks.mia_attacks",
     "privtool.calibrate.settings",
     "privtool.report",
     "privtool.epsilon",
@@ -122,7 +125,7 @@ def test_params_file_reads_yaml_1_1_exponents_as_numbers(tmp_path):
 
     cfg, own = attack_settings(p.as_dict()["attack"], "iga")
     assert cfg.delta == 1e-5
-    from privtool.attacks.reconstruction import IGAOptions
+    from privtool.attacks.iga import IGAOptions
 
     assert IGAOptions(**own).lr == 0.1
 

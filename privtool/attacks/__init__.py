@@ -1,10 +1,11 @@
 """Attacks, registered by name in :data:`ATTACKS` (importing this package registers them)."""
 
 from privtool.attacks import (  # noqa: F401,E402  (registration)
+    dlg,
+    iga,
     inversion,
-    membership,  # noqa: F401,E402  (registration)
-    reconstruction,
-    rmia,  # noqa: F401,E402  (registration)
+    mia_attacks,
+    rmia,
 )
 from privtool.attacks.base import ATTACKS, Attack, AttackConfig, Target, attack_settings
 

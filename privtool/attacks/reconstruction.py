@@ -17,23 +17,25 @@ gradients; the originals are compared afterwards by :mod:`privtool.attacks.image
   All targets and restarts of a chunk are optimised together (independent problems, one batched
   backward pass).
 
-Matching objectives are entries of :data:`OBJECTIVES` (breaching's lookup table), so a new one
-touches no attack.
+This module is the frame they share (:class:`GradientAttack`: targets, release, resume,
+scoring, the :class:`~privtool.results.ReconstructionResult`); the attacks live in
+:mod:`privtool.attacks.dlg` and :mod:`privtool.attacks.iga`, what they optimise (the matching
+objectives of :data:`~privtool.attacks.matching.OBJECTIVES`, TV, label recovery) in
+:mod:`privtool.attacks.matching`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from privtool.attacks.base import ATTACKS, Attack, Target
+from privtool.attacks.base import Attack, Target
 from privtool.attacks.gradients import (
     Grads,
     Release,
@@ -48,77 +50,8 @@ from privtool.attacks.image_metrics import (
     summarize_reconstructions,
 )
 from privtool.errors import PrivtoolError
-from privtool.registry import Registry
 from privtool.results import ReconstructionResult
 from privtool.schema import Rule, settings, validate
-
-# --------------------------------------------------------------------------- objectives
-
-Objective = Callable[[Grads, Grads], torch.Tensor]
-OBJECTIVES: Registry[Objective] = Registry("gradient-matching objective")
-
-
-def _flat(grads: Grads) -> torch.Tensor:
-    t = grads[0].shape[0]
-    return torch.cat([g.reshape(t, -1) for g in grads], dim=1)
-
-
-@OBJECTIVES.register("l2")
-def l2_distance(dummy: Grads, observed: Grads) -> torch.Tensor:
-    """DLG's ‖∇W' − ∇W‖² (paper 1 eq. 4), per target: (T, *shape) lists -> (T,)."""
-    return sum((a - b).pow(2).reshape(a.shape[0], -1).sum(1) for a, b in zip(dummy, observed))
-
-
-@OBJECTIVES.register("cosine")
-def cosine_distance(dummy: Grads, observed: Grads) -> torch.Tensor:
-    """Inverting Gradients' 1 − ⟨∇W', ∇W⟩ / (‖∇W'‖ ‖∇W‖) (paper 1 eq. 6), per target."""
-    a, b = _flat(dummy), _flat(observed)
-    return 1.0 - (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic TV as in Geiping et al.'s code: mean |vertical| + mean |horizontal|
-    differences, summed over the batch: (T, B, C, H, W) -> (T,)."""
-    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((-1, -2, -3))
-    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((-1, -2, -3))
-    return (dy + dx).sum(1)
-
-
-# --------------------------------------------------------------------------- label recovery
-
-
-def _label_parameter(model: torch.nn.Module, n_classes: int) -> tuple[int, bool]:
-    """Index (in trainable-parameter order) of the output layer's bias (preferred) or weight."""
-    shapes = [tuple(p.shape) for p in parameters_of(model).values()]
-    for i in range(len(shapes) - 1, -1, -1):
-        if shapes[i] == (n_classes,):
-            return i, True
-    for i in range(len(shapes) - 1, -1, -1):
-        if len(shapes[i]) == 2 and shapes[i][0] == n_classes:
-            return i, False
-    raise PrivtoolError(
-        f"cannot find the output layer of model {type(model).__name__} "
-        f"(no parameter of shape ({n_classes},) or ({n_classes}, h)), so the label "
-        f"cannot be read off the gradient; use attack dlg"
-    )
-
-
-def labels_from_gradient(
-    model: torch.nn.Module, observed: Grads, n_classes: int, batch_size: int
-) -> torch.Tensor:
-    """iDLG (Zhao et al. 2020): with cross-entropy, the output bias gradient is p_k − y_k, negative
-    only at the true label (the weight rows, (p_k − y_k)·h, have the same sign pattern when
-    h ≥ 0). A batch of B takes the B most negative entries (exact when its labels differ).
-    ``observed`` (T, *shape) lists -> labels (T, B)."""
-    i, is_bias = _label_parameter(model, n_classes)
-    g = observed[i]
-    score = g if is_bias else g.sum(-1)  # (T, K)
-    order = torch.argsort(score, dim=1)  # most negative first
-    if batch_size <= n_classes:
-        return order[:, :batch_size]
-    reps = math.ceil(batch_size / n_classes)
-    return order.repeat(1, reps)[:, :batch_size]
-
 
 # --------------------------------------------------------------------------- options
 
@@ -445,239 +378,3 @@ class GradientAttack(Attack):
             seconds=round(seconds, 3),
             release=release.describe(),
         )
-
-
-# --------------------------------------------------------------------------- DLG / iDLG
-
-
-@dataclass(frozen=True)
-class DLGOptions(GradientOptions):
-    """``attack.dlg`` / ``attack.idlg``: ``iterations`` is L-BFGS's budget of iterations (one
-    L-BFGS run with a strong-Wolfe line search per target, which converges where DLG's fixed
-    step of 1 diverges); ``lr`` its initial step."""
-
-    iterations: int = 300
-    lr: float = 1.0
-
-    section: ClassVar[str] = "attack.dlg"
-
-
-class _LBFGSAttack(GradientAttack):
-    objective: ClassVar[str] = "l2"
-    learn_labels: ClassVar[bool]
-
-    def reconstruct(
-        self, model, release, observed, image_shape, n_classes, generator, progress=None
-    ):
-        opt = self.options
-        b = opt.batch_size
-        device = observed[0].device
-        grads_of = gradient_function(model)
-        match = OBJECTIVES.get(self.objective)
-        known = None if self.learn_labels else labels_from_gradient(model, observed, n_classes, b)
-        images, labels, losses = [], [], []
-        for t in range(observed[0].shape[0]):
-            target_grads = [g[t : t + 1] for g in observed]
-            x = torch.randn(1, b, *image_shape, device=device, generator=generator).requires_grad_()
-            if self.learn_labels:
-                z = torch.randn(
-                    1, b, n_classes, device=device, generator=generator
-                ).requires_grad_()
-                variables = [x, z]
-            else:
-                fixed = torch.nn.functional.one_hot(known[t : t + 1], n_classes).to(x.dtype)
-                variables = [x]
-            lbfgs = torch.optim.LBFGS(
-                variables,
-                lr=opt.lr,
-                max_iter=opt.iterations,
-                max_eval=opt.iterations * 5 // 4,
-                history_size=100,
-                tolerance_grad=1e-10,
-                tolerance_change=1e-14,
-                line_search_fn="strong_wolfe",
-            )
-
-            def closure() -> torch.Tensor:
-                lbfgs.zero_grad()
-                prob = torch.softmax(z, -1) if self.learn_labels else fixed
-                loss = match(release.expected(grads_of(x, prob)), target_grads).sum()
-                loss.backward()
-                return loss
-
-            lbfgs.step(closure)
-            with torch.no_grad():
-                prob = torch.softmax(z, -1) if self.learn_labels else fixed
-                final = match(release.expected(grads_of(x, prob)), target_grads)
-            images.append(x.detach())
-            labels.append(prob.argmax(-1))
-            losses.append(final)
-            _tick(progress, loss=float(final.sum()))
-        return Reconstruction(torch.cat(images), torch.cat(labels), torch.cat(losses))
-
-
-@ATTACKS.register("dlg")
-class DLG(_LBFGSAttack):
-    """Deep Leakage from Gradients (Zhu et al. 2019): joint dummy image + soft label."""
-
-    name = "dlg"
-    learn_labels = True
-    Options = DLGOptions
-
-
-@dataclass(frozen=True)
-class IDLGOptions(DLGOptions):
-    section: ClassVar[str] = "attack.idlg"
-
-
-@ATTACKS.register("idlg")
-class IDLG(_LBFGSAttack):
-    """Improved DLG (Zhao et al. 2020): label from the output layer's gradient, image by DLG."""
-
-    name = "idlg"
-    learn_labels = False
-    Options = IDLGOptions
-
-
-# --------------------------------------------------------------------------- Inverting Gradients
-
-
-IGA_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "sgd": torch.optim.SGD,
-}
-IGA_INITS = ("randn", "rand")
-
-
-@settings(
-    tv=Rule(ge=0),
-    restarts=Rule(ge=1),
-    chunk=Rule(ge=1),
-    objective=Rule(choices=lambda: OBJECTIVES.names()),
-    optimizer=Rule(choices=tuple(IGA_OPTIMIZERS)),
-    init=Rule(choices=IGA_INITS),
-    restart_scoring=Rule(choices=lambda: (*OBJECTIVES.names(), "objective")),
-)
-@dataclass(frozen=True)
-class IGAOptions(GradientOptions):
-    """``attack.iga``: Inverting Gradients with the reference set-up paper 1 adopts (Scheliga et
-    al. 2022 run breaching's ``invertinggradients`` attack, itself Geiping et al. 2020's code,
-    ``inversefed``). Each default and its source — breaching's
-    ``config/attack/invertinggradients.yaml`` (+ ``_default_optimization_attack.yaml``) and
-    Geiping et al. 2020 — every one settable under ``attack.iga``:
-
-    - ``objective: cosine`` — breaching ``objective.type: cosine-similarity``; Geiping eq. 4;
-    - ``optimizer: adam``, ``lr: 0.1`` — breaching ``optim.optimizer: adam``,
-      ``optim.step_size: 0.1``; Geiping §4 ("Adam, step size 0.1");
-    - ``signed: true`` — breaching ``optim.signed: hard`` (Adam on sign(∇)); Geiping §4;
-    - ``lr_decay: true`` — breaching ``optim.step_size_decay: step-lr``: ×0.1 at 3/8, 5/8 and
-      7/8 of the iterations (as Geiping's ``inversefed`` ``lr_decay``);
-    - ``boxed: true`` — breaching ``optim.boxed``: pixels projected onto [0, 1] after each step;
-    - ``iterations: 24000`` — breaching ``optim.max_iterations: 24_000`` (Geiping §4: 24k);
-      the default pipeline sets fewer (``sweep.attack``);
-    - ``tv: 0.1`` — α of the anisotropic TV mean|Δx| + mean|Δy| (Geiping's ``inversefed``
-      ``total_variation: 1e-1``; breaching's 0.2 is the same weight on its TV, whose comment
-      says "corresponds to 0.1 in the old repo");
-    - ``init: randn`` — breaching ``init: randn`` (``inversefed`` ``init: randn``); ``rand``:
-      uniform in [0, 1];
-    - ``restarts: 1`` — breaching ``restarts.num_trials: 1`` (Geiping §4 used up to 8);
-    - ``restart_scoring: cosine`` — breaching ``restarts.scoring: cosine-similarity``: restarts
-      compared by the gradient match alone (``objective``: match + α·TV);
-    - ``keep_best: true`` — breaching ``_run_trial`` returns each trial's iterate of lowest
-      objective, not the last one.
-
-    ``chunk`` (targets optimised at once) only bounds memory."""
-
-    iterations: int = 24_000
-    lr: float = 0.1
-    tv: float = 0.1  # α, weight of total variation
-    restarts: int = 1  # random starts per target
-    signed: bool = True
-    objective: str = "cosine"  # gradient matching: an entry of OBJECTIVES
-    optimizer: str = "adam"  # adam | sgd
-    lr_decay: bool = True  # ×0.1 at 3/8, 5/8, 7/8 of the iterations
-    boxed: bool = True  # project onto [0, 1] after every step
-    init: str = "randn"  # randn | rand (uniform [0, 1])
-    restart_scoring: str = "cosine"  # an entry of OBJECTIVES, or objective (match + α·TV)
-    keep_best: bool = True  # each restart's lowest-objective iterate, not the last
-    chunk: int = 32  # target batches optimised at once (bounds memory)
-
-    section: ClassVar[str] = "attack.iga"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-
-
-@ATTACKS.register("iga")
-class InvertingGradients(GradientAttack):
-    """Inverting Gradients (Geiping et al. 2020): cosine matching + α·TV in the [0, 1] box."""
-
-    name = "iga"
-    Options = IGAOptions
-
-    @property
-    def chunk(self) -> int:  # type: ignore[override]
-        return self.options.chunk
-
-    def reconstruct(
-        self, model, release, observed, image_shape, n_classes, generator, progress=None
-    ):
-        opt = self.options
-        t, b, r = observed[0].shape[0], opt.batch_size, opt.restarts
-        device = observed[0].device
-        grads_of = gradient_function(model)
-        labels = labels_from_gradient(model, observed, n_classes, b)  # (T, B)
-        prob = torch.nn.functional.one_hot(labels, n_classes).float().repeat_interleave(r, 0)
-        target_grads = [g.repeat_interleave(r, 0) for g in observed]  # (T·R, *shape)
-        shape = (t * r, b, *image_shape)
-        x = (
-            torch.randn(shape, device=device, generator=generator)
-            if opt.init == "randn"
-            else torch.rand(shape, device=device, generator=generator)
-        ).requires_grad_()
-        optimizer = IGA_OPTIMIZERS[opt.optimizer]([x], lr=opt.lr)
-        n = opt.iterations
-        decay = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer,
-            milestones=[int(n * 3 / 8), int(n * 5 / 8), int(n * 7 / 8)],
-            gamma=0.1 if opt.lr_decay else 1.0,
-        )
-
-        def matching(images: torch.Tensor, how: str) -> torch.Tensor:
-            return OBJECTIVES.get(how)(release.expected(grads_of(images, prob)), target_grads)
-
-        def objective(images: torch.Tensor) -> torch.Tensor:
-            return matching(images, opt.objective) + opt.tv * total_variation(images)
-
-        best_x, best_loss = x.detach().clone(), torch.full((t * r,), math.inf, device=device)
-        for step in range(n + 1):
-            loss = objective(x)
-            if opt.keep_best or step == n:  # breaching keeps the lowest-objective iterate
-                with torch.no_grad():
-                    better = (loss < best_loss) | (step == n and not opt.keep_best)
-                    best_loss = torch.where(better, loss.detach(), best_loss)
-                    best_x[better] = x.detach()[better]
-            if step == n:
-                break
-            optimizer.zero_grad()
-            loss.sum().backward()
-            if opt.signed:
-                x.grad.sign_()
-            optimizer.step()
-            decay.step()
-            if opt.boxed:
-                with torch.no_grad():
-                    x.clamp_(0.0, 1.0)
-        with torch.no_grad():
-            score = (
-                best_loss
-                if opt.restart_scoring == "objective"
-                else matching(best_x, opt.restart_scoring)
-            ).reshape(t, r)
-        best = score.argmin(1)
-        pick = torch.arange(t, device=device)
-        # in [0, 1] as Reconstruction promises (a no-op when boxed, but for a first iterate)
-        images = best_x.reshape(t, r, b, *image_shape)[pick, best].clamp(0.0, 1.0)
-        final = best_loss.reshape(t, r)[pick, best]
-        _tick(progress, t, loss=float(final.mean()))
-        return Reconstruction(images, labels, final)
