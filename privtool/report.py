@@ -87,7 +87,7 @@ def _load_calibration(
 
 
 def _fmt(v: Any) -> str:
-    from privtool.calibrate.tables import fmt
+    from privtool.calibrate.table import fmt
 
     return fmt(v)
 

@@ -251,8 +251,9 @@ def test_select_budget_refuses_a_no_guarantee_parent(no_dp_run):
 
 def test_calibrate_labels_no_guarantee_runs(no_dp_run):
     from privtool.calibrate.collect import collect
+    from privtool.calibrate.paper import epsilon_table
+    from privtool.calibrate.rows import build_rows
     from privtool.calibrate.settings import CalibrateConfig
-    from privtool.calibrate.tables import build_rows, epsilon_table
 
     rows = build_rows(collect(no_dp_run.parent), CalibrateConfig())
     (row,) = rows

@@ -9,7 +9,8 @@ from typing import Any
 
 from privtool.artifacts import dumps
 from privtool.calibrate.plots import write_plots
-from privtool.calibrate.tables import Calibration, fmt
+from privtool.calibrate.table import fmt
+from privtool.calibrate.tables import Calibration
 
 MARKDOWN = "calibration.md"
 CSV = "calibration.csv"

@@ -12,9 +12,10 @@ import csv
 from pathlib import Path
 from typing import Any, Sequence
 
+from privtool.calibrate.rows import Row, all_attacks, row_order
 from privtool.calibrate.scores import SCORES, Score
 from privtool.calibrate.settings import CalibrateConfig
-from privtool.calibrate.tables import Row, all_attacks, fmt, row_order
+from privtool.calibrate.table import fmt
 
 
 def _plt() -> Any:

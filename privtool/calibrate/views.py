@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from privtool.calibrate.rows import Row, all_attacks, row_order
 from privtool.calibrate.settings import CalibrateConfig
-from privtool.calibrate.tables import Row, Table, all_attacks, row_order
+from privtool.calibrate.table import Table
 
 
 def membership_views_table(rows: Sequence[Row], cfg: CalibrateConfig) -> Table:
