@@ -224,6 +224,17 @@ class RocScores:
         }
         return cls(tpr_at_fpr=tpr, epsilon=EpsilonLowerBound.parse(d, prefix), **kw)
 
+    def sharing(self, headline: RocScores) -> RocScores:
+        """This variant with the headline's counts and ε settings (the keys a variant's JSON
+        leaves to the headline)."""
+        eps = {k: getattr(headline.epsilon, k) for k in EpsilonLowerBound.SHARED}
+        return dataclasses.replace(
+            self,
+            n_in=headline.n_in,
+            n_out=headline.n_out,
+            epsilon=dataclasses.replace(self.epsilon, **eps),
+        )
+
     @classmethod
     def from_scored(cls, scored: Mapping[str, Any]) -> RocScores:
         """From :func:`~privtool.attacks.audit.score_attack`'s metrics (all of them typed)."""
@@ -345,6 +356,8 @@ class MembershipResult(AttackResult):
         )
         variants = {n: RocScores.parse(d, f"{n}_", shared=False) for n in names}
         scores = RocScores.parse(d)
+        # a variant shares the headline's evaluation set and ε settings (written once)
+        variants = {n: v.sharing(scores) for n, v in variants.items()}
         store = {k: d.pop(k) for k in list(d) if _is_store_key(k)}
         return dict(
             scores=scores,
