@@ -27,6 +27,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -199,22 +200,31 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _result(path: Path) -> Any:
+    """An attack directory's metrics.json as its result object (privtool.results), or None."""
+    from privtool.results import from_json
+
+    d = _read(path)
+    return from_json(d) if d else None
+
+
 def measured(cells: list[dict], runs: Path) -> list[dict]:
     rows = []
     for c in cells:
         m = _read(runs / "train" / c["key"] / "metrics.json")
         if not m:
             continue
-        ref = _read(runs / "attack" / "reference" / c["key"] / "metrics.json")
-        iga = _read(runs / "attack" / "iga" / c["key"] / "metrics.json")
+        ref = _result(runs / "attack" / "reference" / c["key"] / "metrics.json")
+        iga = _result(runs / "attack" / "iga" / c["key"] / "metrics.json")
         acc = m.get("test_accuracy")
+        auc = ref.scores.auc if ref is not None else None
         rows.append(
             {
                 **c,
                 "accuracy %": None if acc is None else 100 * acc,
-                "MIA-R AUC %": None if ref.get("auc") is None else 100 * ref["auc"],
-                "IGA MSE": iga.get("mse"),
-                "IGA SSIM": iga.get("ssim"),
+                "MIA-R AUC %": None if auc is None else 100 * auc,
+                "IGA MSE": iga.mse if iga is not None else None,
+                "IGA SSIM": iga.ssim if iga is not None else None,
                 "epsilon": m.get("epsilon"),
                 "dp_guarantee": m.get("dp_guarantee", "dp"),
                 "kappa": m.get("kappa"),

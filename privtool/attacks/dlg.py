@@ -21,7 +21,7 @@ from privtool.attacks.reconstruction import (
     GradientAttack,
     GradientOptions,
     Reconstruction,
-    _tick,
+    advance,
 )
 
 # --------------------------------------------------------------------------- DLG / iDLG
@@ -89,7 +89,7 @@ class _LBFGSAttack(GradientAttack):
             images.append(x.detach())
             labels.append(prob.argmax(-1))
             losses.append(final)
-            _tick(progress, loss=float(final.sum()))
+            advance(progress, loss=float(final.sum()))
         return Reconstruction(torch.cat(images), torch.cat(labels), torch.cat(losses))
 
 

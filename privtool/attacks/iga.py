@@ -23,7 +23,7 @@ from privtool.attacks.reconstruction import (
     GradientAttack,
     GradientOptions,
     Reconstruction,
-    _tick,
+    advance,
 )
 from privtool.schema import Rule, settings
 
@@ -167,5 +167,5 @@ class InvertingGradients(GradientAttack):
         # in [0, 1] as Reconstruction promises (a no-op when boxed, but for a first iterate)
         images = best_x.reshape(t, r, b, *image_shape)[pick, best].clamp(0.0, 1.0)
         final = best_loss.reshape(t, r)[pick, best]
-        _tick(progress, t, loss=float(final.mean()))
+        advance(progress, t, loss=float(final.mean()))
         return Reconstruction(images, labels, final)

@@ -144,7 +144,8 @@ def observe(
     return [torch.stack([r[i] for r in released]) for i in range(len(g))]
 
 
-def _tick(progress: Any, n: int = 1, **info: Any) -> None:
+def advance(progress: Any, n: int = 1, **info: Any) -> None:
+    """Advance ``progress`` (if any) by ``n`` targets, showing ``info``."""
     if progress is not None:
         for _ in range(n):
             progress.advance(**info)
@@ -308,7 +309,7 @@ class GradientAttack(Attack):
                         }
                         resume.save(lo, done)
                     else:
-                        _tick(progress, len(part), resumed=lo + len(part))
+                        advance(progress, len(part), resumed=lo + len(part))
                     images.append(done["images"])
                     labels.append(done["labels"])
                     losses.append(done["loss"])
