@@ -29,10 +29,10 @@ from privtool.attacks.mia_scores import (
     reference_alpha,
     reference_scores,
 )
-from privtool.attacks.reference_store import KINDS, model_mask
 from privtool.attacks.signals import cross_entropy, scaled_logit
 from privtool.cli import app
 from privtool.errors import PrivtoolError
+from privtool.store import KINDS, model_mask
 
 runner = CliRunner()
 MEMBERSHIP = ["lira", "loss", "reference", "shokri"]
@@ -286,10 +286,10 @@ def test_stacked_training_equals_one_by_one(optimizer, lr, momentum):
     training sets differ in size (a model without a batch at some step must not move)."""
     from dataclasses import replace
 
-    from privtool.attacks.stacked import train_stacked
     from privtool.config import TrainConfig
     from privtool.data import load_dataset
     from privtool.models import build_model
+    from privtool.store.stacked import train_stacked
     from privtool.training import seed_everything, train_model
 
     d = load_dataset("digits")
@@ -324,10 +324,10 @@ def test_stacked_and_one_by_one_differ_only_by_float_rounding():
     batch); in float32 a short recipe stays within 1e-4."""
     from dataclasses import replace
 
-    from privtool.attacks.stacked import train_stacked
     from privtool.config import TrainConfig
     from privtool.data import load_dataset
     from privtool.models import build_model
+    from privtool.store.stacked import train_stacked
     from privtool.training import seed_everything, train_model
 
     d = load_dataset("digits")

@@ -2,7 +2,7 @@
 
 Attacks are pure functions of saved arrays — the target's logits on the evaluation points
 and the reference/shadow models' logits on the same points with their in/out masks (from
-:mod:`privtool.attacks.reference_store`) — returning one score per point, higher meaning
+:mod:`privtool.store`) — returning one score per point, higher meaning
 "member" (:mod:`privtool.attacks.mia_scores`; the registered ``loss``, ``reference``,
 ``lira``, ``shokri`` in :mod:`privtool.attacks.mia_attacks`, ``rmia`` in
 :mod:`privtool.attacks.rmia`).
@@ -71,7 +71,7 @@ def evaluation_set(
 
 def target_logits(target: Target, index: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The target model's logits on dataset points ``index`` (float32, (n, C))."""
-    from privtool.attacks.reference_store import predict_logits
+    from privtool.store import predict_logits
 
     return predict_logits(target.build_model(), target.data.x, index, target.device, batch_size)
 
@@ -125,7 +125,7 @@ class MembershipAttack(Attack):
                     f"attacks need data.splits.{name}"
                 )
         if self.store_role() is not None:
-            from privtool.attacks.reference_store import check_store_inputs
+            from privtool.store import check_store_inputs
 
             check_store_inputs(target, self.cfg, self.store_role())
         evaluation_set(target.splits, self.options.n_eval, self.cfg.seed)
@@ -169,7 +169,7 @@ class MembershipAttack(Attack):
         info: dict[str, Any] = {}
         role = self.store_role()
         if role is not None:
-            from privtool.attacks.reference_store import ensure_store
+            from privtool.store import ensure_store
 
             store = ensure_store(target, cfg, role=role, online=self.online, progress=progress)
             signals["store"] = store
