@@ -51,8 +51,9 @@ class Artifact:
 
 
 @dataclass(frozen=True)
-class AttackResult(Artifact):
-    """An attack directory and the target it names (``RUN_DIR`` or ``RUN_DIR@EPOCH``)."""
+class AttackDir(Artifact):
+    """An attack (or audit) directory and the target it names (``RUN_DIR`` or
+    ``RUN_DIR@EPOCH``); an attack's numbers are its :attr:`result`."""
 
     name: str = ""
     kind: str = ""
@@ -74,11 +75,11 @@ class Collection:
 
     root: Path
     runs: list[Artifact] = field(default_factory=list)
-    attacks: list[AttackResult] = field(default_factory=list)
+    attacks: list[AttackDir] = field(default_factory=list)
     curves: list[Artifact] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: canary audits (``privtool audit``), linked to their run like attacks
-    audits: list[AttackResult] = field(default_factory=list)
+    audits: list[AttackDir] = field(default_factory=list)
 
     def sources(self) -> list[Artifact]:
         return [*self.runs, *self.attacks, *self.curves, *self.audits]
@@ -122,7 +123,7 @@ def load_artifact(path: Path) -> Artifact | None:
         raise PrivtoolError(
             f"{path / META} names no attack or no target (inputs.target.dir); {remedy}"
         )
-    return AttackResult(
+    return AttackDir(
         **base,
         name=str(name),
         kind=str(metrics.get("kind", stage)),
@@ -158,7 +159,7 @@ def collect(root: str | Path) -> Collection:
             continue
         if art.stage == "audit":
             col.audits.append(art)
-        elif isinstance(art, AttackResult):
+        elif isinstance(art, AttackDir):
             if art.kind not in SCORES:
                 col.warnings.append(
                     f"{path}: attack kind {art.kind!r} has no calibration "

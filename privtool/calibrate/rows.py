@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from privtool.artifacts import META, file_hash
-from privtool.calibrate.collect import Artifact, AttackResult, Collection, load_artifact
+from privtool.calibrate.collect import Artifact, AttackDir, Collection, load_artifact
 from privtool.calibrate.scores import SCORES
 from privtool.calibrate.settings import CalibrateConfig
 from privtool.calibrate.table import fmt
@@ -32,7 +32,7 @@ class Row:
     """One attacked model: the row's fields and the attack results behind its columns."""
 
     fields: dict[str, Any]
-    attacks: dict[str, AttackResult] = field(default_factory=dict)
+    attacks: dict[str, AttackDir] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.fields.get(key)
@@ -162,7 +162,7 @@ def run_fields(run: Artifact, epoch: int | None, cfg: CalibrateConfig) -> dict[s
     )
 
 
-def orphan_fields(a: AttackResult, cfg: CalibrateConfig) -> dict[str, Any]:
+def orphan_fields(a: AttackDir, cfg: CalibrateConfig) -> dict[str, Any]:
     """A row's fields from an attack's ``target_*`` metrics when its run is not to be found."""
     t = dict(a.result.target)
     if a.target_epoch is not None:  # target_* accuracies describe the final weights
@@ -183,7 +183,7 @@ def orphan_fields(a: AttackResult, cfg: CalibrateConfig) -> dict[str, Any]:
     )
 
 
-def attack_fields(a: AttackResult, cfg: CalibrateConfig) -> dict[str, Any]:
+def attack_fields(a: AttackDir, cfg: CalibrateConfig) -> dict[str, Any]:
     """``<attack>_<score>`` (+ ``_low``/``_high``) and ``<attack>_dir`` for one attack."""
     out: dict[str, Any] = {f"{a.name}_dir": str(a.dir)}
     for s in SCORES[a.kind]:
@@ -302,7 +302,7 @@ def sandwich_text(lower: Any, upper: Any) -> str:
     return f"{fmt(lower)} ≤ {up}"
 
 
-def attack_order(attacks: Iterable[AttackResult], cfg: CalibrateConfig) -> list[str]:
+def attack_order(attacks: Iterable[AttackDir], cfg: CalibrateConfig) -> list[str]:
     """Attack names by kind, the headline attack of each kind first."""
     kinds = {a.name: a.kind for a in attacks}
     return sorted(
@@ -331,7 +331,7 @@ def row_order(r: Row, cfg: CalibrateConfig) -> tuple[Any, ...]:
 
 def all_attacks(rows: Sequence[Row], cfg: CalibrateConfig) -> list[tuple[str, str]]:
     """(attack name, kind) of every attack on any row, in column order."""
-    found: dict[str, AttackResult] = {}
+    found: dict[str, AttackDir] = {}
     for r in rows:
         found.update(r.attacks)
     return [(n, found[n].kind) for n in attack_order(found.values(), cfg)]

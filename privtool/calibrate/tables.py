@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privtool.calibrate.collect import Artifact, AttackResult, Collection
+from privtool.calibrate.collect import Artifact, AttackDir, Collection
 from privtool.calibrate.commands import reproduce
 from privtool.calibrate.comparisons import (
     accuracy_matched_rows,
@@ -68,7 +68,7 @@ def source_record(a: Artifact) -> dict[str, Any]:
         "meta_sha256": a.meta_sha256,
         "created": a.meta.get("created"),
     }
-    if a.stage == "audit" and isinstance(a, AttackResult):
+    if a.stage == "audit" and isinstance(a, AttackDir):
         target = a.target_dir if a.target_epoch is None else f"{a.target_dir}@{a.target_epoch}"
         rec.update(
             {
@@ -78,7 +78,7 @@ def source_record(a: Artifact) -> dict[str, Any]:
                 "command": reproduce("audit", a.params, str(a.dir), target=target),
             }
         )
-    elif isinstance(a, AttackResult):
+    elif isinstance(a, AttackDir):
         target = a.target_dir if a.target_epoch is None else f"{a.target_dir}@{a.target_epoch}"
         rec.update(
             {
