@@ -82,14 +82,6 @@ class AttackResult:
         target = {k[len(TARGET) :]: v for k, v in described.items() if k.startswith(TARGET)}
         return dataclasses.replace(self, attack=attack, target=target)
 
-    @property
-    def target_mechanism(self) -> str | None:
-        return self.target.get("mechanism")
-
-    @property
-    def target_epoch(self) -> int | None:
-        return self.target.get("epoch")
-
     def _body(self) -> dict[str, Any]:
         """The family's own keys (subclasses)."""
         return _write_plain(self)
@@ -194,10 +186,6 @@ class RocScores:
     epsilon: EpsilonLowerBound = nested(factory=EpsilonLowerBound)
     n_in: int | None = None
     n_out: int | None = None
-
-    @property
-    def epsilon_lower_bound(self) -> float | None:
-        return self.epsilon.value
 
     def tpr_at(self, fpr: float) -> float | None:
         """The TPR at FPR ``fpr`` (one of :data:`LEVELS`' values), None if not reported."""
@@ -327,15 +315,6 @@ class MembershipResult(AttackResult):
     gamma: float | None = None
     temperature: float | None = None
     n_population: int | None = None
-
-    # the headline numbers calibration reads
-    @property
-    def auc(self) -> float | None:
-        return self.scores.auc
-
-    @property
-    def n_in(self) -> int | None:
-        return self.scores.n_in
 
     def _body(self) -> dict[str, Any]:
         out = self.scores.to_json()

@@ -50,8 +50,8 @@ def test_stored_results_read_back_typed_and_write_back_unchanged(name, cls):
     assert type(r) is cls and r.kind == d["kind"] and r.attack == d["attack"]
     assert r.to_json() == d and dumps(r.to_json()) == dumps(d)
     assert dict(r.extra) == {}  # nothing left untyped
-    assert r.seconds == d["seconds"] and r.target_mechanism == d["target_mechanism"]
-    assert r.target_epoch == d["target_epoch"]
+    assert r.seconds == d["seconds"] and r.target["mechanism"] == d["target_mechanism"]
+    assert r.target["epoch"] == d["target_epoch"]
     if cls is MembershipResult:
         assert r.scores.auc == d["auc"] and r.scores.n_in == d["n_in"]
         assert r.scores.tpr_at(0.001) == d["tpr_at_0.1pct_fpr"]
@@ -173,4 +173,4 @@ def test_real_attack_outputs_are_fully_typed_and_round_trip(tmp_path):
         assert json.loads((out / "metrics.json").read_text()) == json.loads(dumps(m))
         r = from_json(m)
         assert type(r) is cls and r.attack == name and dict(r.extra) == {}
-        assert r.to_json() == m and r.target_mechanism == "none" and r.seconds >= 0
+        assert r.to_json() == m and r.target["mechanism"] == "none" and r.seconds >= 0
