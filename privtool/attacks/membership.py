@@ -25,12 +25,7 @@ import numpy as np
 
 from privtool.attacks.audit import Roc, plot_roc, roc_rows, score_attack
 from privtool.attacks.base import Attack, Target
-from privtool.attacks.signals import (  # noqa: F401  (re-exported for attacks and tests)
-    _take_label,
-    cross_entropy,
-    log_softmax,
-    scaled_logit,
-)
+from privtool.attacks.signals import cross_entropy
 from privtool.errors import PrivtoolError
 from privtool.results import MembershipResult, MembershipViews, RocScores
 from privtool.schema import Rule, settings, validate

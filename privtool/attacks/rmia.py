@@ -48,11 +48,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from privtool.attacks.base import ATTACKS, Target
-from privtool.attacks.membership import (
-    MembershipAttack,
-    MembershipOptions,
-    log_softmax,
-)
+from privtool.attacks.membership import MembershipAttack, MembershipOptions
+from privtool.attacks.signals import log_softmax
 from privtool.errors import PrivtoolError
 from privtool.schema import Rule, settings
 
