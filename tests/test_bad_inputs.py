@@ -25,29 +25,12 @@ def snapshot(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A trained run, a folder of runs, a file, an attack-like folder and params files."""
+def world(tmp_path_factory, digits_run):
+    """A trained run (a copy of conftest's shared non-private digits run), a folder of runs,
+    a file, an attack-like folder and params files."""
     top = tmp_path_factory.mktemp("world")
     run = top / "runs" / "train" / "none"
-    res = runner.invoke(
-        app,
-        [
-            "train",
-            "--dataset",
-            "digits",
-            "--model",
-            "mlp",
-            "--mech",
-            "none",
-            "--epochs",
-            "1",
-            "--set",
-            "train.batch_size=256",
-            "--out",
-            str(run),
-        ],
-    )
-    assert res.exit_code == 0, res.output
+    digits_run("--mech", "none", into=run)
     (top / "afile").write_text("not a folder\n")
     attack_like = top / "attackdir"
     attack_like.mkdir()

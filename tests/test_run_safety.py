@@ -269,35 +269,10 @@ def test_run_folder_follows_the_umask(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from privtool.cli import app
-
-    top = tmp_path_factory.mktemp("integrity")
-    run = top / "runs" / "train" / "g"
-    res = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--dataset",
-            "digits",
-            "--model",
-            "mlp",
-            "--epochs",
-            "2",
-            "--mech",
-            "gaussian",
-            "--set",
-            "train.batch_size=256",
-            "--set",
-            "train.checkpoint_every=1",
-            "--out",
-            str(run),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    return run
+def trained(digits_run):
+    """A Gaussian digits run with a checkpoint every epoch (conftest's shared run; the
+    tests below tamper with copies of it)."""
+    return digits_run("--mech", "gaussian").dir
 
 
 def _copy(run: Path, dest: Path) -> Path:
