@@ -4,24 +4,14 @@ import json
 
 import pytest
 import torch
+from conftest import DIGITS_FAST
 from typer.testing import CliRunner
 
 from privtool.artifacts import load_run, load_state_dict
 from privtool.cli import app
 
 runner = CliRunner()
-FAST = [  # the flags of conftest's shared digits runs (DIGITS_FAST)
-    "--dataset",
-    "digits",
-    "--model",
-    "mlp",
-    "--epochs",
-    "2",
-    "--set",
-    "train.batch_size=64",
-    "--set",
-    "train.noise_seed=from-seed",
-]
+FAST = list(DIGITS_FAST)  # the flags of the shared digits runs (conftest.py)
 
 
 def invoke(*args):
