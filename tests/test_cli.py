@@ -28,7 +28,7 @@ def test_help_lists_every_command():
 @pytest.mark.parametrize("mech", ["none", "gaussian", "vmf"])
 def test_train_writes_a_complete_run(digits_run, mech):
     extra = ["--set", "train.epsilon_v=500000"] if mech == "vmf" else []
-    run = digits_run("--mech", mech, *extra)  # `train --mech MECH *FAST *extra --json`
+    run = digits_run("--mech", mech, *extra)  # `train --mech MECH *extra *FAST --json`
     out = run.dir
     metrics = json.loads(run.stdout)  # stdout holds exactly one JSON object
     assert metrics["mechanism"] == mech and metrics["dataset"] == "digits"
