@@ -361,3 +361,20 @@ def test_calibrate_warns_about_runs_without_a_valid_epsilon(tmp_path):
     cal = build(collect(tmp_path), calibrate_settings({}))
     assert any(str(bad) in w and "no valid ε" in w for w in cal.warnings)
     assert not any(str(tmp_path / "g1") in w for w in cal.warnings)
+
+
+def test_interrupt_just_after_the_partial_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The window the SIGTERM flake hit: an interrupt between creating the partial folder and
+    the next statement (the old code chmod-ed it outside the clean-up's try)."""
+    out = tmp_path / "run"
+    real_mkdir = Path.mkdir
+
+    def mkdir_then_interrupt(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self.name.endswith(".partial"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_interrupt)
+    with pytest.raises(KeyboardInterrupt), staged_dir(out):
+        pass
+    assert list(tmp_path.iterdir()) == []
