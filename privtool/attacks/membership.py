@@ -350,6 +350,8 @@ class MembershipAttack(Attack):
                     }
                 )
         metrics.update(self.extra_metrics(signals, scores, member))
+        if signals.get("warnings"):  # printed by the CLI, kept in metrics.json
+            metrics["warnings"] = list(signals["warnings"])
         tr_loss = signals["loss"][member]
         te_loss = signals["loss"][~member]
         pred = logits.argmax(1) == labels
@@ -478,9 +480,10 @@ class LiraAttack(MembershipAttack):
     ) -> dict[str, Any]:
         if self.cfg.augment == "none":
             return {}
-        from privtool.attacks.queries import query_logits, store_query_logits
+        from privtool.attacks.queries import query_logits, query_warnings, store_query_logits
 
         return {
+            "warnings": query_warnings(target, self.cfg.augment),
             "query_logits": query_logits(
                 target.build_model(),
                 target.data.x,

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from privtool.artifacts import atomic_write_bytes
-from privtool.attacks.base import AUGMENTS
+from privtool.augment import AUGMENTS, mirrors, query_mismatch, shift_mirror, shifts
 from privtool.errors import PrivtoolError
 
 Query = tuple[bool, int, int]  # (mirror, shift down, shift right)
@@ -47,26 +47,36 @@ def queries(augment: str) -> list[Query]:
     """The views of ``augment``; the plain point first."""
     if augment not in AUGMENTS:
         raise PrivtoolError(f"attack.augment={augment!r} is not allowed: {' | '.join(AUGMENTS)}")
-    flips = (False,) if augment == "none" else (False, True)
-    shifts = (
-        [(0, 0)]
-        if augment != "mirror-shift"
-        else [(0, 0)] + [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-    )
-    return [(f, dy, dx) for f in flips for dy, dx in shifts]
+    flips = (False, True) if mirrors(augment) else (False,)
+    moves = [(0, 0)]
+    if shifts(augment):
+        moves += [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    return [(f, dy, dx) for f in flips for dy, dx in moves]
 
 
 def augment_images(x: np.ndarray, query: Query) -> np.ndarray:
     """``x`` (n, C, H, W) seen through ``query``: mirrored left-right, then moved by (dy, dx)
-    pixels (the content moves down/right for positive shifts; edges reflect)."""
+    pixels (the content moves down/right for positive shifts; edges reflect) — the training
+    transform :func:`privtool.augment.shift_mirror` with one view for every image."""
+    import torch
+
+    n = len(x)
     flip, dy, dx = query
-    out = x[..., ::-1] if flip else x
-    if dy or dx:
-        p = max(abs(dy), abs(dx))
-        pad = np.pad(out, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
-        h, w = x.shape[-2:]
-        out = pad[..., p - dy : p - dy + h, p - dx : p - dx + w]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    out = shift_mirror(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        torch.full((n,), bool(flip)),
+        torch.full((n,), int(dy)),
+        torch.full((n,), int(dx)),
+    )
+    return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+
+def query_warnings(target: Any, augment: str) -> list[str]:
+    """The warning that ``augment``'s queries are views ``target`` never trained on (its
+    ``train.augment``; :func:`privtool.augment.query_mismatch`), or none."""
+    trained = getattr(target.params.train, "augment", "none")
+    w = query_mismatch(trained, augment)
+    return [w] if w else []
 
 
 def query_logits(
