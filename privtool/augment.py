@@ -72,13 +72,12 @@ def shift_mirror(x: Any, flip: Any, dy: Any, dx: Any) -> Any:
     p = int(max(dy.abs().max(), dx.abs().max())) if n else 0
     if p == 0:
         return x
-    pad = F.pad(x, (p, p, p, p), mode="reflect")
+    pad = F.pad(x, (p, p, p, p), mode="reflect").flatten(2)  # (n, C, (H+2p)(W+2p))
     dev = x.device
     rows = (p - dy.to(dev))[:, None] + torch.arange(h, device=dev)  # (n, H)
     cols = (p - dx.to(dev))[:, None] + torch.arange(w, device=dev)  # (n, W)
-    i = torch.arange(n, device=dev).view(n, 1, 1, 1)
-    ch = torch.arange(c, device=dev).view(1, c, 1, 1)
-    return pad[i, ch, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    flat = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).view(n, 1, h * w)
+    return pad.gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
 
 
 def record_keys(x: Any, y: Any, chunk: int = 4096) -> np.ndarray:
