@@ -110,9 +110,9 @@ def test_training_applies_the_augmentation_for_a_dp_mechanism_with_the_same_epsi
 def test_stacked_store_training_applies_the_same_augmentation():
     """A store's models trained together (vmap) see the records train_model would show them,
     so an augmented recipe's stacked model equals its one-by-one twin (float32 rounding)."""
-    from privtool.attacks.stacked import train_stacked
     from privtool.data import load_dataset
     from privtool.models import build_model
+    from privtool.store.stacked import train_stacked
     from privtool.training import seed_everything, train_model
 
     d = load_dataset("digits")
@@ -136,7 +136,7 @@ def test_stacked_store_training_applies_the_same_augmentation():
 
 
 def test_store_recipe_keeps_old_identities_and_separates_augmented_ones():
-    from privtool.attacks.reference_store import recipe_record
+    from privtool.store.identity import recipe_record
 
     plain = TrainConfig(mech="none", model="mlp", epochs=60)
     assert recipe_record(plain) == {  # the record stores were built with before the keys
