@@ -37,8 +37,6 @@ from privtool.errors import PrivtoolError
 
 AUGMENTS = ("none", "mirror", "shift", "mirror-shift")  # train.augment and attack.augment
 
-View = tuple[bool, int, int]  # (mirror, shift down, shift right)
-
 
 def mirrors(augment: str) -> bool:
     return augment in ("mirror", "mirror-shift")
