@@ -1,7 +1,7 @@
 """Benchmark: membership scoring time per 1,000 evaluation points given a store (issue 20).
 
 RMIA and LiRA are numpy over the store's saved logits, so their cost is a function of array
-shapes only: N reference models per set, Q queries (``attack.augment``: 1, 2 or 18), n
+shapes only: N reference models per set, Q queries (``attack.augment``: 1, 2, 9 or 18), n
 evaluation points, m population points (RMIA: the shadow split) and C classes. This times the
 pure scoring on random logits of those shapes (no model is run): RMIA offline with ``a`` tuned
 (11 values × N pseudo-targets, the dominant cost), RMIA online, and LiRA offline + online for

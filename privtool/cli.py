@@ -423,6 +423,7 @@ def attack(
     target = resolve_target(target, checkpoint)
     dest = out_dir or Path("runs") / "attack" / name / Path(target.split("@")[0]).name
     metrics = stage.run(name, target, dest, p.as_dict(), progress=RichProgress(enabled=True))
+    _warn(metrics.get("warnings", []))  # e.g. augmented queries on a model trained without
     err.print(f"wrote {dest}", highlight=False)
     for png in sorted(dest.rglob("*.png")):
         err.print(f"picture: {png}", highlight=False)

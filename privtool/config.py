@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from privtool.augment import AUGMENTS
 from privtool.errors import PrivtoolError
 from privtool.schema import (
     Rule,
@@ -103,6 +104,10 @@ VMF_MODE_NAMES = ("alg2", "opacus-add-unit", "opacus-add-scaled", "opacus-add-sa
     threads=Rule(
         ge=1, allowed="an integer >= 1 (torch intra-op threads) or null (torch's default)"
     ),
+    augment=Rule(choices=AUGMENTS, allowed=" | ".join(AUGMENTS)),
+    augment_shift=Rule(
+        ge=1, allowed="an integer >= 1 (pixels) or null (ceil(min(H, W)/8): 1 for 8×8, 4 for 28×28)"
+    ),
 )
 @dataclass(frozen=True)
 class TrainConfig:
@@ -140,6 +145,8 @@ class TrainConfig:
     noise_seed: str = "secret"  # secret: DP noise/sampling from os.urandom | from-seed: seed+1/+2
     distributed: str = "none"  # none | ddp: one training across torchrun processes (README)
     threads: int | None = None  # torch intra-op threads (null: torch's default, one per core)
+    augment: str = "none"  # random mirror / shift of each training record (privtool.augment)
+    augment_shift: int | None = None  # largest shift in pixels; null: ceil(min(H, W)/8)
 
     def __post_init__(self) -> None:
         validate(self)

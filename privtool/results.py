@@ -308,6 +308,8 @@ class MembershipResult(AttackResult):
     # lira / rmia: the queries
     augment: str | None = None
     n_queries: int | None = None
+    # lira / rmia: e.g. augmented queries on views the target never trained on (the CLI prints them)
+    warnings: list[str] | None = None
     # rmia
     offline_a: float | None = None
     offline_a_tuned: bool | None = None

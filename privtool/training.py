@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from privtool.accounting.delta import check_delta
+from privtool.augment import BatchAugment
 from privtool.config import TrainConfig
 from privtool.errors import PrivtoolError
 from privtool.release import NOISE_REPRODUCIBLE, noise_generators, noise_label
@@ -151,6 +152,7 @@ def train_model(
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     gen, rng = noise_generators(cfg, device)  # secret (os.urandom) unless noise_seed=from-seed
     step = mech.make_stepper(model, optimizer, gen)
+    augment = BatchAugment.for_run(cfg, x_train, y_train)  # train.augment (privtool.augment)
 
     curve: list[dict[str, Any]] = []
     steps_done = 0
@@ -163,6 +165,8 @@ def train_model(
             for idx in mech.batches(epoch, rng):
                 idx_t = torch.from_numpy(idx).to(device)
                 xb, yb = x_train.index_select(0, idx_t), y_train.index_select(0, idx_t)
+                if augment is not None:  # per-record transform before per-sample gradients
+                    xb = augment(xb, idx, steps_done)
                 loss, n_correct = step(xb, yb)
                 steps_done += 1
                 if len(idx) and math.isfinite(loss):

@@ -76,6 +76,12 @@ CASES = [
     (T + ["--set", "train.lr=0"], "train.lr=0 is not allowed: a number > 0"),
     (T + ["--set", "train.lr=abc"], "train.lr='abc' is not allowed: a number > 0"),
     (T + ["--set", "train.lr=.inf"], "train.lr=inf is not allowed"),
+    (T + ["--set", "train.augment=flip"], "train.augment='flip' is not allowed: none | mirror"),
+    (T + ["--set", "train.augment_shift=0"], "train.augment_shift=0 is not allowed"),
+    (  # digits are 8×8: a shift of 8 pixels leaves nothing of the image
+        T + ["--set", "train.augment=shift", "--set", "train.augment_shift=8"],
+        "train.augment_shift=8 is not allowed: fewer pixels than the 8×8 images",
+    ),
     (T + ["--set", "train.momentum=1"], "train.momentum=1 is not allowed: a number in [0, 1)"),
     (T + ["--set", "train.delta=true"], "train.delta=True is not allowed: a number in (0, 1)"),
     (T + ["--set", "train.batch_size=0"], "train.batch_size=0"),

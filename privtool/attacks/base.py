@@ -17,12 +17,11 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from privtool.augment import AUGMENTS  # attack.augment (privtool.attacks.queries)
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 from privtool.results import AttackResult
 from privtool.schema import Rule, build, seed_rule, settings, validate
-
-AUGMENTS = ("none", "mirror", "mirror-shift")  # attack.augment (privtool.attacks.queries)
 
 
 @settings(

@@ -193,6 +193,7 @@ class MembershipAttack(Attack):
             eval_test_loss=float(te_loss.mean()),
             seed=cfg.seed,
             seconds=round(seconds, 3),
+            warnings=list(signals["warnings"]) if signals.get("warnings") else None,
             **self.extra_metrics(signals, scores, member),
         )
 

@@ -102,9 +102,10 @@ class LiraAttack(MembershipAttack):
     ) -> dict[str, Any]:
         if self.cfg.augment == "none":
             return {}
-        from privtool.attacks.queries import query_logits, store_query_logits
+        from privtool.attacks.queries import query_logits, query_warnings, store_query_logits
 
         return {
+            "warnings": query_warnings(target, self.cfg.augment),
             "query_logits": query_logits(
                 target.build_model(),
                 target.data.x,

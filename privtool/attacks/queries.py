@@ -1,25 +1,29 @@
-"""Query augmentation for membership attacks (``attack.augment: none | mirror | mirror-shift``).
+"""Query augmentation for membership attacks (``attack.augment: none | mirror | shift |
+mirror-shift``).
 
 Carlini et al. 2022 (LiRA, §VI-A "Augmented queries") query each point at its mirror image and
 small shifts as well as as-is: a model trained on x with augmentation has fitted those views
 too, so each is one more (correlated) sample of the membership signal. Zarifzadeh et al. 2024
-(RMIA, §5 "augmented queries") do the same. The views here:
+(RMIA, §5 "augmented queries") do the same. The views here (the transform is
+:func:`privtool.augment.shift_mirror`, the one ``train.augment`` uses):
 
 * ``none``         — the point itself (1 query);
 * ``mirror``       — itself and its left-right mirror image (2 queries);
-* ``mirror-shift`` — both, each shifted by −1, 0 or +1 pixel on each axis with reflect padding
-  (Carlini et al.'s padding; 2 × 9 = 18 queries). Carlini et al. shift CIFAR-10 by up to 4 of
-  32 pixels; one pixel of 28 keeps a digit's strokes where the model saw them.
+* ``shift``        — itself shifted by −1, 0 or +1 pixel on each axis with reflect padding
+  (9 queries);
+* ``mirror-shift`` — both (2 × 9 = 18 queries, Carlini et al.'s 18: their models train with
+  shifts of up to 4 of 32 pixels and are queried at ±1).
 
-Augmented queries help when the target trained on those views (Carlini et al. train with
-mirror + shift augmentation). privtool's models train on the plain images, and digits are not
-mirror-symmetric, so here a mirrored or shifted digit is no training view: measured on sklearn
-digits (8×8, overfit MLP, 4 reference models, seeds 0 and 1), each augmented view alone scores
-AUC 0.45–0.53, and averaging them with the plain query lowers offline LiRA (0.571 → 0.501 and
-0.570 → 0.484 with mirror-shift) and RMIA (0.596 → 0.491); online LiRA, whose per-query log
-likelihood ratio is near 0 where IN and OUT fits agree, moves either way (0.545 → 0.567, 0.581 →
-0.552). Keep ``none`` for models trained without augmentation; the queries are for targets
-trained with it (and the signals are cached, so trying costs one pass per reference model).
+Augmented queries help when the target and its reference models trained on those views
+(``train.augment``; the store's recipe includes it, so they do). Measured on sklearn digits
+(8×8, MLP 300 epochs with ``train.augment: shift``, train accuracy 0.98–0.99, test 0.93–0.94,
+4 + 4 reference models, train/attack seeds 0–3): ``attack.augment: shift`` raises LiRA's AUC
+offline from 0.535–0.573 to 0.585–0.612 and online from 0.518–0.554 to 0.567–0.607 (each seed
+gains), RMIA's offline from 0.544–0.583 to 0.611–0.654. On a model trained on the plain images
+the views are no training views (and digits are not mirror-symmetric): on digits (overfit MLP
+without augmentation, seeds 0 and 1) averaging them with the plain query lowers offline LiRA
+(0.571 → 0.501 and 0.570 → 0.484 with mirror-shift) and RMIA (0.596 → 0.491), so lira and rmia
+warn when the queries hold views the target's ``train.augment`` lacks (:func:`query_warnings`).
 
 The reference models' logits on every store point under every query are computed once per model
 from its saved weights and kept beside it (``<set>/mNNNN.<augment>.npz``), so each augmentation
@@ -37,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from privtool.artifacts import atomic_write_bytes
-from privtool.attacks.base import AUGMENTS
+from privtool.augment import AUGMENTS, mirrors, query_mismatch, shift_mirror, shifts
 from privtool.errors import PrivtoolError
 
 Query = tuple[bool, int, int]  # (mirror, shift down, shift right)
@@ -47,26 +51,36 @@ def queries(augment: str) -> list[Query]:
     """The views of ``augment``; the plain point first."""
     if augment not in AUGMENTS:
         raise PrivtoolError(f"attack.augment={augment!r} is not allowed: {' | '.join(AUGMENTS)}")
-    flips = (False,) if augment == "none" else (False, True)
-    shifts = (
-        [(0, 0)]
-        if augment != "mirror-shift"
-        else [(0, 0)] + [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-    )
-    return [(f, dy, dx) for f in flips for dy, dx in shifts]
+    flips = (False, True) if mirrors(augment) else (False,)
+    moves = [(0, 0)]
+    if shifts(augment):
+        moves += [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    return [(f, dy, dx) for f in flips for dy, dx in moves]
 
 
 def augment_images(x: np.ndarray, query: Query) -> np.ndarray:
     """``x`` (n, C, H, W) seen through ``query``: mirrored left-right, then moved by (dy, dx)
-    pixels (the content moves down/right for positive shifts; edges reflect)."""
+    pixels (the content moves down/right for positive shifts; edges reflect) — the training
+    transform :func:`privtool.augment.shift_mirror` with one view for every image."""
+    import torch
+
+    n = len(x)
     flip, dy, dx = query
-    out = x[..., ::-1] if flip else x
-    if dy or dx:
-        p = max(abs(dy), abs(dx))
-        pad = np.pad(out, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
-        h, w = x.shape[-2:]
-        out = pad[..., p - dy : p - dy + h, p - dx : p - dx + w]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    out = shift_mirror(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        torch.full((n,), bool(flip)),
+        torch.full((n,), int(dy)),
+        torch.full((n,), int(dx)),
+    )
+    return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+
+def query_warnings(target: Any, augment: str) -> list[str]:
+    """The warning that ``augment``'s queries are views ``target`` never trained on (its
+    ``train.augment``; :func:`privtool.augment.query_mismatch`), or none."""
+    trained = getattr(target.params.train, "augment", "none")
+    w = query_mismatch(trained, augment)
+    return [w] if w else []
 
 
 def query_logits(

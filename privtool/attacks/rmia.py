@@ -211,12 +211,13 @@ class RmiaAttack(MembershipAttack):
     def more_signals(
         self, target: Target, signals: dict[str, Any], progress: Any = None
     ) -> dict[str, Any]:
-        from privtool.attacks.queries import query_logits, store_query_logits
+        from privtool.attacks.queries import query_logits, query_warnings, store_query_logits
 
         store, aug = signals["store"], self.cfg.augment
         model = target.build_model()
         pop = store.shadow
         return {
+            "warnings": query_warnings(target, aug),
             "query_logits": query_logits(
                 model, target.data.x, signals["index"], aug, target.device
             ),

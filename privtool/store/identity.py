@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from privtool.augment import shifts
 from privtool.errors import PrivtoolError
 
 FORMAT = 1
@@ -27,6 +28,9 @@ DEFAULT_ROOT = Path("runs") / "store"
 # bookkeeping, or the per-model seed).
 NON_DP_KEYS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum")
 NOT_RECIPE = ("seed", "device", "eval_batch_size", "checkpoint_every", "noise_seed")
+# Recipe keys added after stores were recorded: in the record only away from their default,
+# so an older store (and its directory hash) stays the identity of the recipe it was built for.
+LATER_KEYS = {"augment": "none", "augment_shift": None}
 
 
 def recipe_config(train: Any, role: str) -> Any:
@@ -52,9 +56,13 @@ def recipe_record(train: Any) -> dict[str, Any]:
     """The recipe fields that decide how a store model trains (so equal records = same
     models). Non-private recipes keep only the optimisation keys."""
     d = asdict(train)
+    later = {k: d[k] for k, default in LATER_KEYS.items() if d.get(k, default) != default}
+    if not shifts(d.get("augment", "none")):
+        later.pop("augment_shift", None)  # the shift size matters only when shifting
     if d.get("mech") == "none":
-        return {"mech": "none", **{k: d[k] for k in NON_DP_KEYS}}
-    return {k: v for k, v in sorted(d.items()) if k not in NOT_RECIPE}
+        return {"mech": "none", **{k: d[k] for k in NON_DP_KEYS}, **later}
+    kept = {k: v for k, v in d.items() if k not in NOT_RECIPE and k not in LATER_KEYS}
+    return dict(sorted({**kept, **later}.items()))
 
 
 def store_identity(target: Any, role: str, seed: int) -> dict[str, Any]:

@@ -54,6 +54,7 @@ def train_stacked(
     import torch.nn.functional as F
     from torch.func import functional_call, stack_module_state, vmap
 
+    from privtool.augment import BatchAugment, record_keys
     from privtool.mechanisms.base import shuffle_batches
     from privtool.models import build_model
     from privtool.training import seed_everything
@@ -78,6 +79,10 @@ def train_stacked(
     x_dev = torch.from_numpy(x).to(device)
     y_dev = torch.from_numpy(y).to(device)
     rngs = [np.random.default_rng(s + 1) for s in seeds]
+    # train.augment: each model's records transformed as train_model would (privtool.augment)
+    keys = record_keys(x, y) if cfg.augment != "none" else None
+    augs = [BatchAugment.for_keys(cfg, shape, s, keys) for s in seeds] if keys is not None else []
+    done = np.zeros(n, dtype=np.int64)  # each model's steps so far (train_model's steps_done)
     for epoch in range(1, cfg.epochs + 1):
         plans = [list(shuffle_batches(len(t), b, r)) for t, r in zip(train_sets, rngs)]
         for step in range(max(len(p) for p in plans)):
@@ -92,7 +97,11 @@ def train_stacked(
                     active[m] = True
             idx_t = torch.from_numpy(idx).to(device)
             w = torch.from_numpy(weight).to(device)
-            out = forward(params, buffers, x_dev[idx_t])  # (N, b, C)
+            xb = x_dev[idx_t]
+            for m, aug in enumerate(augs):
+                xb[m] = aug(xb[m], idx[m], int(done[m]))
+            done += active
+            out = forward(params, buffers, xb)  # (N, b, C)
             ce = F.cross_entropy(
                 out.reshape(n * b, -1), y_dev[idx_t].reshape(-1), reduction="none"
             ).reshape(n, b)
