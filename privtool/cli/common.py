@@ -6,12 +6,15 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from privtool.errors import PrivtoolError
 
@@ -38,6 +41,36 @@ app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 out = Console()
 
+#: placeholders an option's help may hold, filled with a registry's names when the help is shown
+#: (importing the registry imports torch, so ``privtool --help`` stays instant)
+REGISTRY_HELP = {
+    "{mechanisms}": ("privtool.mechanisms", "MECHANISMS"),
+    "{models}": ("privtool.models", "MODELS"),
+}
+
+
+def registry_choices(placeholder: str) -> str:
+    """``a | b | c``: every name in the registry behind ``placeholder``, plug-ins included."""
+    from privtool.plugins import load_plugins
+
+    load_plugins()
+    module, name = REGISTRY_HELP[placeholder]
+    return " | ".join(getattr(import_module(module), name).names())
+
+
+class RegistryCommand(TyperCommand):
+    """A command whose options' help lists registry names (``{mechanisms}``, ``{models}``),
+    filled in when its help is formatted: the registries (and plug-ins) decide, not the CLI."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for param in self.params:
+            text = getattr(param, "help", None)
+            for key in REGISTRY_HELP:
+                if text and key in text:
+                    text = text.replace(key, registry_choices(key))
+                    param.help = text  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Map PrivtoolError to a one-line message and exit code 1 (no traceback)."""
@@ -54,6 +87,17 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130)
 
     return wrapper
+
+
+@app.callback()
+@handle_errors
+def _load_plugins() -> None:
+    # Runs before any command (and before a command's --help is formatted): third-party
+    # mechanisms and models register themselves (privtool.plugins). No docstring: it would
+    # replace the app's help.
+    from privtool.plugins import load_plugins
+
+    load_plugins()
 
 
 def emit(metrics: dict[str, Any], as_json: bool, title: str) -> None:

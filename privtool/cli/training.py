@@ -13,6 +13,7 @@ from privtool.cli.common import (
     DeviceOpt,
     JsonOpt,
     ParamsOpt,
+    RegistryCommand,
     RichProgress,
     SeedOpt,
     SetOpt,
@@ -25,16 +26,12 @@ from privtool.cli.common import (
 )
 
 
-@app.command()
+@app.command(cls=RegistryCommand)
 @handle_errors
 def train(
-    mech: Optional[str] = typer.Option(
-        None, "--mech", help="none | gaussian | vmf | class | subclass"
-    ),
+    mech: Optional[str] = typer.Option(None, "--mech", help="{mechanisms}"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="see `privtool data list`"),
-    model: Optional[str] = typer.Option(
-        None, "--model", help="lenet | mlp | cnn | softmax | tfp-cnn"
-    ),
+    model: Optional[str] = typer.Option(None, "--model", help="{models}"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     epsilon: Optional[float] = typer.Option(
         None, "--epsilon", help="whole-run ε target: solves σ (gaussian) or κ (vmf)"
@@ -136,10 +133,10 @@ def _print_checkpoints(run: Path, checkpoints: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
-@app.command()
+@app.command(cls=RegistryCommand)
 @handle_errors
 def epsilon(
-    mech: str = typer.Option(..., "--mech", help="gaussian | vmf | class | subclass"),
+    mech: str = typer.Option(..., "--mech", help="{mechanisms}"),
     noise_multiplier: Optional[float] = typer.Option(
         None, "--noise-multiplier", help="σ (gaussian)"
     ),
@@ -165,7 +162,8 @@ def epsilon(
     model: Optional[str] = typer.Option(
         None,
         "--model",
-        help="VMF: take the parts' dimensions from this registered model (with --partition)",
+        help="VMF: take the parts' dimensions from this registered model (with --partition): "
+        "{models}",
     ),
     partition: Optional[str] = typer.Option(
         None, "--partition", help="whole | layer | row (with --model; default whole)"
