@@ -146,3 +146,58 @@ def test_a_bad_plugin_name_is_one_line_and_exit_1(monkeypatch):
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "laplace_mech_does_not_exist" in lines[0]
     assert "PRIVTOOL_PLUGINS" in lines[0] and "Traceback" not in res.output
+
+
+def test_an_entry_point_plugin_loads_and_a_broken_one_is_one_line(laplace, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    monkeypatch.delenv("PRIVTOOL_PLUGINS")
+    good = EntryPoint(name="laplace", value="laplace_mech", group=plugins.GROUP)
+    monkeypatch.setattr(
+        plugins, "entry_points", lambda group: [good] if group == good.group else []
+    )
+    assert plugins.load_plugins() == ["laplace"] and "laplace" in MECHANISMS
+    assert plugins.load_plugins() == []  # idempotent
+    bad = EntryPoint(name="broken", value="laplace_mech_nowhere:thing", group=plugins.GROUP)
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [bad])
+    res = runner.invoke(app, ["epsilon", "--mech", "gaussian", "--sample-rate", "0.1"])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert "'broken'" in res.output and "privtool.plugins" in res.output
+
+
+#: modules still comparing a mechanism's name, owned by other issue-18 branches (reference
+#: store -> privtool/store/, attack results, calibrate tables); each should ask the registry
+#: (``MECHANISMS.get(name).is_private``) when it is reworked
+NOT_YET = {
+    "privtool/attacks/reference_store.py",
+    "privtool/attacks/stacked.py",
+    "privtool/attacks/membership.py",
+    "privtool/calibrate/tables.py",
+}
+
+
+def test_no_module_outside_the_mechanisms_branches_on_a_mechanism_name():
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    names = {"none", "gaussian", "vmf", "class", "subclass"}
+
+    def literal(node: ast.AST) -> bool:
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(literal(e) for e in node.elts)
+        return isinstance(node, ast.Constant) and node.value in names
+
+    offenders = set()
+    for path in (root / "privtool").rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("privtool/mechanisms/") or rel in NOT_YET:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(literal(s) for s in sides) and any(
+                    re.search(r"mech", ast.unparse(s)) for s in sides if not literal(s)
+                ):
+                    offenders.add(f"{rel}:{node.lineno}")
+    assert offenders == set()

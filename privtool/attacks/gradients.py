@@ -103,6 +103,27 @@ def _n_classes(model: torch.nn.Module, x: torch.Tensor) -> int:
         return int(model(x[:1]).shape[-1])
 
 
+class _ReleaseClasses:
+    """Each mechanism's ``release_class`` by name: a read-only view of the MECHANISMS
+    registry, where the releases live (one module per mechanism)."""
+
+    def get(self, mechanism: str) -> type[Release]:
+        from privtool.mechanisms import MECHANISMS
+
+        cls = MECHANISMS.get(mechanism)
+        if cls.release_class is None:
+            cls.release({})  # raises: no gradient release
+        return cls.release_class
+
+    def names(self) -> list[str]:
+        from privtool.mechanisms import MECHANISMS
+
+        return [m for m in MECHANISMS if MECHANISMS.get(m).release_class is not None]
+
+
+RELEASES = _ReleaseClasses()
+
+
 def make_release(mechanism: str, settings: Mapping[str, Any]) -> Release:
     """The :class:`Release` of ``mechanism`` (its :meth:`Mechanism.release
     <privtool.mechanisms.base.Mechanism.release>`) with the run's recorded ``settings``."""

@@ -103,7 +103,8 @@ class Mechanism(ABC):
       prints, from an :class:`~privtool.epsilon.EpsilonQuery`); ``uses_part_dims`` (it reads
       ``--part-dims``/``--model``); :meth:`query_population` (the count δ is checked against);
     * :meth:`release` — the :class:`~privtool.mechanisms.release.Release` of one batch's
-      gradient for the reconstruction threat model, from a run's recorded settings;
+      gradient for the reconstruction threat model (``release_class``), from a run's recorded
+      settings;
     * :meth:`select_cost` — the run's guarantee as (ε, δ, relation) for select's composition;
     * :meth:`label` — a short name for pictures; ``nominal_key`` (the metrics field calibrate
       quotes as its nominal ε, if not the ε target); ``canaries`` (the canary kinds
@@ -133,6 +134,8 @@ class Mechanism(ABC):
     nominal_key: ClassVar[str | None] = None
     #: canary kinds (privtool.audit.canaries) that can audit this mechanism
     canaries: ClassVar[tuple[str, ...]] = ()
+    #: the reconstruction threat model's Release of a batch (privtool.mechanisms.release)
+    release_class: ClassVar[type[Release] | None] = None
     #: privtool.distributed adapter for train.distributed=ddp (None: not supported)
     ddp_adapter: ClassVar[str | None] = None
     #: the metrics field holding the headline ε (named by the unit it protects)
@@ -156,10 +159,12 @@ class Mechanism(ABC):
     @classmethod
     def release(cls, settings: Mapping[str, Any]) -> Release:
         """The reconstruction threat model's release of one batch's gradient, from a run's
-        recorded settings (metrics.json)."""
-        raise PrivtoolError(
-            f"mechanism {cls.name!r} has no gradient release for the reconstruction attacks"
-        )
+        recorded settings (metrics.json): its ``release_class`` built on them."""
+        if cls.release_class is None:
+            raise PrivtoolError(
+                f"mechanism {cls.name!r} has no gradient release for the reconstruction attacks"
+            )
+        return cls.release_class(settings)
 
     @classmethod
     def select_cost(

@@ -146,6 +146,7 @@ class Gaussian(Mechanism):
 
     name = "gaussian"
     relation = "add/remove one record"
+    release_class = GaussianRelease
     canaries = ("input", "gradient")
     ddp_adapter = "gaussian"
 
@@ -173,10 +174,6 @@ class Gaussian(Mechanism):
         if res.warning:
             out["warning"] = res.warning
         return out
-
-    @classmethod
-    def release(cls, settings: Mapping[str, Any]) -> Release:
-        return GaussianRelease(settings)
 
     def calibrate(self, model: Any) -> None:
         cfg = self.cfg

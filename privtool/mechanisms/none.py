@@ -29,6 +29,7 @@ class RawRelease(Release):
 class NoPrivacy(Mechanism):
     name = "none"
     relation = "none"
+    release_class = RawRelease
     is_private = False
     canaries = ("input",)
     ddp_adapter = "none"
@@ -36,10 +37,6 @@ class NoPrivacy(Mechanism):
     @classmethod
     def accountant(cls, q: EpsilonQuery) -> dict[str, Any]:
         return {"mechanism": "none", "epsilon": None}
-
-    @classmethod
-    def release(cls, settings: Mapping[str, Any]) -> Release:
-        return RawRelease(settings)
 
     @classmethod
     def select_cost(

@@ -29,7 +29,6 @@ from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper, finite_or_none
 from privtool.mechanisms.gaussian import GaussianRelease
-from privtool.mechanisms.release import Release
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,7 @@ class _UnitBase(Mechanism):
 
     kind = "class"
     ddp_adapter = "units"
+    release_class = UnitRelease
     #: mean records per sampled unit from which one plain backward per unit beats Opacus
     #: per-sample gradients (measured: CNN of paper 3, 2-core CPU, crossover ≈ 40)
     LOOP_MIN_UNIT = 48
@@ -163,10 +163,6 @@ class _UnitBase(Mechanism):
     def query_population(cls, *, n: int | None, n_units: int | None) -> tuple[int | None, str]:
         """Unit-level DP: δ is compared with the number of units K (--units)."""
         return n_units, f"{cls.kind} units"
-
-    @classmethod
-    def release(cls, settings: Mapping[str, Any]) -> Release:
-        return UnitRelease(settings)
 
     @classmethod
     def select_cost(

@@ -184,6 +184,7 @@ class VMF(Mechanism):
 
     name = "vmf"
     relation = REPLACE_ONE
+    release_class = VMFRelease
     record_relation = REPLACE_ONE
     uses_part_dims = True
     nominal_key = "epsilon_v_nominal"  # paper 1 quotes VMF by its per-update ε_V
@@ -221,10 +222,6 @@ class VMF(Mechanism):
 
             out["part_dims"] = format_part_dims(part_dims)
         return out
-
-    @classmethod
-    def release(cls, settings: Mapping[str, Any]) -> Release:
-        return VMFRelease(settings)
 
     @classmethod
     def label(cls, metrics: Mapping[str, Any]) -> str:

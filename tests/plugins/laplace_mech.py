@@ -100,6 +100,7 @@ class Laplace(Mechanism):
 
     name = "laplace"
     relation = "add/remove one record"
+    release_class = LaplaceRelease
 
     @classmethod
     def accountant(cls, q: EpsilonQuery) -> dict[str, Any]:
@@ -114,10 +115,6 @@ class Laplace(Mechanism):
             "composition": "basic (Dwork & Roth 2014, Thm. 3.16)",
             **laplace_epsilon(q.noise_multiplier, q.sample_rate, steps),
         }
-
-    @classmethod
-    def release(cls, settings: Mapping[str, Any]) -> Release:
-        return LaplaceRelease(settings)
 
     def calibrate(self, model: Any) -> None:
         self.noise_multiplier = float(self.cfg.noise_multiplier)
