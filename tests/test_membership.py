@@ -31,9 +31,9 @@ from privtool.attacks.membership import (
     reference_scores,
     scaled_logit,
 )
-from privtool.attacks.reference_store import KINDS, model_mask
 from privtool.cli import app
 from privtool.errors import PrivtoolError
+from privtool.store import KINDS, model_mask
 
 runner = CliRunner()
 MEMBERSHIP = ["lira", "loss", "reference", "shokri"]
@@ -287,10 +287,10 @@ def test_stacked_training_equals_one_by_one(optimizer, lr, momentum):
     training sets differ in size (a model without a batch at some step must not move)."""
     from dataclasses import replace
 
-    from privtool.attacks.stacked import train_stacked
     from privtool.config import TrainConfig
     from privtool.data import load_dataset
     from privtool.models import build_model
+    from privtool.store.stacked import train_stacked
     from privtool.training import seed_everything, train_model
 
     d = load_dataset("digits")
@@ -325,10 +325,10 @@ def test_stacked_and_one_by_one_differ_only_by_float_rounding():
     batch); in float32 a short recipe stays within 1e-4."""
     from dataclasses import replace
 
-    from privtool.attacks.stacked import train_stacked
     from privtool.config import TrainConfig
     from privtool.data import load_dataset
     from privtool.models import build_model
+    from privtool.store.stacked import train_stacked
     from privtool.training import seed_everything, train_model
 
     d = load_dataset("digits")

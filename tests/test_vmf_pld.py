@@ -19,10 +19,10 @@ from privtool.accounting import vmf_epsilon, vmf_solve_kappa
 from privtool.accounting.vmf_pld import (
     format_part_dims,
     parse_part_dims,
-    part_pld,
     pld_delta,
     pld_epsilon,
 )
+from privtool.accounting.vmf_step_pld import part_pld
 from privtool.cli import app
 from privtool.errors import PrivtoolError
 

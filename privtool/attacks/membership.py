@@ -225,7 +225,7 @@ def evaluation_set(
 
 def target_logits(target: Target, index: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The target model's logits on dataset points ``index`` (float32, (n, C))."""
-    from privtool.attacks.reference_store import predict_logits
+    from privtool.store import predict_logits
 
     return predict_logits(target.build_model(), target.data.x, index, target.device, batch_size)
 
@@ -279,7 +279,7 @@ class MembershipAttack(Attack):
                     f"attacks need data.splits.{name}"
                 )
         if self.store_role() is not None:
-            from privtool.attacks.reference_store import check_store_inputs
+            from privtool.store import check_store_inputs
 
             check_store_inputs(target, self.cfg, self.store_role())
         evaluation_set(target.splits, self.options.n_eval, self.cfg.seed)
@@ -322,7 +322,7 @@ class MembershipAttack(Attack):
         info: dict[str, Any] = {}
         role = self.store_role()
         if role is not None:
-            from privtool.attacks.reference_store import ensure_store
+            from privtool.store import ensure_store
 
             store = ensure_store(target, cfg, role=role, online=self.online, progress=progress)
             signals["store"] = store

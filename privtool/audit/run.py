@@ -225,7 +225,7 @@ def _run_job(job: dict[str, Any]) -> RunScores:
 
 
 def _cpu_count() -> int:
-    from privtool.attacks.reference_store import _cpu_count as count
+    from privtool.store import cpu_count as count
 
     return count()
 

@@ -4,7 +4,7 @@ attacks share (``privtool store``; settings in ``params.yaml: attack:`` — ``n_
 
 The store is built (or resumed, or extended to more models) in place, one atomic file per
 model, so a killed run keeps the models it finished; see
-:mod:`privtool.attacks.reference_store`.
+:mod:`privtool.store`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def run(
     from dataclasses import replace
 
     from privtool.artifacts import check_out
-    from privtool.attacks.reference_store import ensure_store
     from privtool.attacks.target import load_target
     from privtool.errors import PrivtoolError
+    from privtool.store import ensure_store
 
     if role not in ("reference", "shadow"):
         raise PrivtoolError(

@@ -1,5 +1,9 @@
-"""Train many small non-private models at once (SPEC §9: on a GPU, reference models train
-together instead of one by one).
+"""Store back end "stacked": train many small non-private store models at once (SPEC §9: on a
+GPU, reference models train together instead of one by one).
+
+:func:`stack_groups` picks the jobs that may train together (non-private recipes of one set,
+up to ``MAX_STACK``), :func:`train_stacked_jobs` trains one such group and saves each model
+(:mod:`privtool.store.build`); :func:`train_stacked` is the stacked training itself.
 
 The N models' parameters are stacked along a new leading axis (``torch.func.
 stack_module_state``) and one ``vmap``-ed ``functional_call`` runs all N forward passes as
@@ -19,9 +23,14 @@ level) on whether they trained stacked; tests/test_membership.py bounds both cas
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, Callable
 
 import numpy as np
+
+from privtool.store.build import job_cfg, save_state
+
+MAX_STACK = 32  # models trained together in one stacked (vmap) run
 
 
 def train_stacked(
@@ -144,3 +153,36 @@ class _Optimizer:
                     upd = g
                 p.sub_(torch.where(a, cfg.lr * upd, torch.zeros_like(p)))
             self.started |= active
+
+
+def stack_groups(jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Jobs that can train together: non-private recipes of one set whose training sets all
+    hold at least a full batch; every other job alone."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    alone: list[list[dict[str, Any]]] = []
+    for job in jobs:
+        r = job["recipe"]
+        if r["mech"] == "none" and int(job["mask"].sum()) >= r["batch_size"]:
+            groups.setdefault(job["kind"], []).append(job)
+        else:
+            alone.append([job])
+    chunks = [g[i : i + MAX_STACK] for g in groups.values() for i in range(0, len(g), MAX_STACK)]
+    return [*chunks, *alone]
+
+
+def train_stacked_jobs(jobs: list[dict[str, Any]], data: Any, device: Any, tick: Any) -> None:
+    """Train non-private ``jobs`` of one set together (:func:`train_stacked`) and save each."""
+    t0 = time.perf_counter()
+    cfgs = [job_cfg(j, device) for j in jobs]
+    sets = [j["points"][j["mask"]] for j in jobs]
+    states = train_stacked(
+        cfgs[0], [c.seed for c in cfgs], sets, data.x, data.y, data.shape, data.n_classes, device
+    )
+    per_model = (time.perf_counter() - t0) / len(jobs)
+    for job, cfg, state, tr in zip(jobs, cfgs, states, sets):
+        steps = cfg.epochs * -(-len(tr) // cfg.batch_size)
+        tick(
+            save_state(
+                job, cfg, state, data, device, per_model, steps=steps, epsilon=None, stacked=True
+            )
+        )
