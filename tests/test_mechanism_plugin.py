@@ -165,12 +165,12 @@ def test_an_entry_point_plugin_loads_and_a_broken_one_is_one_line(laplace, monke
     assert "'broken'" in res.output and "privtool.plugins" in res.output
 
 
-#: modules still comparing a mechanism's name, owned by other issue-18 branches (reference
-#: store -> privtool/store/, attack results, calibrate tables); each should ask the registry
+#: modules still comparing a mechanism's name, owned by other issue-18 branches (the store,
+#: attack results, calibrate tables); each should ask the registry
 #: (``MECHANISMS.get(name).is_private``) when it is reworked
 NOT_YET = {
-    "privtool/attacks/reference_store.py",
-    "privtool/attacks/stacked.py",
+    "privtool/store/identity.py",
+    "privtool/store/stacked.py",
     "privtool/attacks/membership.py",
     "privtool/calibrate/tables.py",
 }
