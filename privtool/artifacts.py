@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -167,16 +168,17 @@ def _locked_stage(out: Path) -> Iterator[Path]:
 
     with out_lock(out):
         clean_stale(out)
+        # The name is fixed before the folder exists and the folder is made inside the
+        # try, so an interrupt (SIGINT, SIGTERM through the CLI) at any instant — even
+        # between the mkdir and the next statement — finds the clean-up armed. The pid in
+        # the name cannot collide with a live process; a dead one's partial was removed by
+        # clean_stale above. mkdir's mode honours the user's umask.
+        tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
         try:
-            tmp = Path(
-                tempfile.mkdtemp(
-                    dir=out.parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".partial"
-                )
-            )
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would ignore the user's umask
-        except OSError as e:
-            raise _unwritable(out, e) from None
-        try:
+            try:
+                tmp.mkdir(mode=0o777)
+            except OSError as e:
+                raise _unwritable(out, e) from None
             yield tmp
             swap_into(tmp, out)
         except BaseException as e:

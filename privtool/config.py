@@ -8,16 +8,16 @@ valid ones, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from privtool.errors import PrivtoolError
 from privtool.schema import (
     Rule,
+    apply_overrides,
     build,
     check_field,
     field_type,
@@ -354,55 +354,6 @@ OTHER_SECTIONS = ("attack", "calibrate", "report", "sweep", "audit")
 def defaults() -> dict[str, dict[str, Any]]:
     """The default params of every section, as plain dicts."""
     return {name: asdict(cls()) for name, cls in SECTIONS.items()}
-
-
-def _parse_value(text: str) -> Any:
-    """A --set value as YAML would read it, plus YAML 1.2 floats like 1e-5."""
-    try:
-        value = yaml.safe_load(text) if text != "" else None
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value
-    return value
-
-
-def apply_overrides(
-    params: dict[str, Any], overrides: list[str], replaced: Callable[[str, Any], None] | None = None
-) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (value parsed as YAML, so 1e-5 is a float).
-
-    ``replaced(dotted_key, old_value)`` is called for every value an override replaces, so
-    the caller can validate it too (a bad value is an error even when a flag overrides it)."""
-    out = copy.deepcopy(params)
-    for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise PrivtoolError(
-                f"--set {item!r} must look like section.key=value, e.g. --set train.epochs=3"
-            )
-        dotted, raw = item.split("=", 1)
-        section, key = dotted.strip().split(".", 1)
-        value = _parse_value(raw.strip())
-        target = out.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise PrivtoolError(f"--set {item!r}: params section {section!r} is not a mapping")
-        if "." in key:  # nested, e.g. data.splits.train=0.4
-            outer, inner = key.split(".", 1)
-            nested = target.setdefault(outer, {})
-            if not isinstance(nested, dict):
-                raise PrivtoolError(f"--set {item!r}: {section}.{outer} is not a mapping")
-            if replaced is not None and inner in nested:
-                replaced(dotted.strip(), nested[inner])
-            nested[inner] = value
-        else:
-            if replaced is not None and key in target:
-                replaced(dotted.strip(), target[key])
-            target[key] = value
-    return out
 
 
 #: Typed sections that later stages build themselves (``module:Class``), resolved lazily so

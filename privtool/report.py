@@ -39,9 +39,8 @@ class ReportConfig:
 
 
 def report_settings(raw: Mapping[str, Any] | None) -> ReportConfig:
-    if raw is not None and not isinstance(raw, Mapping):
-        raise PrivtoolError("params section 'report' must be a mapping of key: value")
-    return build(ReportConfig, dict(raw or {}), "report")
+    """``params.yaml: report:`` -> :class:`ReportConfig` (:func:`privtool.schema.build`)."""
+    return build(ReportConfig, raw, "report")
 
 
 # --------------------------------------------------------------------------------- inputs

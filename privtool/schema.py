@@ -16,12 +16,15 @@ Conventions, so a wrong value never slips through or gets a traceback:
 * the type is checked before the range (``attack.delta=abc`` says "a number in (0, 1)");
 * the error is one line naming the key, the bad value and what is allowed:
   ``train.epochs='abc' is not allowed: an integer >= 1``;
-* an unknown key names the key and lists the valid ones (:func:`build`).
+* an unknown key names the key and lists the valid ones (:func:`build`);
+* ``--set section.key=value`` is read by :func:`apply_overrides` (the value as YAML, plus
+  YAML 1.2 floats such as ``1e-5``), so overrides and params files give the same values.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import copy
 import dataclasses
 import math
 import sys
@@ -29,6 +32,8 @@ import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+import yaml
 
 from privtool.errors import PrivtoolError
 
@@ -350,3 +355,55 @@ def describe(cls: type) -> list[dict[str, str]]:
 def field_type(cls: type, name: str) -> Any:
     """The resolved annotation of field ``name`` of ``cls`` (Optional unwrapped)."""
     return _optional(_hints(cls)[name])[0]
+
+
+# ------------------------------------------------------------------ --set overrides
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value as YAML would read it, plus YAML 1.2 floats like 1e-5."""
+    try:
+        value = yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
+
+
+def apply_overrides(
+    params: dict[str, Any], overrides: list[str], replaced: Callable[[str, Any], None] | None = None
+) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as YAML, so 1e-5 is a float).
+
+    ``replaced(dotted_key, old_value)`` is called for every value an override replaces, so
+    the caller can validate it too (a bad value is an error even when a flag overrides it)."""
+    out = copy.deepcopy(params)
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise PrivtoolError(
+                f"--set {item!r} must look like section.key=value, e.g. --set train.epochs=3"
+            )
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        value = _parse_value(raw.strip())
+        target = out.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise PrivtoolError(f"--set {item!r}: params section {section!r} is not a mapping")
+        if "." in key:  # nested, e.g. data.splits.train=0.4
+            outer, inner = key.split(".", 1)
+            nested = target.setdefault(outer, {})
+            if not isinstance(nested, dict):
+                raise PrivtoolError(f"--set {item!r}: {section}.{outer} is not a mapping")
+            if replaced is not None and inner in nested:
+                replaced(dotted.strip(), nested[inner])
+            nested[inner] = value
+        else:
+            if replaced is not None and key in target:
+                replaced(dotted.strip(), target[key])
+            target[key] = value
+    return out

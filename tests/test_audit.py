@@ -14,18 +14,6 @@ from privtool.audit.canaries import GradientCanaries, draw_inclusion, input_cana
 from privtool.cli import app
 
 runner = CliRunner()
-FAST = [
-    "--dataset",
-    "digits",
-    "--model",
-    "mlp",
-    "--epochs",
-    "2",
-    "--set",
-    "train.batch_size=64",
-    "--set",
-    "train.noise_seed=from-seed",
-]  # deterministic
 
 
 def invoke(*args):
@@ -33,9 +21,10 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, digits_run):
     """Tiny digits runs: Gaussian without noise (σ = 0: the canaries must stand out), Gaussian
-    at ε = 2, VMF at a large κ."""
+    at ε = 2, VMF at a large κ (conftest's shared digits runs, copied: audits
+    here write into RUN/audit)."""
     root = tmp_path_factory.mktemp("audit")
     specs = {
         "gauss-s0": ["--mech", "gaussian", "--set", "train.noise_multiplier=0"],
@@ -43,8 +32,7 @@ def runs(tmp_path_factory):
         "vmf": ["--mech", "vmf", "--set", "train.kappa=100000"],
     }
     for name, args in specs.items():
-        res = invoke("train", *args, *FAST, "--out", root / name)
-        assert res.exit_code == 0, res.output
+        digits_run(*args, into=root / name)
     return root
 
 

@@ -9,6 +9,7 @@ Flags, ``--set`` overrides and params files all go through one validation path
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,29 +25,12 @@ def snapshot(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A trained run, a folder of runs, a file, an attack-like folder and params files."""
+def world(tmp_path_factory, digits_run):
+    """A trained run (a copy of conftest's shared non-private digits run), a folder of runs,
+    a file, an attack-like folder and params files."""
     top = tmp_path_factory.mktemp("world")
     run = top / "runs" / "train" / "none"
-    res = runner.invoke(
-        app,
-        [
-            "train",
-            "--dataset",
-            "digits",
-            "--model",
-            "mlp",
-            "--mech",
-            "none",
-            "--epochs",
-            "1",
-            "--set",
-            "train.batch_size=256",
-            "--out",
-            str(run),
-        ],
-    )
-    assert res.exit_code == 0, res.output
+    digits_run("--mech", "none", into=run)
     (top / "afile").write_text("not a folder\n")
     attack_like = top / "attackdir"
     attack_like.mkdir()
@@ -333,6 +317,76 @@ def test_data_prepare_offline_leaves_no_root(tmp_path, monkeypatch):
     res = runner.invoke(app, ["data", "prepare", "mnist", "--root", str(kept)])
     assert res.exit_code == 1
     assert snapshot(kept) == ["mine"]
+
+
+# A wrong key in any params section, nested ones included, through the command that reads it.
+WRONG_KEYS = [
+    (T, "train.bogus"),
+    (T, "data.bogus"),
+    (T, "pretrain.bogus"),
+    (S, "select.bogus"),
+    (T, "select.near_private.bogus"),
+    (T, "select.pollution.bogus"),
+    (S, "select.finetune.bogus"),
+    (S, "select.curve.bogus"),
+    (A, "attack.bogus"),
+    (A, "attack.loss.bogus"),
+    (A, "attack.iga.bogus"),  # another attack's section is checked too
+    (C, "calibrate.bogus"),
+    (["report", "{RUNS}"], "report.bogus"),
+    (["audit", "--target", "{R}"], "audit.bogus"),
+]
+
+
+def _valid_keys(section: str) -> list[str]:
+    """The keys a section accepts: its settings class's fields (and, for ``attack``, every
+    attack's name, which holds that attack's own section)."""
+    import dataclasses
+
+    from privtool import config
+    from privtool.attacks.base import ATTACKS, AttackConfig
+    from privtool.audit.run import AuditConfig
+    from privtool.calibrate.settings import CalibrateConfig
+    from privtool.report import ReportConfig
+
+    classes = {
+        "train": config.TrainConfig,
+        "data": config.DataConfig,
+        "pretrain": config.PretrainConfig,
+        "select": config.SelectConfig,
+        "select.near_private": config.NearPrivateConfig,
+        "select.pollution": config.PollutionConfig,
+        "select.finetune": config.FinetuneConfig,
+        "select.curve": config.CurveConfig,
+        "attack": AttackConfig,
+        "calibrate": CalibrateConfig,
+        "report": ReportConfig,
+        "audit": AuditConfig,
+    }
+    if section.startswith("attack."):
+        cls = ATTACKS.get(section.split(".", 1)[1]).Options
+    else:
+        cls = classes[section]
+    keys = [f.name for f in dataclasses.fields(cls) if f.init]
+    return keys + (ATTACKS.names() if section == "attack" else [])
+
+
+@pytest.mark.parametrize("args, key", WRONG_KEYS, ids=[k for _, k in WRONG_KEYS])
+def test_wrong_key_names_the_key_and_the_valid_ones(world, tmp_path, args, key):
+    """Issue 18 Deliver 2: a typo in any params section is one line naming the key and
+    listing every key that section accepts; never a TypeError from a constructor."""
+    args = [a.format(**world) for a in args] + ["--set", f"{key}=1"]
+    out_flag = str(tmp_path / ("report.html" if args[0] == "report" else "out"))
+    res = runner.invoke(app, [*args, "--out", out_flag])
+    out = res.output.strip()
+    assert res.exit_code == 1, out
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+    assert f"unknown params key {key};" in out, out
+    listed = out.split(";", 1)[1]
+    section = key.rsplit(".", 1)[0]
+    missing = [k for k in _valid_keys(section) if not re.search(rf"\b{re.escape(k)}\b", listed)]
+    assert not missing, (missing, out)
+    assert list(tmp_path.iterdir()) == []
 
 
 STAGES = {

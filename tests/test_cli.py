@@ -4,24 +4,14 @@ import json
 
 import pytest
 import torch
+from conftest import DIGITS_FAST
 from typer.testing import CliRunner
 
 from privtool.artifacts import load_run, load_state_dict
 from privtool.cli import app
 
 runner = CliRunner()
-FAST = [
-    "--dataset",
-    "digits",
-    "--model",
-    "mlp",
-    "--epochs",
-    "2",
-    "--set",
-    "train.batch_size=64",
-    "--set",
-    "train.noise_seed=from-seed",
-]
+FAST = list(DIGITS_FAST)  # the flags of the shared digits runs (conftest.py)
 
 
 def invoke(*args):
@@ -36,12 +26,11 @@ def test_help_lists_every_command():
 
 
 @pytest.mark.parametrize("mech", ["none", "gaussian", "vmf"])
-def test_train_writes_a_complete_run(tmp_path, mech):
-    out = tmp_path / "run"
+def test_train_writes_a_complete_run(digits_run, mech):
     extra = ["--set", "train.epsilon_v=500000"] if mech == "vmf" else []
-    res = invoke("train", "--mech", mech, *FAST, *extra, "--out", str(out), "--json")
-    assert res.exit_code == 0, res.output
-    metrics = json.loads(res.stdout)  # stdout holds exactly one JSON object
+    run = digits_run("--mech", mech, *extra)  # `train --mech MECH *extra *FAST --json`
+    out = run.dir
+    metrics = json.loads(run.stdout)  # stdout holds exactly one JSON object
     assert metrics["mechanism"] == mech and metrics["dataset"] == "digits"
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_accuracy"] > 0.3
     for key in ("train_accuracy", "train_gap", "steps", "sample_rate", "seed", "model"):
@@ -69,13 +58,8 @@ def test_train_writes_a_complete_run(tmp_path, mech):
         assert metrics["epsilon_step"] == 500000.0 and metrics["epsilon"] > metrics["epsilon_step"]
 
 
-def test_gaussian_epsilon_target_and_epsilon_command_agree(tmp_path):
-    out = tmp_path / "g"
-    res = invoke(
-        "train", "--mech", "gaussian", "--epsilon", "2", *FAST, "--out", str(out), "--json"
-    )
-    assert res.exit_code == 0, res.output
-    m = json.loads(res.stdout)
+def test_gaussian_epsilon_target_and_epsilon_command_agree(digits_run):
+    m = json.loads(digits_run("--mech", "gaussian", "--epsilon", "2").stdout)
     assert 1.9 < m["epsilon"] <= 2.0
     res = invoke(
         "epsilon",

@@ -501,3 +501,14 @@ def test_make_splits_partial_and_unbalanced():
 def test_make_splits_rejects_bad_fractions(fractions, match):
     with pytest.raises(PrivtoolError, match=match):
         make_splits(np.arange(100) % 10, seed=0, fractions=fractions)
+
+
+def test_every_registered_dataset_comes_from_one_source_module():
+    """Issue 18 Deliver 3: data/ holds one module per source; each exports SPECS and the
+    registry holds exactly their union, each name once."""
+    from privtool.data import bundled, folder_source, idx_source, torchvision_source
+
+    specs = [s for m in (bundled, idx_source, torchvision_source, folder_source) for s in m.SPECS]
+    names = [s.name for s in specs]
+    assert len(set(names)) == len(names) and sorted(names) == DATASETS.names()
+    assert all(DATASETS.get(s.name) is s for s in specs)

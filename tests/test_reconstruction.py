@@ -40,18 +40,6 @@ from privtool.models import build_model
 from privtool.stages import attack as attack_stage
 
 runner = CliRunner()
-FAST = [
-    "--dataset",
-    "digits",
-    "--model",
-    "mlp",
-    "--epochs",
-    "2",
-    "--set",
-    "train.batch_size=64",
-    "--set",
-    "train.noise_seed=from-seed",
-]
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +48,12 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Tiny trained runs on real digits: non-private, Gaussian at ε = 1, VMF."""
-    root = tmp_path_factory.mktemp("runs")
+def runs(digits_run):
+    """Tiny trained runs on real digits: non-private, Gaussian at ε = 1, VMF (conftest's
+    shared runs: digits, MLP, 2 epochs, batch 64, noise from the seed; attacks here write
+    elsewhere)."""
     cells = {"none": [], "gaussian": ["--epsilon", "1"], "vmf": ["--set", "train.epsilon_v=500000"]}
-    out = {}
-    for mech, extra in cells.items():
-        res = runner.invoke(
-            app, ["train", "--mech", mech, *FAST, *extra, "--out", str(root / mech)]
-        )
-        assert res.exit_code == 0, res.output
-        out[mech] = root / mech
-    return out
+    return {mech: digits_run("--mech", mech, *extra).dir for mech, extra in cells.items()}
 
 
 def attack(name, target, out, **keys):

@@ -79,7 +79,7 @@ class AuditConfig:
 
 def audit_settings(section: dict[str, Any] | None) -> AuditConfig:
     """``params.yaml: audit:`` -> :class:`AuditConfig`; unknown keys name the valid ones."""
-    return build(AuditConfig, dict(section or {}), "audit")
+    return build(AuditConfig, section, "audit")
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from privtool.errors import PrivtoolError
 from privtool.schema import Rule, build, invalid, settings, validate
 
 #: attack kind -> the attack whose score is the papers' view (paper 1: MIA-R, IGA; paper 3:
@@ -71,7 +70,5 @@ class CalibrateConfig:
 
 def calibrate_settings(raw: Mapping[str, Any] | None) -> CalibrateConfig:
     """``params.yaml: calibrate:`` (after --set overrides) -> :class:`CalibrateConfig`;
-    unknown keys name the key and the valid ones."""
-    if raw is not None and not isinstance(raw, Mapping):
-        raise PrivtoolError("params section 'calibrate' must be a mapping of key: value")
-    return build(CalibrateConfig, dict(raw or {}), "calibrate")
+    unknown keys name the key and the valid ones (:func:`privtool.schema.build`)."""
+    return build(CalibrateConfig, raw, "calibrate")
