@@ -213,7 +213,8 @@ class Adapter:
     stepper: Callable[..., Callable[[Any, Any], tuple[float, int]]]
 
 
-ADAPTERS: Registry[Adapter] = Registry("distributed mechanism")
+#: adapters by name; a mechanism names its own in ``Mechanism.ddp_adapter`` (docs/SPEC.md §5)
+ADAPTERS: Registry[Adapter] = Registry("distributed adapter")
 
 
 def shard_records(mech: Any, idx: np.ndarray, s: Session) -> np.ndarray:
@@ -349,8 +350,7 @@ def _all_reduce_sum(tensors: list[Any], params: list[Any] | None = None) -> None
 
 ADAPTERS.add("gaussian", Adapter(shard_records, _gaussian_stepper))
 ADAPTERS.add("vmf", Adapter(shard_records, _vmf_stepper))
-ADAPTERS.add("class", Adapter(shard_units, _unit_stepper))
-ADAPTERS.add("subclass", Adapter(shard_units, _unit_stepper))
+ADAPTERS.add("units", Adapter(shard_units, _unit_stepper))
 ADAPTERS.add("none", Adapter(shard_records, _plain_stepper))
 
 
@@ -361,7 +361,12 @@ class DistributedMechanism:
     def __init__(self, mech: Any, session: Session | None = None) -> None:
         self._mech = mech
         self._session = session or current()
-        self._adapter = ADAPTERS.get(mech.name)
+        if mech.ddp_adapter is None:
+            raise PrivtoolError(
+                f"mechanism {mech.name!r} does not support train.distributed=ddp "
+                f"(it names no privtool.distributed adapter); train it in one process"
+            )
+        self._adapter = ADAPTERS.get(mech.ddp_adapter)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._mech, name)

@@ -1,4 +1,6 @@
-"""ε from hyperparameters, without training (``privtool epsilon``)."""
+"""ε from hyperparameters, without training (``privtool epsilon``): the flags as one validated
+:class:`EpsilonQuery`, handed to the mechanism's own accountant (``Mechanism.accountant``,
+docs/SPEC.md §5)."""
 
 from __future__ import annotations
 
@@ -41,9 +43,19 @@ class EpsilonQuery:
     units: int | None = None
     unit_sampling: str = "poisson"
     k_sub: int = 1
+    #: the VMF parts' dimensions (--part-dims or --model/--partition), for mechanisms with
+    #: ``uses_part_dims``
+    part_dims: tuple[int, ...] | None = None
+    vmf_mode: str = "alg2"
 
     def __post_init__(self) -> None:
         validate(self)
+
+    def n_steps(self) -> int:
+        """The steps of the query (--steps, or --epochs at --sample-rate, as train counts)."""
+        if self.sample_rate is None:
+            raise PrivtoolError(f"--sample-rate is required for --mech {self.mech}")
+        return steps_from(steps=self.steps, epochs=self.epochs, sample_rate=self.sample_rate)
 
 
 def steps_per_epoch(batches_per_epoch: float) -> int:
@@ -131,23 +143,19 @@ def vmf_part_dims(
 def compute_epsilon(mech: str, *, n: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """Every ε field of ``mech`` for the given hyperparameters (see :func:`epsilon_fields`).
 
-    With the population known — ``n`` training records (gaussian, vmf) or ``n_units``
-    (class, subclass: unit-level DP) — δ ≥ 1/population is refused and δ > 1/(10·population)
+    With the population known — ``n`` training records, or ``n_units`` for unit-level DP
+    (``Mechanism.query_population``) — δ ≥ 1/population is refused and δ > 1/(10·population)
     adds ``delta_warning`` (:mod:`privtool.accounting.delta`)."""
     from privtool.accounting.delta import check_delta
+    from privtool.mechanisms import MECHANISMS
 
     if n is not None and n < 1:
         raise PrivtoolError(f"--n={n} is not allowed: an integer >= 1 (training records)")
-    unit = mech in ("class", "subclass")
-    population = kwargs.get("n_units") if unit else n
+    cls = MECHANISMS.get(mech)
+    population, what = cls.query_population(n=n, n_units=kwargs.get("n_units"))
     warning = None
-    if mech != "none" and population:
-        warning = check_delta(
-            kwargs.get("delta", 1e-5),
-            int(population),
-            f"{mech} units" if unit else "training records",
-            name="--delta",
-        )
+    if cls.is_private and population:
+        warning = check_delta(kwargs.get("delta", 1e-5), int(population), what, name="--delta")
     out = epsilon_fields(mech, **kwargs)
     if warning:
         out["delta_warning"] = warning
@@ -171,12 +179,12 @@ def epsilon_fields(
     part_dims: list[int] | None = None,
     vmf_mode: str = "alg2",
 ) -> dict[str, Any]:
-    """Every ε field of ``mech`` for the given hyperparameters. VMF: the tight PLD ε when
-    ``part_dims`` (each part's dimension) is given, else only the pure bound (and a note); a
-    ``vmf_mode`` with no DP guarantee is refused (it has no ε)."""
-    from privtool.accounting import gaussian_epsilon, vmf_epsilon
+    """Every ε field of ``mech`` for the given hyperparameters: its ``Mechanism.accountant``
+    on the validated :class:`EpsilonQuery` (VMF: the tight PLD ε when ``part_dims`` is given,
+    else only the pure bound; a ``vmf_mode`` with no DP guarantee is refused)."""
+    from privtool.mechanisms import MECHANISMS
 
-    EpsilonQuery(
+    q = EpsilonQuery(
         mech,
         sample_rate=sample_rate,
         steps=steps,
@@ -189,97 +197,11 @@ def epsilon_fields(
         units=n_units,
         unit_sampling=unit_sampling,
         k_sub=k_sub,
+        part_dims=None if part_dims is None else tuple(part_dims),
+        vmf_mode=vmf_mode,
     )
-    if part_dims is not None and mech != "vmf":
-        raise PrivtoolError(f"--part-dims/--model are for --mech vmf, not --mech {mech}")
-    if mech == "none":
-        return {"mechanism": "none", "epsilon": None}
-    if sample_rate is None:
-        raise PrivtoolError(f"--sample-rate is required for --mech {mech}")
-    n_steps = steps_from(steps=steps, epochs=epochs, sample_rate=sample_rate)
-    if mech == "gaussian":
-        if noise_multiplier is None:
-            raise PrivtoolError("--noise-multiplier is required for --mech gaussian")
-        res = gaussian_epsilon(
-            noise_multiplier=noise_multiplier,
-            sample_rate=sample_rate,
-            steps=n_steps,
-            delta=delta,
-            accountant=accountant,
-        )
-        out = {
-            "mechanism": "gaussian",
-            "epsilon": res.epsilon,
-            "delta": delta,
-            "accountant": res.accountant,
-            "noise_multiplier": noise_multiplier,
-            "sample_rate": sample_rate,
-            "steps": n_steps,
-        }
-        if res.warning:
-            out["warning"] = res.warning
-        return out
-    if mech == "vmf":
-        from privtool.mechanisms.vmf_modes import make_mode
-
-        mode = make_mode(vmf_mode, kappa=0.0, partition="whole")
-        if not mode.guarantee:
-            raise PrivtoolError(
-                f"--vmf-mode {vmf_mode} has no DP guarantee, so it has no "
-                f"epsilon ({mode.reason()}); only alg2 is accounted"
-            )
-        if kappa is None:
-            raise PrivtoolError("--kappa is required for --mech vmf")
-        if part_dims is not None:
-            parts = len(part_dims)
-        fields = vmf_epsilon(
-            kappa=kappa,
-            parts=parts,
-            sample_rate=sample_rate,
-            steps=n_steps,
-            delta=delta,
-            part_dims=part_dims,
-        )
-        out = {"mechanism": "vmf", **fields}
-        if part_dims is None:
-            out["note"] = (
-                "only the pure bound: without the parts' dimensions (--part-dims, or "
-                "--model and --partition) the tight PLD accountant cannot run"
-            )
-        else:
-            from privtool.accounting.vmf_pld import format_part_dims
-
-            out["part_dims"] = format_part_dims(part_dims)
-        return out
-    if mech in ("class", "subclass"):
-        from privtool.accounting import unit_epsilon
-
-        if noise_multiplier is None:
-            raise PrivtoolError(f"--noise-multiplier is required for --mech {mech}")
-        if unit_sampling == "fixed" and n_units is None:
-            raise PrivtoolError(
-                "--units K (number of classes/subclasses) is required with --unit-sampling fixed"
-            )
-        out = unit_epsilon(
-            kind=mech,
-            sampling=unit_sampling,
-            noise_multiplier=noise_multiplier,
-            sample_rate=sample_rate,
-            steps=n_steps,
-            delta=delta,
-            n_units=n_units or 1,
-            accountant=accountant,
-            k_sub=k_sub,
-        )
-        return {
-            "mechanism": mech,
-            "noise_multiplier": noise_multiplier,
-            "unit_sample_rate": sample_rate,
-            "steps": n_steps,
-            "unit_sampling": unit_sampling,
-            **out,
-        }
-    from privtool.mechanisms import MECHANISMS
-
-    MECHANISMS.get(mech)  # unknown name -> error listing valid ones
-    raise PrivtoolError(f"`privtool epsilon` does not support --mech {mech} yet")
+    cls = MECHANISMS.get(mech)
+    if q.part_dims is not None and not cls.uses_part_dims:
+        users = " or ".join(n for n in MECHANISMS if MECHANISMS.get(n).uses_part_dims)
+        raise PrivtoolError(f"--part-dims/--model are for --mech {users}, not --mech {mech}")
+    return cls.accountant(q)

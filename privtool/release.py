@@ -59,9 +59,17 @@ NOT_EXPORTED = frozenset({"seed"})
 
 def noise_label(cfg: Any) -> str:
     """The ``noise`` field of a run: how its noise and sampling randomness was drawn."""
-    if cfg.mech == "none":
+    if not _is_private(cfg.mech):
         return NOISE_NONE
     return NOISE_SECRET if cfg.noise_seed == "secret" else NOISE_REPRODUCIBLE
+
+
+def _is_private(mech: str) -> bool:
+    """``Mechanism.is_private`` of a registered mechanism (a non-private one has nothing to
+    hide: its randomness comes from the seed)."""
+    from privtool.mechanisms import MECHANISMS
+
+    return MECHANISMS.get(mech).is_private
 
 
 def secret_seed(bits: int = 64) -> int:
@@ -83,7 +91,7 @@ def noise_generators(cfg: Any, device: Any) -> tuple[Any, np.random.Generator]:
     import torch
 
     gen = torch.Generator(device=device)
-    if cfg.noise_seed == "from-seed" or cfg.mech == "none":
+    if cfg.noise_seed == "from-seed" or not _is_private(cfg.mech):
         gen.manual_seed(cfg.seed + 2)
         return gen, np.random.default_rng(cfg.seed + 1)
     gen.manual_seed(secret_seed(64))

@@ -138,6 +138,7 @@ def train_model(
         torch.set_num_threads(cfg.threads)
     progress = progress or NullProgress()
     schedule = Schedule(n=len(x_train), batch_size=cfg.batch_size, epochs=cfg.epochs)
+    private = MECHANISMS.get(cfg.mech).is_private  # Mechanism.is_private: ε < ∞ at all
     mech = (make_mechanism or MECHANISMS.get(cfg.mech))(cfg, schedule)
     if cfg.distributed == "ddp":  # this rank's share of every batch (privtool.distributed)
         from privtool.distributed import distribute
@@ -147,7 +148,7 @@ def train_model(
     mech.prepare(x_train, y_train)
     mech.calibrate(model)
     delta_warning = None
-    if cfg.mech != "none":  # δ sanity (privtool.accounting.delta): refuse δ ≥ 1/n
+    if private:  # δ sanity (privtool.accounting.delta): refuse δ ≥ 1/n
         delta_warning = check_delta(cfg.delta, *mech.delta_population())
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     gen, rng = noise_generators(cfg, device)  # secret (os.urandom) unless noise_seed=from-seed
@@ -156,7 +157,7 @@ def train_model(
 
     curve: list[dict[str, Any]] = []
     steps_done = 0
-    eps_now: float | None = 0.0 if cfg.mech != "none" else None  # shown by the progress bar
+    eps_now: float | None = 0.0 if private else None  # shown by the progress bar
     progress.start(mech.schedule.steps, f"train {cfg.mech} {cfg.model}")
     t0 = time.perf_counter()
     try:

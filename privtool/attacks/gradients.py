@@ -4,10 +4,11 @@ Two sides, kept apart (as in breaching, the attacker never sees the private imag
 
 * the **victim** computes the per-sample gradients of a private batch
   (:func:`per_sample_gradients`) and releases them through the run's mechanism
-  (:func:`release_gradient`): raw mean (``none``), per-sample clip to C + sum + N(0, σ²C²)
-  (``gaussian``; ``class``/``subclass``, where a batch of one record is one unit), or
-  unit-scaled + VMF(κ) per part (``vmf``, :func:`privtool.mechanisms.vmf.privatize_vmf`),
-  each divided by the batch size as the optimiser would;
+  (:func:`release_gradient`), the :class:`~privtool.mechanisms.release.Release` that the
+  mechanism's own module returns from ``Mechanism.release`` — e.g. raw mean (``none``),
+  per-sample clip to C + sum + N(0, σ²C²) (``gaussian``; ``class``/``subclass``, where a batch
+  of one record is one unit), or unit-scaled + VMF(κ) per part (``vmf``) — each divided by the
+  batch size as the optimiser would;
 * the **attacker** knows the model, the mechanism and its public settings (Kerckhoffs), so it
   compares its dummy batch's gradient passed through the mechanism's deterministic part
   (:meth:`Release.expected`: the mean of the released distribution — clipped, or unit-scaled
@@ -21,15 +22,12 @@ tensors with leading per-sample dimensions: ``(B, *shape)`` for one batch (Opacu
 from __future__ import annotations
 
 import contextlib
-from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from privtool.errors import PrivtoolError
-from privtool.registry import Registry
-
-Grads = list  # list[torch.Tensor], one per trainable parameter
+from privtool.mechanisms.release import Grads, Release
 
 
 @contextlib.contextmanager
@@ -105,159 +103,33 @@ def _n_classes(model: torch.nn.Module, x: torch.Tensor) -> int:
         return int(model(x[:1]).shape[-1])
 
 
-def flat_norms(grads: Grads, lead: int) -> torch.Tensor:
-    """Per-sample L2 norm over all parameters: (*lead,) from (*lead, *shape) tensors."""
-    sq = sum(g.reshape(*g.shape[:lead], -1).pow(2).sum(-1) for g in grads)
-    return sq.sqrt()
+class _ReleaseClasses:
+    """Each mechanism's ``release_class`` by name: a read-only view of the MECHANISMS
+    registry, where the releases live (one module per mechanism)."""
+
+    def get(self, mechanism: str) -> type[Release]:
+        from privtool.mechanisms import MECHANISMS
+
+        cls = MECHANISMS.get(mechanism)
+        if cls.release_class is None:
+            cls.release({})  # raises: no gradient release
+        return cls.release_class
+
+    def names(self) -> list[str]:
+        from privtool.mechanisms import MECHANISMS
+
+        return [m for m in MECHANISMS if MECHANISMS.get(m).release_class is not None]
 
 
-def _scale(grads: Grads, factor: torch.Tensor) -> Grads:
-    lead = factor.dim()
-    return [g * factor.reshape(*factor.shape, *([1] * (g.dim() - lead))) for g in grads]
-
-
-class Release(ABC):
-    """How one mechanism releases a batch's gradient. Built from the run's recorded settings
-    (``metrics.json``: noise_multiplier, max_grad_norm, kappa, partition, …)."""
-
-    name: ClassVar[str]
-
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.settings = dict(settings)
-
-    def _need(self, key: str) -> Any:
-        value = self.settings.get(key)
-        if value is None:
-            raise PrivtoolError(
-                f"the target run's metrics.json has no {key!r}, which the "
-                f"{self.name} gradient release needs; re-run `privtool train`"
-            )
-        return value
-
-    @abstractmethod
-    def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
-        """Per-sample gradients (B, *shape) -> the released batch gradient (*shape): random."""
-
-    @abstractmethod
-    def expected(self, grads: Grads) -> Grads:
-        """Per-sample gradients (T, B, *shape) -> the mean of each batch's release
-        (T, *shape); differentiable, so the attacker can match through it."""
-
-    def describe(self) -> dict[str, Any]:
-        """The settings of this release, for metrics.json."""
-        return {"release": self.name}
-
-
-RELEASES: Registry[type[Release]] = Registry("mechanism (gradient release)")
-
-
-@RELEASES.register("none")
-class RawRelease(Release):
-    """Non-private training releases the plain batch-mean gradient."""
-
-    name = "none"
-
-    def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
-        return [g.mean(0) for g in grads]
-
-    def expected(self, grads: Grads) -> Grads:
-        return [g.mean(1) for g in grads]
-
-
-@RELEASES.register("gaussian")
-class GaussianRelease(Release):
-    """DP-SGD (Abadi et al. 2016): flat per-sample clipping to C (Opacus' factor
-    min(1, C / (‖g‖ + 1e-6))), sum, + N(0, σ²C²) per coordinate, / B."""
-
-    name = "gaussian"
-    bound_key = "max_grad_norm"
-
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        super().__init__(settings)
-        self.noise_multiplier = float(self._need("noise_multiplier"))
-        self.max_grad_norm = float(self._need(self.bound_key))
-
-    def _clip(self, grads: Grads, lead: int) -> Grads:
-        factor = (self.max_grad_norm / (flat_norms(grads, lead) + 1e-6)).clamp(max=1.0)
-        return _scale(grads, factor)
-
-    def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
-        b = grads[0].shape[0]
-        std = self.noise_multiplier * self.max_grad_norm
-        out = []
-        for g in self._clip(grads, 1):
-            s = g.sum(0)
-            noise = torch.normal(
-                0.0, std, size=s.shape, device=s.device, dtype=s.dtype, generator=generator
-            )
-            out.append((s + noise) / b)
-        return out
-
-    def expected(self, grads: Grads) -> Grads:
-        return [g.mean(1) for g in self._clip(grads, 2)]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "release": self.name,
-            "release_noise_multiplier": self.noise_multiplier,
-            "release_max_grad_norm": self.max_grad_norm,
-        }
-
-
-@RELEASES.register("class")
-class UnitRelease(GaussianRelease):
-    """Class/subclass DP-SGD (paper 3, Alg. 2): a unit's average gradient is clipped to S and
-    released with N(0, σ²S²). A batch of one record is one unit, so for the attacker this is
-    the Gaussian release with S = ``max_grad_norm``."""
-
-    name = "class"
-
-
-RELEASES.add("subclass", UnitRelease)
-
-
-@RELEASES.register("vmf")
-class VMFRelease(Release):
-    """DirDP-SGD (paper 1): the run's ``vmf_mode`` (:mod:`privtool.mechanisms.vmf_modes`)
-    releases the batch sum, / B. ``alg2``: each part of each per-sample gradient scaled to unit
-    norm and replaced by a VMF(κ, direction) sample, whose mean A_d(κ)·direction (d the part's
-    dimension) the attacker matches; the ``opacus-*`` modes: clipped sum + VMF noise, mean
-    clipped sum + scale·A_d(κ)·direction."""
-
-    name = "vmf"
-
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        from privtool.mechanisms.vmf_modes import make_mode
-
-        super().__init__(settings)
-        self.kappa = float(self._need("kappa"))
-        self.partition = str(self.settings.get("partition") or "whole")
-        self.mode = make_mode(
-            str(self.settings.get("vmf_mode") or "alg2"),
-            kappa=self.kappa,
-            partition=self.partition,
-            max_grad_norm=float(self.settings.get("max_grad_norm") or 1.0),
-        )
-
-    def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
-        b = grads[0].shape[0]
-        return [s / b for s in self.mode.release(grads, generator)]
-
-    def expected(self, grads: Grads) -> Grads:
-        return self.mode.expected(grads)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "release": self.name,
-            "release_kappa": self.kappa,
-            "release_partition": self.partition,
-            "release_vmf_mode": self.mode.name,
-        }
+RELEASES = _ReleaseClasses()
 
 
 def make_release(mechanism: str, settings: Mapping[str, Any]) -> Release:
-    """The :class:`Release` of ``mechanism`` with the run's recorded ``settings``."""
-    return RELEASES.get(mechanism)(settings)
+    """The :class:`Release` of ``mechanism`` (its :meth:`Mechanism.release
+    <privtool.mechanisms.base.Mechanism.release>`) with the run's recorded ``settings``."""
+    from privtool.mechanisms import MECHANISMS
+
+    return MECHANISMS.get(mechanism).release(settings)
 
 
 def release_gradient(

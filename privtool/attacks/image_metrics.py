@@ -267,10 +267,8 @@ def mechanism_grid(
 
 
 def _row_label(metrics: dict[str, Any]) -> str:
+    """The attacked run's mechanism labels its row (``Mechanism.label``)."""
+    from privtool.mechanisms import MECHANISMS, Mechanism
+
     mech = metrics.get("target_mechanism", "?")
-    eps = metrics.get("target_epsilon")
-    if mech == "none":
-        return "none (ε=∞)"
-    if mech == "vmf" and metrics.get("target_epsilon_v_nominal") is not None:
-        return f"vmf ε_V={metrics['target_epsilon_v_nominal']:.3g}"
-    return f"{mech} ε={eps:.3g}" if isinstance(eps, (int, float)) else str(mech)
+    return (MECHANISMS.get(mech) if mech in MECHANISMS else Mechanism).label(metrics)

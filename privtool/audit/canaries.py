@@ -41,8 +41,6 @@ from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper
 
 CANARY_KINDS = ("input", "gradient")
 DIRECTIONS = ("dirac", "random")
-#: mechanisms each canary kind can audit (class/subclass protect units, not records)
-SUPPORTED = {"input": ("none", "gaussian", "vmf"), "gradient": ("gaussian", "vmf")}
 
 
 def replaces(mech: str) -> bool:
@@ -55,10 +53,13 @@ def check_supported(kind: str, mech: str) -> None:
         raise PrivtoolError(
             f"--canary {kind!r} is not a canary kind; valid: {', '.join(CANARY_KINDS)}"
         )
-    if mech not in SUPPORTED[kind]:
+    # each mechanism names the canary kinds that can audit it (Mechanism.canaries);
+    # class/subclass protect units, not records
+    supported = [m for m in MECHANISMS if kind in MECHANISMS.get(m).canaries]
+    if mech not in supported:
         raise PrivtoolError(
             f"{kind} canaries cannot audit a {mech!r} run (they audit "
-            f"{', '.join(SUPPORTED[kind])}); class/subclass DP protects whole "
+            f"{', '.join(supported)}); class/subclass DP protects whole "
             f"units, which record canaries do not test"
         )
 
@@ -254,6 +255,8 @@ class CanaryMechanism(Mechanism):
         super().__init__(cfg, self.inner.schedule)
         self.name = self.inner.name  # type: ignore[misc]
         self.relation = self.inner.relation  # type: ignore[misc]
+        self.is_private = self.inner.is_private  # type: ignore[misc]
+        self.ddp_adapter = self.inner.ddp_adapter  # type: ignore[misc]
         self.epsilon_key = self.inner.epsilon_key
         self.n_real, self.member, self.twin = n_real, np.asarray(member, bool), twin
         self.present = np.ones_like(self.member) if twin else self.member

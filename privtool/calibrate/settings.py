@@ -13,15 +13,21 @@ DEFAULT_HEADLINE = {"membership": "reference", "reconstruction": "iga", "inversi
 #: attack kind -> the score an attack of that kind is judged by (equivalent ε, accuracy-matched
 #: comparison); paper 1 §5.4 calibrates with MIA-R AUC and IGA MSE, paper 3 with MIA distance
 DEFAULT_JUDGED_BY = {"membership": "auc", "reconstruction": "mse", "inversion": "mia_distance"}
-#: mechanism -> metrics field holding its nominal ε (paper 1 quotes VMF by its per-update ε_V);
-#: other mechanisms: the run's ε target (train.epsilon), else epsilon_<mechanism>, else epsilon
-DEFAULT_NOMINAL = {"vmf": "epsilon_v_nominal"}
 
 
 def _mechanisms() -> list[str]:
     from privtool.mechanisms import MECHANISMS
 
     return MECHANISMS.names()
+
+
+def default_nominal() -> dict[str, str]:
+    """mechanism -> metrics field holding its nominal ε (``Mechanism.nominal_key``; paper 1
+    quotes VMF by its per-update ε_V); other mechanisms: the run's ε target (train.epsilon),
+    else epsilon_<mechanism>, else epsilon."""
+    from privtool.mechanisms import MECHANISMS
+
+    return {m: k for m in MECHANISMS if (k := MECHANISMS.get(m).nominal_key)}
 
 
 @settings(
@@ -42,7 +48,7 @@ class CalibrateConfig:
     baseline: str = "gaussian"
     headline: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADLINE))
     judged_by: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_JUDGED_BY))
-    nominal: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NOMINAL))
+    nominal: Mapping[str, str] = field(default_factory=default_nominal)
     accuracy_tolerance: float = 0.02  # |Δ test accuracy| for the accuracy-matched comparison
     confidence: float = 0.95  # level of every score interval (AUC, SSIM, MSE, ...)
     epsilon_rtol: float = 0.01  # nominal ε counted "equal" for the Δ tables

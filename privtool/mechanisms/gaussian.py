@@ -10,13 +10,16 @@ benchmarks/step_time.py), ghost (two backward passes, wins for wide layers) or f
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from privtool.accounting import gaussian_epsilon, gaussian_noise_multiplier
+from privtool.epsilon import EpsilonQuery
+from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper
+from privtool.mechanisms.release import Grads, Release, flat_norms, scale_rows
 
 # Opacus' hooks fire on the first layer, whose input needs no gradient; harmless.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -97,23 +100,98 @@ def opacus_stepper(
     return step
 
 
+class GaussianRelease(Release):
+    """DP-SGD (Abadi et al. 2016): flat per-sample clipping to C (Opacus' factor
+    min(1, C / (‖g‖ + 1e-6))), sum, + N(0, σ²C²) per coordinate, / B."""
+
+    name = "gaussian"
+    bound_key = "max_grad_norm"
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        self.noise_multiplier = float(self._need("noise_multiplier"))
+        self.max_grad_norm = float(self._need(self.bound_key))
+
+    def _clip(self, grads: Grads, lead: int) -> Grads:
+        factor = (self.max_grad_norm / (flat_norms(grads, lead) + 1e-6)).clamp(max=1.0)
+        return scale_rows(grads, factor)
+
+    def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
+        b = grads[0].shape[0]
+        std = self.noise_multiplier * self.max_grad_norm
+        out = []
+        for g in self._clip(grads, 1):
+            s = g.sum(0)
+            noise = torch.normal(
+                0.0, std, size=s.shape, device=s.device, dtype=s.dtype, generator=generator
+            )
+            out.append((s + noise) / b)
+        return out
+
+    def expected(self, grads: Grads) -> Grads:
+        return [g.mean(1) for g in self._clip(grads, 2)]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "release": self.name,
+            "release_noise_multiplier": self.noise_multiplier,
+            "release_max_grad_norm": self.max_grad_norm,
+        }
+
+
 @MECHANISMS.register("gaussian")
 class Gaussian(Mechanism):
+    """DP-SGD under add/remove-one-record, Poisson sampling at q = b/n; ε by Opacus' RDP
+    (Mironov et al. 2019, subsampled Gaussian) or PRV accountant (Gopi et al. 2021)."""
+
     name = "gaussian"
     relation = "add/remove one record"
+    release_class = GaussianRelease
+    canaries = ("input", "gradient")
+    ddp_adapter = "gaussian"
+
+    @classmethod
+    def accountant(cls, q: EpsilonQuery) -> dict[str, Any]:
+        n_steps = q.n_steps()
+        if q.noise_multiplier is None:
+            raise PrivtoolError("--noise-multiplier is required for --mech gaussian")
+        res = gaussian_epsilon(
+            noise_multiplier=q.noise_multiplier,
+            sample_rate=q.sample_rate,
+            steps=n_steps,
+            delta=q.delta,
+            accountant=q.accountant,
+        )
+        out = {
+            "mechanism": "gaussian",
+            "epsilon": res.epsilon,
+            "delta": q.delta,
+            "accountant": res.accountant,
+            "noise_multiplier": q.noise_multiplier,
+            "sample_rate": q.sample_rate,
+            "steps": n_steps,
+        }
+        if res.warning:
+            out["warning"] = res.warning
+        return out
 
     def calibrate(self, model: Any) -> None:
-        cfg, s = self.cfg, self.schedule
+        cfg = self.cfg
         self.noise_multiplier = cfg.noise_multiplier
         if cfg.epsilon is not None:
-            self.noise_multiplier = gaussian_noise_multiplier(
-                target_epsilon=cfg.epsilon,
-                sample_rate=s.sample_rate,
-                steps=s.steps,
-                delta=cfg.delta,
-                accountant=cfg.accountant,
-            )
+            self.noise_multiplier = self.solve(cfg.epsilon)
         self.warnings: list[str] = []
+
+    def solve(self, target_epsilon: float) -> float:
+        """σ for ``target_epsilon`` by the run's accountant (bisection, Opacus)."""
+        s = self.schedule
+        return gaussian_noise_multiplier(
+            target_epsilon=target_epsilon,
+            sample_rate=s.sample_rate,
+            steps=s.steps,
+            delta=self.cfg.delta,
+            accountant=self.cfg.accountant,
+        )
 
     def make_stepper(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: Any

@@ -13,18 +13,22 @@ saved with the run (``units.npy``). Accounting: :mod:`privtool.accounting.unit`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from privtool.accounting.unit import record_level as record_level_guarantee
 from privtool.accounting.unit import unit_epsilon, unit_noise_multiplier, units_per_step
+from privtool.epsilon import EpsilonQuery
 from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
-from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper
+from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper, finite_or_none
+from privtool.mechanisms.gaussian import GaussianRelease
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,22 @@ def form_units(
     return units
 
 
+class UnitRelease(GaussianRelease):
+    """Class/subclass DP-SGD (paper 3, Alg. 2): a unit's average gradient is clipped to S and
+    released with N(0, σ²S²). A batch of one record is one unit, so for the attacker this is
+    the Gaussian release with S = ``max_grad_norm``."""
+
+    name = "class"
+
+
 class _UnitBase(Mechanism):
+    """Unit-level DP-SGD; the guarantee's relation is add/remove (poisson) or replace (fixed)
+    one unit, its record-level guarantee add/remove one record by group privacy over the
+    largest unit (:mod:`privtool.accounting.unit`, which states the theorems)."""
+
     kind = "class"
+    ddp_adapter = "units"
+    release_class = UnitRelease
     #: mean records per sampled unit from which one plain backward per unit beats Opacus
     #: per-sample gradients (measured: CNN of paper 3, 2-core CPU, crossover ≈ 40)
     LOOP_MIN_UNIT = 48
@@ -112,6 +130,64 @@ class _UnitBase(Mechanism):
     def k_sub(self) -> int:
         return 1
 
+    @classmethod
+    def accountant(cls, q: EpsilonQuery) -> dict[str, Any]:
+        n_steps = q.n_steps()
+        if q.noise_multiplier is None:
+            raise PrivtoolError(f"--noise-multiplier is required for --mech {cls.name}")
+        if q.unit_sampling == "fixed" and q.units is None:
+            raise PrivtoolError(
+                "--units K (number of classes/subclasses) is required with --unit-sampling fixed"
+            )
+        out = unit_epsilon(
+            kind=cls.kind,
+            sampling=q.unit_sampling,
+            noise_multiplier=q.noise_multiplier,
+            sample_rate=q.sample_rate,
+            steps=n_steps,
+            delta=q.delta,
+            n_units=q.units or 1,
+            accountant=q.accountant,
+            k_sub=q.k_sub,
+        )
+        return {
+            "mechanism": cls.name,
+            "noise_multiplier": q.noise_multiplier,
+            "unit_sample_rate": q.sample_rate,
+            "steps": n_steps,
+            "unit_sampling": q.unit_sampling,
+            **out,
+        }
+
+    @classmethod
+    def query_population(cls, *, n: int | None, n_units: int | None) -> tuple[int | None, str]:
+        """Unit-level DP: δ is compared with the number of units K (--units)."""
+        return n_units, f"{cls.kind} units"
+
+    @classmethod
+    def select_cost(
+        cls, privacy: Mapping[str, Any], metrics: Mapping[str, Any], *, record_level: bool
+    ) -> tuple[float | None, float, str]:
+        """``record_level`` False: the unit-level headline (per class for ``class``); True:
+        per record (``epsilon_record``: group privacy over the unit, recomputed where a
+        checkpoint entry lacks ``delta_record``)."""
+        delta = float(privacy.get("delta") or 0.0)
+        unit_eps = finite_or_none(privacy.get(f"epsilon_{cls.kind}"))
+        if not record_level:
+            relation = str(metrics.get("unit_relation") or f"add/remove one {cls.kind}")
+            return unit_eps, delta, relation
+        if "delta_record" in privacy:
+            return (
+                finite_or_none(privacy.get("epsilon_record")),
+                float(privacy["delta_record"]),
+                cls.record_relation,
+            )
+        g = int(metrics.get("record_group_size") or 1)
+        rec = record_level_guarantee(
+            math.inf if unit_eps is None else unit_eps, delta, group_size=g
+        )
+        return rec["epsilon_record"], float(rec["delta_record"]), cls.record_relation
+
     def prepare(self, x_train: Any, y_train: Any) -> None:
         self._x, self._y = x_train, y_train.cpu().numpy()
         if self.kind == "subclass" and self.cfg.subclass_features == "embeddings":
@@ -137,19 +213,24 @@ class _UnitBase(Mechanism):
         cfg, s = self.cfg, self.schedule
         self.noise_multiplier = cfg.noise_multiplier
         if cfg.epsilon is not None:
-            self.noise_multiplier = unit_noise_multiplier(
-                target_epsilon=cfg.epsilon,
-                sampling=cfg.unit_sampling,
-                sample_rate=s.sample_rate,
-                steps=s.steps,
-                delta=cfg.delta,
-                n_units=self.n_units,
-                accountant=cfg.accountant,
-            )
+            self.noise_multiplier = self.solve(cfg.epsilon)
         self.denominator = (
             s.sample_rate * self.n_units
             if cfg.unit_sampling == "poisson"
             else units_per_step(s.sample_rate, self.n_units)
+        )
+
+    def solve(self, target_epsilon: float) -> float:
+        """σ for a unit-level ``target_epsilon`` over the K units formed by :meth:`prepare`."""
+        cfg, s = self.cfg, self.schedule
+        return unit_noise_multiplier(
+            target_epsilon=target_epsilon,
+            sampling=cfg.unit_sampling,
+            sample_rate=s.sample_rate,
+            steps=s.steps,
+            delta=cfg.delta,
+            n_units=self.n_units,
+            accountant=cfg.accountant,
         )
 
     def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:

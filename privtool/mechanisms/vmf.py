@@ -15,7 +15,7 @@ are readings of paper 1 §3.4 with no DP guarantee (their runs record ``epsilon:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -27,9 +27,17 @@ from privtool.accounting import (
     vmf_nominal_epsilon,
     vmf_solve_kappa,
 )
+from privtool.epsilon import EpsilonQuery
 from privtool.errors import PrivtoolError
-from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper, fixed_size_batches
+from privtool.mechanisms.base import (
+    MECHANISMS,
+    REPLACE_ONE,
+    Mechanism,
+    Stepper,
+    fixed_size_batches,
+)
 from privtool.mechanisms.gaussian import opacus_stepper
+from privtool.mechanisms.release import Grads, Release
 from privtool.mechanisms.vmf_modes import VMF_MODES, VMFMode, make_mode
 from privtool.mechanisms.vmf_sampler import sample_vmf
 
@@ -130,10 +138,96 @@ def _vmf_optimizer_class() -> type:
     return VMFOptimizer
 
 
+class VMFRelease(Release):
+    """DirDP-SGD (paper 1): the run's ``vmf_mode`` (:mod:`privtool.mechanisms.vmf_modes`)
+    releases the batch sum, / B. ``alg2``: each part of each per-sample gradient scaled to unit
+    norm and replaced by a VMF(κ, direction) sample, whose mean A_d(κ)·direction (d the part's
+    dimension) the attacker matches; the ``opacus-*`` modes: clipped sum + VMF noise, mean
+    clipped sum + scale·A_d(κ)·direction."""
+
+    name = "vmf"
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        from privtool.mechanisms.vmf_modes import make_mode
+
+        super().__init__(settings)
+        self.kappa = float(self._need("kappa"))
+        self.partition = str(self.settings.get("partition") or "whole")
+        self.mode = make_mode(
+            str(self.settings.get("vmf_mode") or "alg2"),
+            kappa=self.kappa,
+            partition=self.partition,
+            max_grad_norm=float(self.settings.get("max_grad_norm") or 1.0),
+        )
+
+    def release(self, grads: Grads, generator: torch.Generator | None) -> Grads:
+        b = grads[0].shape[0]
+        return [s / b for s in self.mode.release(grads, generator)]
+
+    def expected(self, grads: Grads) -> Grads:
+        return self.mode.expected(grads)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "release": self.name,
+            "release_kappa": self.kappa,
+            "release_partition": self.partition,
+            "release_vmf_mode": self.mode.name,
+        }
+
+
 @MECHANISMS.register("vmf")
 class VMF(Mechanism):
+    """DirDP-SGD (module docstring): replace-one-record, fixed-size batches without
+    replacement; ε by :mod:`privtool.accounting.vmf` (tight PLD with the parts' dimensions,
+    else the pure bound)."""
+
     name = "vmf"
-    relation = "replace one record"
+    relation = REPLACE_ONE
+    release_class = VMFRelease
+    record_relation = REPLACE_ONE
+    uses_part_dims = True
+    nominal_key = "epsilon_v_nominal"  # paper 1 quotes VMF by its per-update ε_V
+    canaries = ("input", "gradient")
+    ddp_adapter = "vmf"
+
+    @classmethod
+    def accountant(cls, q: EpsilonQuery) -> dict[str, Any]:
+        n_steps = q.n_steps()
+        mode = make_mode(q.vmf_mode, kappa=0.0, partition="whole")
+        if not mode.guarantee:
+            raise PrivtoolError(
+                f"--vmf-mode {q.vmf_mode} has no DP guarantee, so it has no "
+                f"epsilon ({mode.reason()}); only alg2 is accounted"
+            )
+        if q.kappa is None:
+            raise PrivtoolError("--kappa is required for --mech vmf")
+        part_dims = None if q.part_dims is None else list(q.part_dims)
+        fields = vmf_epsilon(
+            kappa=q.kappa,
+            parts=q.parts if part_dims is None else len(part_dims),
+            sample_rate=q.sample_rate,
+            steps=n_steps,
+            delta=q.delta,
+            part_dims=part_dims,
+        )
+        out = {"mechanism": "vmf", **fields}
+        if part_dims is None:
+            out["note"] = (
+                "only the pure bound: without the parts' dimensions (--part-dims, or "
+                "--model and --partition) the tight PLD accountant cannot run"
+            )
+        else:
+            from privtool.accounting.vmf_pld import format_part_dims
+
+            out["part_dims"] = format_part_dims(part_dims)
+        return out
+
+    @classmethod
+    def label(cls, metrics: Mapping[str, Any]) -> str:
+        if metrics.get("target_epsilon_v_nominal") is not None:
+            return f"vmf ε_V={metrics['target_epsilon_v_nominal']:.3g}"
+        return super().label(metrics)
 
     def batches(self, epoch: int, rng: np.random.Generator):
         s = self.schedule
@@ -143,7 +237,7 @@ class VMF(Mechanism):
         return fixed_size_batches(s.n, s.batch_size, s.steps_per_epoch, rng)
 
     def calibrate(self, model: nn.Module) -> None:
-        cfg, s = self.cfg, self.schedule
+        cfg = self.cfg
         params = [p for p in model.parameters() if p.requires_grad]
         self.part_dims = part_dims(params, cfg.partition)
         self.parts = len(self.part_dims)
@@ -161,15 +255,7 @@ class VMF(Mechanism):
             )
         # Precedence: a whole-run ε target, then κ, then paper 1's per-update ε_V (the default).
         if cfg.epsilon is not None:
-            # Against the tight ε; the grid of the solve is kept so privacy() reports that ε.
-            self.kappa, self.pld_grid = vmf_solve_kappa(
-                target_epsilon=cfg.epsilon,
-                parts=self.parts,
-                sample_rate=s.sample_rate,
-                steps=s.steps,
-                delta=cfg.delta,
-                part_dims=self.part_dims,
-            )
+            self.kappa = self.solve(cfg.epsilon)
         elif cfg.kappa is not None:
             self.kappa = float(cfg.kappa)
         elif cfg.epsilon_v is not None:
@@ -183,6 +269,20 @@ class VMF(Mechanism):
         self.mode = make_mode(
             cfg.vmf_mode, kappa=self.kappa, partition=cfg.partition, max_grad_norm=cfg.max_grad_norm
         )
+
+    def solve(self, target_epsilon: float) -> float:
+        """κ for ``target_epsilon`` against the tight ε; the grid of the solve is kept so
+        :meth:`privacy` reports that ε."""
+        s = self.schedule
+        kappa, self.pld_grid = vmf_solve_kappa(
+            target_epsilon=target_epsilon,
+            parts=self.parts,
+            sample_rate=s.sample_rate,
+            steps=s.steps,
+            delta=self.cfg.delta,
+            part_dims=self.part_dims,
+        )
+        return kappa
 
     def make_stepper(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: Any

@@ -5,8 +5,9 @@ data, so the fine-tuned model keeps the parent's (ε_dp, δ); NearPrivate also r
 (ε_dpPCA, δ_dpPCA) and noisy support counts (ε_support, 0) of the private training data, and by
 basic composition (Dwork & Roth 2014, Thm. 3.16) the whole is (ε_dp + ε_dpPCA + ε_support,
 δ_dp + δ_dpPCA). Composition needs one neighbouring relation: the parent's record-level one
-(add/remove for Gaussian DP-SGD and for class/subclass runs' record-level guarantee, replace-one for
-VMF), which also sets the sensitivities of the two new releases (:mod:`privtool.select.dp_pca`).
+(``Mechanism.record_relation``: add/remove for Gaussian DP-SGD and for class/subclass runs'
+record-level guarantee, replace-one for VMF), which also sets the sensitivities of the two new
+releases (:mod:`privtool.select.dp_pca`); the parent's (ε, δ) is its ``Mechanism.select_cost``.
 
 Paper 2 §5.2 / Fig. 5c split a total ε_limit into ε_dp (which checkpoint), ε_dpPCA (small, 0.3)
 and ε_support; :func:`choose_parent` takes the latest checkpoint whose composed ε fits.
@@ -19,20 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from privtool.errors import PrivtoolError
-from privtool.select.dp_pca import ADD_REMOVE, REPLACE_ONE
 
 BASIC = (
     "basic composition (Dwork & Roth 2014, Thm. 3.16): epsilon = sum of the epsilons, "
     "delta = sum of the deltas, all under one neighbouring relation"
 )
-# The neighbouring relation of each mechanism's record-level guarantee.
-RECORD_RELATION = {
-    "none": ADD_REMOVE,
-    "gaussian": ADD_REMOVE,
-    "vmf": REPLACE_ONE,
-    "class": ADD_REMOVE,
-    "subclass": ADD_REMOVE,
-}
 
 
 @dataclass(frozen=True)
@@ -67,55 +59,35 @@ def compose(costs: Sequence[Cost]) -> tuple[float | None, float]:
     return float(sum(c.epsilon for c in costs)), delta
 
 
-def record_relation(mechanism: str) -> str:
-    """The neighbouring relation of ``mechanism``'s record-level guarantee."""
-    try:
-        return RECORD_RELATION[mechanism]
-    except KeyError:
+def _mechanism(name: str) -> Any:
+    from privtool.mechanisms import MECHANISMS
+
+    if name not in MECHANISMS:
         raise PrivtoolError(
             f"privtool select does not know the privacy guarantee of mechanism "
-            f"{mechanism!r}; known: {', '.join(RECORD_RELATION)}"
-        ) from None
+            f"{name!r}; known: {', '.join(MECHANISMS.names())}"
+        )
+    return MECHANISMS.get(name)
+
+
+def record_relation(mechanism: str) -> str:
+    """The neighbouring relation of ``mechanism``'s record-level guarantee."""
+    return _mechanism(mechanism).record_relation
 
 
 def parent_cost(
     mechanism: str, privacy: Mapping[str, Any], metrics: Mapping[str, Any], *, record_level: bool
 ) -> Cost:
-    """The parent checkpoint's guarantee as a :class:`Cost`.
+    """The parent checkpoint's guarantee as a :class:`Cost` (``Mechanism.select_cost``).
 
     ``record_level`` False: the mechanism's own headline (per class for ``class``);
     True: per record, as composing with releases about single records needs (class/subclass
-    runs: ``epsilon_record``, group privacy over the unit, recomputed when a checkpoint entry
-    lacks ``delta_record``).
+    runs: ``epsilon_record``, group privacy over the unit).
     """
-    relation = record_relation(mechanism)
-    name = "parent DP training"
-    if mechanism == "none":
-        return Cost(name, None, 0.0, "not private")
-    delta = float(privacy.get("delta") or 0.0)
-    if mechanism in ("gaussian", "vmf"):
-        return Cost(name, _eps(privacy.get("epsilon")), delta, relation)
-    unit_eps = _eps(privacy.get(f"epsilon_{mechanism}"))
-    if not record_level:
-        return Cost(
-            name,
-            unit_eps,
-            delta,
-            str(metrics.get("unit_relation") or f"add/remove one {mechanism}"),
-        )
-    if "delta_record" in privacy:
-        return Cost(
-            name, _eps(privacy.get("epsilon_record")), float(privacy["delta_record"]), relation
-        )
-    from privtool.accounting.unit import record_level as group
-
-    g = int(metrics.get("record_group_size") or 1)
-    rec = group(math.inf if unit_eps is None else unit_eps, delta, group_size=g)
-    return Cost(name, rec["epsilon_record"], float(rec["delta_record"]), relation)
-
-
-def _eps(v: Any) -> float | None:
-    return None if v is None or not math.isfinite(float(v)) else float(v)
+    eps, delta, relation = _mechanism(mechanism).select_cost(
+        privacy, metrics, record_level=record_level
+    )
+    return Cost("parent DP training", eps, delta, relation)
 
 
 @dataclass(frozen=True)

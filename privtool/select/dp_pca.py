@@ -42,9 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from privtool.errors import PrivtoolError
+from privtool.mechanisms.base import ADD_REMOVE, REPLACE_ONE
 
-ADD_REMOVE = "add/remove one record"
-REPLACE_ONE = "replace one record"
 RELATIONS = (ADD_REMOVE, REPLACE_ONE)
 
 
