@@ -27,6 +27,7 @@ from privtool.attacks.audit import Roc, plot_roc, roc_rows, score_attack
 from privtool.attacks.base import Attack, Target
 from privtool.attacks.signals import cross_entropy
 from privtool.errors import PrivtoolError
+from privtool.mechanisms.base import is_private
 from privtool.results import MembershipResult, MembershipViews, RocScores
 from privtool.schema import Rule, settings, validate
 
@@ -78,7 +79,7 @@ def _epsilon_label(target: Target) -> str:
         for k, v in target.privacy.items()
         if k.startswith("epsilon") and isinstance(v, (int, float))
     }
-    if target.mechanism == "none" or not fields:
+    if not is_private(target.mechanism) or not fields:
         return "ε = ∞"
     if "epsilon" in fields:
         fields = {"epsilon": fields["epsilon"]}

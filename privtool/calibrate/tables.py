@@ -119,10 +119,12 @@ def source_record(a: Artifact) -> dict[str, Any]:
 
 def build(col: Collection, cfg: CalibrateConfig) -> Calibration:
     """Rows, paper views, equivalent ε and the accuracy-matched comparison of ``col``."""
+    from privtool.mechanisms.base import is_private  # lazily: reading results needs no torch
+
     rows = build_rows(col, cfg)
     for r in rows:
         eps = r["epsilon_nominal"]
-        if r["mechanism"] != "none" and not (
+        if is_private(r["mechanism"]) and not (
             isinstance(eps, (int, float))
             and not isinstance(eps, bool)
             and math.isfinite(eps)

@@ -246,3 +246,14 @@ def finite_or_none(v: Any) -> float | None:
 
 
 MECHANISMS: Registry[type[Mechanism]] = Registry("mechanism")
+
+
+#: the mechanism of non-private training (the reference models' recipe; `privtool.mechanisms.none`)
+NON_PRIVATE = "none"
+
+
+def is_private(name: str) -> bool:
+    """Whether mechanism ``name`` trains with a privacy guarantee. A name no loaded module
+    registers (e.g. a plug-in's run read without its plug-in) counts as private: the
+    conservative reading, since nothing then treats its noise as reproducible or its ε as ∞."""
+    return MECHANISMS.get(name).is_private if name in MECHANISMS else True

@@ -20,6 +20,7 @@ import numpy as np
 
 from privtool.augment import shifts
 from privtool.errors import PrivtoolError
+from privtool.mechanisms.base import NON_PRIVATE, is_private
 
 FORMAT = 1
 KINDS = ("offline", "online")
@@ -36,8 +37,8 @@ LATER_KEYS = {"augment": "none", "augment_shift": None}
 def recipe_config(train: Any, role: str) -> Any:
     """The TrainConfig store models train with: the target's own (``shadow``) or its non-DP
     version (``reference``)."""
-    if role == "reference" and train.mech != "none":
-        return replace(train, mech="none", epsilon=None)
+    if role == "reference" and is_private(train.mech):
+        return replace(train, mech=NON_PRIVATE, epsilon=None)
     if role not in ("reference", "shadow"):
         raise PrivtoolError(f"store role {role!r} is not allowed: reference or shadow")
     return train
@@ -59,8 +60,8 @@ def recipe_record(train: Any) -> dict[str, Any]:
     later = {k: d[k] for k, default in LATER_KEYS.items() if d.get(k, default) != default}
     if not shifts(d.get("augment", "none")):
         later.pop("augment_shift", None)  # the shift size matters only when shifting
-    if d.get("mech") == "none":
-        return {"mech": "none", **{k: d[k] for k in NON_DP_KEYS}, **later}
+    if d.get("mech") is not None and not is_private(d["mech"]):
+        return {"mech": d["mech"], **{k: d[k] for k in NON_DP_KEYS}, **later}
     kept = {k: v for k, v in d.items() if k not in NOT_RECIPE and k not in LATER_KEYS}
     return dict(sorted({**kept, **later}.items()))
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from privtool.mechanisms.base import is_private
 from privtool.store.build import job_cfg, save_state
 
 MAX_STACK = 32  # models trained together in one stacked (vmap) run
@@ -59,7 +60,7 @@ def train_stacked(
     from privtool.models import build_model
     from privtool.training import seed_everything
 
-    if cfg.mech != "none":
+    if is_private(cfg.mech):
         raise ValueError("stacked training reproduces non-private training only")
     n = len(seeds)
     b = cfg.batch_size
@@ -171,7 +172,7 @@ def stack_groups(jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     alone: list[list[dict[str, Any]]] = []
     for job in jobs:
         r = job["recipe"]
-        if r["mech"] == "none" and int(job["mask"].sum()) >= r["batch_size"]:
+        if not is_private(r["mech"]) and int(job["mask"].sum()) >= r["batch_size"]:
             groups.setdefault(job["kind"], []).append(job)
         else:
             alone.append([job])
