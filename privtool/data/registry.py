@@ -20,7 +20,10 @@ import os
 
 import numpy as np
 
-from privtool.data import bundled, folder_source, idx_source, torchvision_source
+import privtool.data.bundled as bundled
+import privtool.data.folder_source as folder_source
+import privtool.data.idx_source as idx_source
+import privtool.data.torchvision_source as torchvision_source
 from privtool.data.spec import DatasetSpec, DatasetStatus, ImageData, data_root
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 
 import numpy as np
 
+from privtool.accounting.query import EpsilonQuery
+from privtool.accounting.query import steps_per_epoch as epoch_steps
 from privtool.config import TrainConfig
-from privtool.epsilon import EpsilonQuery
-from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
 from privtool.registry import Registry
 

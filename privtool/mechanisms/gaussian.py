@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from privtool.accounting import gaussian_epsilon, gaussian_noise_multiplier
-from privtool.epsilon import EpsilonQuery
+from privtool.accounting.query import EpsilonQuery
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper
 from privtool.mechanisms.release import Grads, Release, flat_norms, scale_rows

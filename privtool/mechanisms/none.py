@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privtool.epsilon import EpsilonQuery
+from privtool.accounting.query import EpsilonQuery
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Stepper, shuffle_batches
 from privtool.mechanisms.release import Grads, Release
 

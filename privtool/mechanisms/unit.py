@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from privtool.accounting.query import EpsilonQuery
+from privtool.accounting.query import steps_per_epoch as epoch_steps
 from privtool.accounting.unit import record_level as record_level_guarantee
 from privtool.accounting.unit import unit_epsilon, unit_noise_multiplier, units_per_step
-from privtool.epsilon import EpsilonQuery
-from privtool.epsilon import steps_per_epoch as epoch_steps
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import MECHANISMS, Mechanism, Schedule, Stepper, finite_or_none
 from privtool.mechanisms.gaussian import GaussianRelease

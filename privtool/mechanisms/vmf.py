@@ -27,7 +27,7 @@ from privtool.accounting import (
     vmf_nominal_epsilon,
     vmf_solve_kappa,
 )
-from privtool.epsilon import EpsilonQuery
+from privtool.accounting.query import EpsilonQuery
 from privtool.errors import PrivtoolError
 from privtool.mechanisms.base import (
     MECHANISMS,
@@ -38,8 +38,7 @@ from privtool.mechanisms.base import (
 )
 from privtool.mechanisms.gaussian import opacus_stepper
 from privtool.mechanisms.release import Grads, Release
-from privtool.mechanisms.vmf_modes import VMF_MODES, VMFMode, make_mode
-from privtool.mechanisms.vmf_sampler import sample_vmf
+from privtool.mechanisms.vmf_modes import VMF_MODES, VMFMode, make_mode, privatize_vmf  # noqa: F401
 
 
 def count_parts(params: list[torch.Tensor], partition: str) -> int:
@@ -48,7 +47,7 @@ def count_parts(params: list[torch.Tensor], partition: str) -> int:
 
 
 def part_dims(params: list[torch.Tensor] | list[torch.Size], partition: str) -> list[int]:
-    """Dimension of every VMF part for ``partition`` (what :func:`_part_view` cuts): ``whole``
+    """Dimension of every VMF part for ``partition`` (what :func:`~privtool.mechanisms.vmf_modes.privatize_vmf` cuts): ``whole``
     one part of all parameters; ``layer`` one per tensor; ``row`` one per output row of each
     weight (dimension: the rest of its shape), one per bias. The tight accountant needs them."""
     shapes = [tuple(p.shape) if hasattr(p, "shape") else tuple(p) for p in params]
@@ -58,51 +57,6 @@ def part_dims(params: list[torch.Tensor] | list[torch.Size], partition: str) -> 
     if partition == "layer":
         return sizes
     return [d for s, n in zip(shapes, sizes) for d in ([n // s[0]] * s[0] if len(s) >= 2 else [n])]
-
-
-def _part_view(g: torch.Tensor, partition: str) -> torch.Tensor:
-    """(B, *shape) per-sample gradient -> (B * parts, part_dim) rows, one per VMF part."""
-    b = g.shape[0]
-    if partition == "row" and g.dim() >= 3:
-        return g.reshape(b * g.shape[1], -1)
-    return g.reshape(b, -1)
-
-
-def privatize_vmf(
-    grad_samples: list[torch.Tensor],
-    *,
-    kappa: float,
-    partition: str,
-    generator: torch.Generator | None,
-) -> list[torch.Tensor]:
-    """Per-sample gradients (list over parameters of (B, *shape)) -> the summed VMF release
-    (list of parameter-shaped tensors). A part whose gradient is exactly zero has no direction;
-    it is given the fixed direction e1, which the replace-one analysis covers (any unit vector)."""
-    if partition == "whole":
-        b = grad_samples[0].shape[0]
-        flat = torch.cat([g.reshape(b, -1) for g in grad_samples], dim=1)
-        parts = [flat]
-    else:
-        parts = [_part_view(g, partition) for g in grad_samples]
-    released = []
-    for rows in parts:
-        norms = rows.norm(dim=1, keepdim=True)
-        unit = rows / norms.clamp_min(torch.finfo(rows.dtype).tiny)
-        zero = norms.squeeze(1) == 0
-        if bool(zero.any()):
-            unit[zero] = 0.0
-            unit[zero, 0] = 1.0
-        released.append(sample_vmf(unit, kappa, generator=generator))
-    if partition == "whole":
-        b = grad_samples[0].shape[0]
-        summed = released[0].reshape(b, -1).sum(0)
-        out, offset = [], 0
-        for g in grad_samples:
-            k = g[0].numel()
-            out.append(summed[offset : offset + k].view(g.shape[1:]))
-            offset += k
-        return out
-    return [r.reshape(g.shape).sum(0) for r, g in zip(released, grad_samples)]
 
 
 def _vmf_optimizer_class() -> type:

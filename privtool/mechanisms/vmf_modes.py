@@ -41,7 +41,54 @@ from typing import ClassVar
 
 import torch
 
+from privtool.mechanisms.vmf_sampler import sample_vmf
 from privtool.registry import Registry
+
+
+def _part_view(g: torch.Tensor, partition: str) -> torch.Tensor:
+    """(B, *shape) per-sample gradient -> (B * parts, part_dim) rows, one per VMF part."""
+    b = g.shape[0]
+    if partition == "row" and g.dim() >= 3:
+        return g.reshape(b * g.shape[1], -1)
+    return g.reshape(b, -1)
+
+
+def privatize_vmf(
+    grad_samples: list[torch.Tensor],
+    *,
+    kappa: float,
+    partition: str,
+    generator: torch.Generator | None,
+) -> list[torch.Tensor]:
+    """Per-sample gradients (list over parameters of (B, *shape)) -> the summed VMF release
+    (list of parameter-shaped tensors). A part whose gradient is exactly zero has no direction;
+    it is given the fixed direction e1, which the replace-one analysis covers (any unit vector)."""
+    if partition == "whole":
+        b = grad_samples[0].shape[0]
+        flat = torch.cat([g.reshape(b, -1) for g in grad_samples], dim=1)
+        parts = [flat]
+    else:
+        parts = [_part_view(g, partition) for g in grad_samples]
+    released = []
+    for rows in parts:
+        norms = rows.norm(dim=1, keepdim=True)
+        unit = rows / norms.clamp_min(torch.finfo(rows.dtype).tiny)
+        zero = norms.squeeze(1) == 0
+        if bool(zero.any()):
+            unit[zero] = 0.0
+            unit[zero, 0] = 1.0
+        released.append(sample_vmf(unit, kappa, generator=generator))
+    if partition == "whole":
+        b = grad_samples[0].shape[0]
+        summed = released[0].reshape(b, -1).sum(0)
+        out, offset = [], 0
+        for g in grad_samples:
+            k = g[0].numel()
+            out.append(summed[offset : offset + k].view(g.shape[1:]))
+            offset += k
+        return out
+    return [r.reshape(g.shape).sum(0) for r, g in zip(released, grad_samples)]
+
 
 NO_GUARANTEE = (
     "bounded noise cannot hide a record: the VMF vector added to the clipped sum has "
@@ -97,7 +144,6 @@ def unit_directions(rows: torch.Tensor) -> torch.Tensor:
 
 def vmf_draw(mu: torch.Tensor, kappa: float, generator: torch.Generator | None) -> torch.Tensor:
     """One VMF(κ, μ) sample per row of ``mu`` (..., d), unit mean directions."""
-    from privtool.mechanisms.vmf_sampler import sample_vmf
 
     d = mu.shape[-1]
     return sample_vmf(mu.reshape(-1, d), kappa, generator=generator).reshape(mu.shape)
@@ -163,8 +209,6 @@ class Alg2(VMFMode):
     poisson = False  # the replace-one accountant needs fixed-size batches
 
     def release(self, grad_samples, generator):
-        from privtool.mechanisms.vmf import privatize_vmf
-
         return privatize_vmf(
             grad_samples, kappa=self.kappa, partition=self.partition, generator=generator
         )

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from privtool.epsilon import EpsilonQuery
+from privtool.accounting.query import EpsilonQuery
 from privtool.errors import PrivtoolError
 from privtool.mechanisms import MECHANISMS, Mechanism
 from privtool.mechanisms.base import Stepper
