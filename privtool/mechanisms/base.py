@@ -100,7 +100,7 @@ class Mechanism(ABC):
       composes with); ``epsilon_key`` (the metrics field of the headline ε);
     * ``is_private`` (False: ε = ∞, no δ check, reproducible noise; ``none``);
     * :meth:`accountant` — every ε field from hyperparameters (what ``privtool epsilon``
-      prints, from an :class:`~privtool.epsilon.EpsilonQuery`); ``uses_part_dims`` (it reads
+      prints, from an :class:`~privtool.accounting.query.EpsilonQuery`); ``uses_part_dims`` (it reads
       ``--part-dims``/``--model``); :meth:`query_population` (the count δ is checked against);
     * :meth:`release` — the :class:`~privtool.mechanisms.release.Release` of one batch's
       gradient for the reconstruction threat model (``release_class``), from a run's recorded
