@@ -26,8 +26,10 @@ __all__ = ["app", "main"]
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM (DVC, CI, ``kill``) ends a stage like Ctrl-C: the staged output is removed and
-    ``--out`` keeps its previous run."""
-    raise KeyboardInterrupt
+    ``--out`` keeps its previous run (:class:`~privtool.errors.Terminated`)."""
+    from privtool.errors import Terminated
+
+    raise Terminated
 
 
 def main() -> None:
