@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -126,9 +127,9 @@ class MembershipAttack(Attack):
             check_store_inputs(target, self.cfg, self.store_role())
         evaluation_set(target.splits, self.options.n_eval, self.cfg.seed)
 
+    @abstractmethod
     def scores(self, signals: dict[str, Any]) -> dict[str, np.ndarray]:
         """Variant name -> scores (higher = member), the first being the headline one."""
-        raise NotImplementedError
 
     def extra_metrics(
         self, signals: dict[str, Any], scores: dict[str, np.ndarray], member: np.ndarray

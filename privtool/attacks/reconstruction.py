@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -231,6 +232,7 @@ class GradientAttack(Attack):
             what=self.name,
         )
 
+    @abstractmethod
     def reconstruct(
         self,
         model: torch.nn.Module,
@@ -243,7 +245,6 @@ class GradientAttack(Attack):
     ) -> Reconstruction:
         """Attacker side: reconstruct the T batches whose released gradients are ``observed``
         ((T, *shape) lists) — from the model and the release alone."""
-        raise NotImplementedError
 
     def run(self, target: Target, out: Path, progress: Any = None) -> ReconstructionResult:
         from privtool.artifacts import write_csv

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -210,7 +211,7 @@ class Found:
 # ------------------------------------------------------------------ base spec
 
 
-class DatasetSpec:
+class DatasetSpec(ABC):
     """One registered dataset: locate files, report status, load, optionally download."""
 
     name: str = ""
@@ -220,11 +221,13 @@ class DatasetSpec:
     default_image_size: int | None = None
     downloadable: bool = False
 
+    @abstractmethod
     def find(self, root: Path | None) -> Found:
-        raise NotImplementedError
+        """Where this dataset's files are under ``root`` (or the default roots), and what is missing."""
 
+    @abstractmethod
     def read(self, found: Found, image_size: int | None) -> ImageData:
-        raise NotImplementedError
+        """The images and labels of the files :meth:`find` located."""
 
     def fetch(self, root: Path) -> None:
         raise PrivtoolError(f"{self.name} has no downloader; {self.how(None)}")
